@@ -1,0 +1,77 @@
+//! Finding and starting the devbroker binary.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::read_until;
+
+/// Environment variable naming the devbroker binary to run.
+pub const BIN_ENV: &str = "HABITAT_DEVBROKER_BIN";
+
+/// The line devbroker prints once it accepts connections.
+pub const READY_MARKER: &str = "devbroker listening on ";
+
+/// The devbroker binary: `$HABITAT_DEVBROKER_BIN`, else the one built beside the running
+/// executable (`target/<profile>/devbroker`, also from `target/<profile>/deps/`).
+pub fn binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(BIN_ENV) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    while let Some(candidate) = dir {
+        let bin = candidate.join("devbroker");
+        if bin.is_file() {
+            return Ok(bin);
+        }
+        dir = candidate
+            .parent()
+            .filter(|_| candidate.ends_with("deps"))
+            .map(Path::to_path_buf);
+    }
+    bail!(
+        "devbroker binary not found next to {}; build it with: cargo build -p devbroker",
+        exe.display()
+    )
+}
+
+/// A devbroker started as a child process.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+/// Starts devbroker on a free loopback port (in memory, or durable in `data_dir`) and
+/// waits for its startup line.
+pub fn start(bin: &Path, data_dir: Option<&Path>, log: Option<&Path>) -> Result<BrokerProcess> {
+    let mut command = Command::new(bin);
+    _ = command
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    if let Some(dir) = data_dir {
+        _ = command.arg("--data-dir").arg(dir);
+    }
+    if let Some(log) = log {
+        _ = command.stderr(std::fs::File::create(log)?);
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let line = read_until(&mut child, READY_MARKER, Duration::from_secs(30))
+        .context("devbroker did not report ready")?;
+    let addr = line
+        .split(READY_MARKER)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .with_context(|| format!("unexpected startup line: {line}"))?;
+    Ok(BrokerProcess { child, addr })
+}

@@ -1,0 +1,169 @@
+//! Child processes of the stack: running commands, detached daemons with pid files,
+//! guardians that clean up when their owner exits, and readiness waits.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Child, ChildStdin, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::geteuid() == 0
+    }
+}
+
+/// Runs a command to completion; an error carries its stderr.
+pub fn run(command: &mut Command) -> Result<()> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {:?}", command.get_program()))?;
+    if !output.status.success() {
+        bail!(
+            "{:?} failed ({}): {}",
+            command.get_program(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A free TCP port on loopback (free when asked; bind promptly).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("nothing accepted connections on {addr} within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Sends a signal to a process; false when it does not exist.
+pub fn signal(pid: i32, signal: i32) -> bool {
+    // SAFETY: kill has no memory-safety preconditions; an invalid pid yields an error.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, signal) == 0
+    }
+}
+
+/// Whether a process is alive.
+pub fn is_alive(pid: i32) -> bool {
+    signal(pid, 0)
+}
+
+/// Stops a process: SIGTERM, then SIGKILL after `grace`. Returns when it is gone.
+pub fn terminate(pid: i32, grace: Duration) {
+    if !signal(pid, libc::SIGTERM) {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    while is_alive(pid) && !is_zombie(pid) {
+        if Instant::now() >= deadline {
+            _ = signal(pid, libc::SIGKILL);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Starts `command` detached from this process (its own session), output appended to
+/// `log`, its pid written to `pid_file`.
+pub fn spawn_detached(command: &mut Command, log: &Path, pid_file: &Path) -> Result<i32> {
+    use std::os::unix::process::CommandExt as _;
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", command.get_program()))?;
+    let pid = child.id() as i32;
+    fs::write(pid_file, pid.to_string())?;
+    Ok(pid)
+}
+
+/// Reads a pid file; `None` when absent or when that process is gone.
+pub fn live_pid(pid_file: &Path) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    is_alive(pid).then_some(pid)
+}
+
+/// A `sh` process that runs a clean-up script when its owner exits, however it exits:
+/// the owner holds the write end of its stdin, and the script runs at end of input.
+#[derive(Debug)]
+pub struct Guardian {
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+impl Guardian {
+    pub fn new(script: &str) -> Result<Self> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat >/dev/null; {script}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start a guardian shell")?;
+        let stdin = child.stdin.take().context("guardian without stdin")?;
+        Ok(Self {
+            _child: child,
+            _stdin: stdin,
+        })
+    }
+}
+
+/// Reads a child's stdout until a line containing `marker`, returning that line.
+pub fn read_until(child: &mut Child, marker: &str, timeout: Duration) -> Result<String> {
+    let stdout = child.stdout.take().context("child stdout is not piped")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    _ = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if line.contains(&marker) {
+                _ = tx.send(line);
+                break;
+            }
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    rx.recv_timeout(timeout)
+        .map_err(|_| anyhow::anyhow!("no startup line within {timeout:?}"))
+}

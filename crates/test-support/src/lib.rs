@@ -1,0 +1,199 @@
+//! Fixtures every integration test uses.
+//!
+//! - [`kafka()`]: a Kafka-API broker for the whole test binary — `$HABITAT_TEST_BROKERS`
+//!   when set (Redpanda, Kafka), else a devbroker started on a free port.
+//! - [`postgres()`]: a Postgres cluster for the whole test binary, on a free port, from the
+//!   machine's binaries; [`database()`] gives each test a fresh database.
+//! - [`unique()`]: names no other test uses (topics, groups, transactional ids).
+//! - [`eventually()`]: await a condition with a timeout instead of sleeping.
+//!
+//! Processes started here are stopped, and their directories removed, when the test
+//! binary exits, even on a panic or a kill.
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use devstack::{
+    broker,
+    postgres::{Cluster, ClusterOptions, PgBin},
+    process::{Guardian, free_port},
+};
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+};
+
+/// Environment variable: a bootstrap address of an external broker to test against.
+pub const BROKERS_ENV: &str = "HABITAT_TEST_BROKERS";
+
+/// The broker the tests of this binary share.
+#[derive(Debug)]
+pub struct Kafka {
+    pub bootstrap: String,
+    /// The devbroker child, when this binary started one.
+    pub pid: Option<u32>,
+    _guardian: Option<Guardian>,
+}
+
+/// The shared broker, started on first use.
+pub fn kafka() -> &'static Kafka {
+    static KAFKA: OnceLock<Kafka> = OnceLock::new();
+    KAFKA.get_or_init(|| {
+        if let Ok(bootstrap) = std::env::var(BROKERS_ENV) {
+            return Kafka {
+                bootstrap,
+                pid: None,
+                _guardian: None,
+            };
+        }
+        start_devbroker().expect("start devbroker for the tests")
+    })
+}
+
+fn start_devbroker() -> anyhow::Result<Kafka> {
+    let bin = broker::binary()?;
+    let log = scratch_dir().join(format!("devbroker-{}.log", std::process::id()));
+    let process = broker::start(&bin, None, Some(&log))?;
+    let pid = process.child.id();
+    let guardian = Guardian::new(&format!("kill -9 {pid} 2>/dev/null"))?;
+    // The child handle is dropped without waiting: the guardian owns its end.
+    std::mem::forget(process.child);
+    Ok(Kafka {
+        bootstrap: process.addr.to_string(),
+        pid: Some(pid),
+        _guardian: Some(guardian),
+    })
+}
+
+/// A directory for this test run's files (under the target directory when known).
+pub fn scratch_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("habitat-tests");
+    std::fs::create_dir_all(&dir).expect("create the scratch directory");
+    dir
+}
+
+/// The Postgres cluster the tests of this binary share.
+#[derive(Debug)]
+pub struct Postgres {
+    pub cluster: Cluster,
+    _guardian: Guardian,
+}
+
+/// The shared Postgres cluster, created and started on first use.
+pub fn postgres() -> &'static Postgres {
+    static POSTGRES: OnceLock<Postgres> = OnceLock::new();
+    POSTGRES.get_or_init(|| start_postgres().expect("start Postgres for the tests"))
+}
+
+fn start_postgres() -> anyhow::Result<Postgres> {
+    let bin = PgBin::ensure()?;
+    let dir = std::env::temp_dir().join(format!("habitat-pg-{}", unique("")));
+    let cluster = Cluster::new(bin, &dir, free_port()?, ClusterOptions { ephemeral: true });
+    cluster.init()?;
+    cluster.start()?;
+    let guardian = Guardian::new(&format!(
+        "{}; rm -rf {}",
+        cluster.stop_script(),
+        devstack::postgres::shell_quote(dir.as_os_str())
+    ))?;
+    Ok(Postgres {
+        cluster,
+        _guardian: guardian,
+    })
+}
+
+/// A fresh, empty database for one test; returns its URL.
+pub fn database() -> String {
+    let cluster = &postgres().cluster;
+    let name = unique("test").replace('-', "_");
+    cluster
+        .create_database(&name)
+        .expect("create a test database");
+    cluster.url(&name)
+}
+
+/// A name no other test uses: `<prefix>-<random>`.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    if prefix.is_empty() {
+        id[..12].to_owned()
+    } else {
+        format!("{prefix}-{}", &id[..12])
+    }
+}
+
+/// Client settings every test client starts from.
+pub fn client_config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    _ = config
+        .set("bootstrap.servers", &kafka().bootstrap)
+        .set("broker.address.family", "v4");
+    config
+}
+
+/// Creates a topic with `partitions` partitions and waits until it is known.
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topics");
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("create topic {topic}: {code}"));
+    }
+}
+
+/// Awaits `check` until it returns `Some`, polling every few milliseconds; panics with
+/// `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Blocking form of [`eventually`] for tests that drive synchronous clients.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Creates a topic from a synchronous test.
+pub fn create_topic_blocking(name: &str, partitions: i32) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(create_topic(name, partitions));
+}

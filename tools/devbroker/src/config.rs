@@ -1,0 +1,32 @@
+//! devbroker's command line and environment.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+
+/// A single-node Kafka-API broker with Kafka's transaction semantics, for development and
+/// tests.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "devbroker", version)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (printed on the startup line).
+    #[arg(long, env = "DEVBROKER_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+
+    /// Host name clients are told to connect to (defaults to the listen address's host).
+    #[arg(long, env = "DEVBROKER_ADVERTISED_HOST")]
+    pub advertised_host: Option<String>,
+
+    /// Keep records, topics, groups and offsets in this directory, so they survive a
+    /// restart. Without it everything is held in memory.
+    #[arg(long, env = "DEVBROKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Cluster id reported to clients.
+    #[arg(long, env = "DEVBROKER_CLUSTER_ID", default_value = "devbroker")]
+    pub cluster_id: String,
+
+    /// Log filter in `tracing` syntax (e.g. `info`, `devbroker=debug`).
+    #[arg(long, env = "DEVBROKER_LOG", default_value = "warn,devbroker=info")]
+    pub log: String,
+}

@@ -1,0 +1,180 @@
+//! Fetch (API key 1) answered from devbroker's [`Log`](crate::log::Log).
+//!
+//! Guarantee: under read_committed, a response holds no batch at or beyond the
+//! partition's last stable offset and no batch of an aborted transaction, and reports that
+//! last stable offset. Long polls wake on the next append instead of sleeping out
+//! `max_wait_ms`.
+
+use std::time::Duration;
+
+use rama::{Context, Service};
+use tansu_sans_io::{
+    ApiKey, ErrorCode, FetchRequest, FetchResponse, IsolationLevel,
+    fetch_request::FetchTopic,
+    fetch_response::{FetchableTopicResponse, PartitionData},
+    record::deflated::Frame,
+};
+use tansu_storage::{Error, Result, Storage, TopicId, Topition};
+use tokio::time::{Instant, timeout_at};
+
+use crate::storage::DevStorage;
+
+/// Upper bound of a response, whatever the client asks (as Tansu's own fetch).
+const MAX_RESPONSE_BYTES: u32 = 5 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DevFetchService;
+
+impl ApiKey for DevFetchService {
+    const KEY: i16 = FetchRequest::KEY;
+}
+
+fn partition_error(partition: i32, code: ErrorCode) -> PartitionData {
+    PartitionData::default()
+        .partition_index(partition)
+        .error_code(code.into())
+        .high_watermark(-1)
+        .last_stable_offset(Some(-1))
+        .log_start_offset(Some(-1))
+        .aborted_transactions(Some(vec![]))
+        .preferred_read_replica(Some(-1))
+        .records(None)
+}
+
+impl DevFetchService {
+    /// One pass over every requested partition; returns the responses and the bytes found.
+    async fn fetch_once(
+        &self,
+        storage: &DevStorage,
+        topics: &[FetchTopic],
+        isolation: IsolationLevel,
+        max_bytes: u32,
+    ) -> Result<(Vec<FetchableTopicResponse>, usize)> {
+        let mut remaining = max_bytes as usize;
+        let mut found = 0;
+        let mut responses = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let metadata = storage.metadata(Some(&[TopicId::from(topic)])).await?;
+            let known = metadata
+                .topics()
+                .first()
+                .filter(|t| t.error_code == i16::from(ErrorCode::None) && t.name.is_some());
+            let mut partitions = Vec::new();
+            for request in topic.partitions.as_deref().unwrap_or_default() {
+                let Some(meta) = known else {
+                    partitions.push(partition_error(
+                        request.partition,
+                        ErrorCode::UnknownTopicOrPartition,
+                    ));
+                    continue;
+                };
+                let name = meta.name.clone().unwrap_or_default();
+                let count = meta.partitions.as_ref().map_or(0, |p| p.len() as i32);
+                if !(0..count).contains(&request.partition) {
+                    partitions.push(partition_error(
+                        request.partition,
+                        ErrorCode::UnknownTopicOrPartition,
+                    ));
+                    continue;
+                }
+                let topition = Topition::new(name, request.partition);
+                let budget = remaining.min(request.partition_max_bytes.max(1) as usize);
+                let read = storage
+                    .log()
+                    .with_partition(&topition, |p| {
+                        if request.fetch_offset < p.log_start()
+                            || request.fetch_offset > p.high_watermark()
+                        {
+                            None
+                        } else {
+                            Some(p.read(request.fetch_offset, budget, isolation))
+                        }
+                    })
+                    .map_err(Error::Api)?;
+                let Some(read) = read else {
+                    partitions.push(partition_error(
+                        request.partition,
+                        ErrorCode::OffsetOutOfRange,
+                    ));
+                    continue;
+                };
+                let bytes: usize = read.batches.iter().map(|b| b.record_data.len()).sum();
+                remaining = remaining.saturating_sub(bytes);
+                found += bytes;
+                partitions.push(
+                    PartitionData::default()
+                        .partition_index(request.partition)
+                        .error_code(ErrorCode::None.into())
+                        .high_watermark(read.high_watermark)
+                        .last_stable_offset(Some(read.last_stable))
+                        .log_start_offset(Some(read.log_start))
+                        .aborted_transactions(Some(vec![]))
+                        .preferred_read_replica(Some(-1))
+                        .records((!read.batches.is_empty()).then_some(Frame {
+                            batches: read.batches,
+                        })),
+                );
+            }
+            responses.push(
+                FetchableTopicResponse::default()
+                    .topic(topic.topic.clone())
+                    .topic_id(
+                        known
+                            .and_then(|t| t.topic_id)
+                            .or(topic.topic_id)
+                            .or(Some([0; 16])),
+                    )
+                    .partitions(Some(partitions)),
+            );
+        }
+        Ok((responses, found))
+    }
+}
+
+impl Service<DevStorage, FetchRequest> for DevFetchService {
+    type Response = FetchResponse;
+    type Error = Error;
+
+    async fn serve(
+        &self,
+        ctx: Context<DevStorage>,
+        req: FetchRequest,
+    ) -> Result<Self::Response, Self::Error> {
+        let storage = ctx.state();
+        let topics = req.topics.unwrap_or_default();
+        let isolation = req.isolation_level.map_or(
+            Ok(IsolationLevel::ReadUncommitted),
+            IsolationLevel::try_from,
+        )?;
+        let max_bytes = req.max_bytes.map_or(MAX_RESPONSE_BYTES, |max| {
+            u32::try_from(max).unwrap_or(0).min(MAX_RESPONSE_BYTES)
+        });
+        let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0).max(1);
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+
+        let responses = loop {
+            // Register for the next append before looking, so none is missed.
+            let appended = storage.log().appended();
+            let (responses, found) = self
+                .fetch_once(storage, &topics, isolation, max_bytes)
+                .await?;
+            if found >= min_bytes || Instant::now() >= deadline {
+                break responses;
+            }
+            if timeout_at(deadline, appended).await.is_err() {
+                break self
+                    .fetch_once(storage, &topics, isolation, max_bytes)
+                    .await?
+                    .0;
+            }
+        };
+
+        Ok(FetchResponse::default()
+            .throttle_time_ms(Some(0))
+            .error_code(Some(ErrorCode::None.into()))
+            .session_id(Some(0))
+            .node_endpoints(Some(vec![]))
+            .responses(Some(responses)))
+    }
+}

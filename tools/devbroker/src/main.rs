@@ -1,0 +1,97 @@
+//! devbroker's entry point: parse the configuration, open storage, serve until SIGTERM.
+
+use std::{net::TcpListener as StdListener, time::Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use devbroker::{
+    config::Config,
+    log::Log,
+    server::{NODE_ID, Server},
+    storage::DevStorage,
+};
+use tansu_storage::StorageContainer;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use url::Url;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .with_context(|| format!("invalid log filter {:?}", config.log))?,
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let listener = StdListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let host = config
+        .advertised_host
+        .clone()
+        .unwrap_or_else(|| bound.ip().to_string());
+    let advertised = Url::parse(&format!("tcp://{host}:{}", bound.port()))?;
+
+    let (control, log, mode) = match &config.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+            let dir = std::fs::canonicalize(dir)?;
+            // Tansu's sqlite URL is relative to the working directory unless the path
+            // keeps a leading slash after the first one is stripped.
+            let control = Url::parse(&format!("sqlite:///{}", dir.join("control.db").display()))?;
+            let log = Log::open(&dir.join("log"))
+                .with_context(|| format!("cannot restore the log in {}", dir.display()))?;
+            (control, log, format!("durable in {}", dir.display()))
+        }
+        None => (
+            Url::parse("memory://devbroker/")?,
+            Log::in_memory(),
+            "in memory".to_owned(),
+        ),
+    };
+    let inner = StorageContainer::builder()
+        .cluster_id(config.cluster_id.clone())
+        .node_id(NODE_ID)
+        .advertised_listener(advertised.clone())
+        .storage(control)
+        .silent(true)
+        .build()
+        .await
+        .context("cannot open Tansu's storage engine")?;
+    let storage = DevStorage::new(inner, log);
+    let server = Server::new(
+        tokio::net::TcpListener::from_std(listener)?,
+        storage,
+        &config.cluster_id,
+    )
+    .await?;
+
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    _ = tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        on_signal.cancel();
+    });
+
+    println!(
+        "devbroker listening on {bound} (advertised {host}:{}), storage {mode}, ready in {} ms",
+        bound.port(),
+        started.elapsed().as_millis()
+    );
+    server.serve(shutdown).await?;
+    info!("devbroker stopped.");
+    Ok(())
+}

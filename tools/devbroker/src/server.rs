@@ -1,0 +1,217 @@
+//! The broker process: Tansu's protocol routes with devbroker's storage, fetch and EndTxn,
+//! served from devbroker's own accept loop.
+
+use std::{net::SocketAddr, time::Duration};
+
+use rama::{
+    Context, Layer as _, Service,
+    layer::{MapErrLayer, MapStateLayer},
+};
+use tansu_broker::{
+    Error as BrokerError,
+    coordinator::group::administrator::Controller,
+    service::{auth, coordinator, storage as routes},
+};
+use tansu_sans_io::{ApiKey, EndTxnRequest, EndTxnResponse, ErrorCode, FetchRequest};
+use tansu_service::{
+    BytesFrameLayer, FrameRequestLayer, FrameRouteBuilder, FrameRouteService, TcpBytesLayer,
+    TcpContext, TcpContextLayer,
+};
+use tansu_storage::{BrokerRegistrationRequest, Error, Result, Storage};
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::{compat::LegacyClientLayer, fetch::DevFetchService, storage::DevStorage};
+
+/// The node id devbroker registers as (a single-node cluster).
+pub const NODE_ID: i32 = 111;
+
+/// EndTxn (API key 26), which Tansu does not route: commits or aborts through
+/// [`DevStorage::txn_end`], which writes the markers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EndTxnService;
+
+impl ApiKey for EndTxnService {
+    const KEY: i16 = EndTxnRequest::KEY;
+}
+
+impl Service<DevStorage, EndTxnRequest> for EndTxnService {
+    type Response = EndTxnResponse;
+    type Error = Error;
+
+    async fn serve(
+        &self,
+        ctx: Context<DevStorage>,
+        req: EndTxnRequest,
+    ) -> Result<Self::Response, Self::Error> {
+        let code = match ctx
+            .state()
+            .txn_end(
+                &req.transactional_id,
+                req.producer_id,
+                req.producer_epoch,
+                req.committed,
+            )
+            .await
+        {
+            Ok(code) => code,
+            Err(Error::Api(code)) => code,
+            Err(error) => {
+                warn!(?error, "EndTxn failed.");
+                ErrorCode::UnknownServerError
+            }
+        };
+        Ok(EndTxnResponse::default()
+            .throttle_time_ms(0)
+            .error_code(code.into()))
+    }
+}
+
+type Routes = FrameRouteBuilder<(), BrokerError>;
+
+/// Every route devbroker answers: Tansu's storage, group and SASL routes, with Fetch
+/// replaced and EndTxn added.
+pub fn routes(
+    storage: DevStorage,
+) -> std::result::Result<FrameRouteService<(), BrokerError>, BrokerError> {
+    type Route = fn(Routes, DevStorage) -> std::result::Result<Routes, BrokerError>;
+    let storage_routes: [Route; 25] = [
+        routes::add_offsets_to_txn,
+        routes::add_partitions_to_txn,
+        routes::alter_user_scram_credentials,
+        routes::consumer_group_describe,
+        routes::create_acls,
+        routes::create_topics,
+        routes::delete_groups,
+        routes::delete_records,
+        routes::delete_topics,
+        routes::describe_acls,
+        routes::describe_cluster,
+        routes::describe_configs,
+        routes::describe_groups,
+        routes::describe_topic_partitions,
+        routes::describe_user_scram_credentials,
+        routes::find_coordinator,
+        routes::get_telemetry_subscriptions,
+        routes::incremental_alter_configs,
+        routes::init_producer_id,
+        routes::list_groups,
+        routes::list_offsets,
+        routes::list_partition_reassignments,
+        routes::metadata,
+        routes::produce,
+        routes::txn_offset_commit_request,
+    ];
+    let builder = storage_routes.iter().try_fold(
+        FrameRouteService::<(), BrokerError>::builder(),
+        |b, route| route(b, storage.clone()),
+    )?;
+    let builder = coordinator::services(builder, Controller::with_storage(storage.clone())?)?;
+    let builder = auth::services(builder)?;
+    let fetch_storage = storage.clone();
+    let builder = builder.with_route(
+        FetchRequest::KEY,
+        (
+            MapErrLayer::new(BrokerError::from),
+            MapStateLayer::new(move |_| fetch_storage),
+            FrameRequestLayer::<FetchRequest>::new(),
+        )
+            .into_layer(DevFetchService)
+            .boxed(),
+    )?;
+    let builder = builder.with_route(
+        EndTxnRequest::KEY,
+        (
+            MapErrLayer::new(BrokerError::from),
+            MapStateLayer::new(move |_| storage),
+            FrameRequestLayer::<EndTxnRequest>::new(),
+        )
+            .into_layer(EndTxnService)
+            .boxed(),
+    )?;
+    builder.build().map_err(Into::into)
+}
+
+/// A bound, registered broker ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    storage: DevStorage,
+    cluster_id: String,
+}
+
+impl Server {
+    /// Registers the broker with its storage, ready to serve `listener`.
+    pub async fn new(
+        listener: TcpListener,
+        storage: DevStorage,
+        cluster_id: &str,
+    ) -> anyhow::Result<Self> {
+        storage
+            .register_broker(BrokerRegistrationRequest {
+                broker_id: NODE_ID,
+                cluster_id: cluster_id.to_owned(),
+                incarnation_id: Uuid::new_v4(),
+                rack: None,
+            })
+            .await?;
+        Ok(Self {
+            listener,
+            storage,
+            cluster_id: cluster_id.to_owned(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves connections until `shutdown` is cancelled; aborts expired transactions meanwhile.
+    pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let route = routes(self.storage.clone())?;
+        let service = (
+            TcpContextLayer::new(TcpContext::default().cluster_id(Some(self.cluster_id.clone()))),
+            TcpBytesLayer::<()>::default(),
+            LegacyClientLayer,
+            BytesFrameLayer::default(),
+        )
+            .into_layer(route);
+
+        let mut reaper = tokio::time::interval(Duration::from_millis(250));
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            warn!(%error, "Accept failed.");
+                            continue;
+                        }
+                    };
+                    stream.set_nodelay(true)?;
+                    let service = service.clone();
+                    _ = connections.spawn(async move {
+                        match service.serve(Context::default(), stream).await {
+                            Err(BrokerError::Io(ref io)) if matches!(
+                                io.kind(),
+                                std::io::ErrorKind::UnexpectedEof
+                                    | std::io::ErrorKind::BrokenPipe
+                                    | std::io::ErrorKind::ConnectionReset
+                            ) => debug!(%peer, "Connection closed."),
+                            Err(error) => info!(%peer, ?error, "Connection ended on an error."),
+                            Ok(()) => debug!(%peer, "Connection done."),
+                        }
+                    });
+                }
+                _ = reaper.tick() => self.storage.abort_expired().await,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+        Ok(())
+    }
+}

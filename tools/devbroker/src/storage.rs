@@ -1,0 +1,713 @@
+//! The storage devbroker serves: Tansu's engine for the control plane (topics, configs,
+//! consumer groups, producer ids, transactional offset commits) and devbroker's own
+//! [`Log`] for records, with the transaction coordinator's missing parts.
+//!
+//! Guarantee: a transaction's records become visible to read_committed readers only
+//! when its commit marker is written, and never when it is aborted — by EndTxn, by a new
+//! InitProducerId for its transactional id, or by its `transaction.timeout.ms` expiring.
+//! Relies on [`Log`]'s per-partition lock and on Tansu's engine committing the
+//! transaction's consumer offsets only on commit.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use async_trait::async_trait;
+use tansu_sans_io::{
+    ConfigResource, ErrorCode, IsolationLevel, ListOffset, ScramMechanism,
+    create_topics_request::CreatableTopic,
+    delete_groups_response::DeletableGroupResult,
+    delete_records_request::DeleteRecordsTopic,
+    delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult},
+    describe_cluster_response::DescribeClusterBroker,
+    describe_configs_response::DescribeConfigsResult,
+    describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic,
+    incremental_alter_configs_request::AlterConfigsResource,
+    incremental_alter_configs_response::AlterConfigsResourceResponse,
+    list_groups_response::ListedGroup,
+    record::deflated,
+    txn_offset_commit_response::TxnOffsetCommitResponseTopic,
+};
+use tansu_storage::{
+    BrokerRegistrationRequest, Error, GroupDetail, ListOffsetResponse, MetadataResponse,
+    NamedGroupDetail, OffsetCommitRequest, OffsetStage, ProducerIdResponse, Result,
+    ScramCredential, Storage, StorageContainer, TopicId, Topition, TxnAddPartitionsRequest,
+    TxnAddPartitionsResponse, TxnOffsetCommitRequest, UpdateError, Version,
+};
+use tracing::{debug, info, warn};
+use url::Url;
+use uuid::Uuid;
+
+use crate::log::{Log, is_transactional};
+
+/// Transaction timeout used when a producer did not say (Kafka's default).
+const DEFAULT_TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct OngoingTxn {
+    producer_id: i64,
+    producer_epoch: i16,
+    started: Instant,
+    partitions: BTreeSet<Topition>,
+    groups: BTreeSet<String>,
+}
+
+#[derive(Debug, Default)]
+struct Coordinator {
+    /// Transactions in progress by transactional id.
+    ongoing: HashMap<String, OngoingTxn>,
+    /// The timeout each transactional id asked for in InitProducerId.
+    timeouts: HashMap<String, Duration>,
+    /// The current epoch of every producer id initialised on this broker.
+    epochs: HashMap<i64, i16>,
+    /// Producer epochs whose transaction the broker aborted: fenced from now on.
+    fenced: HashSet<(i64, i16)>,
+}
+
+/// Tansu's engine with devbroker's log and transaction coordinator in front of it.
+#[derive(Clone, Debug)]
+pub struct DevStorage {
+    inner: StorageContainer,
+    log: Arc<Log>,
+    coordinator: Arc<Mutex<Coordinator>>,
+    partition_counts: Arc<Mutex<HashMap<String, i32>>>,
+}
+
+impl DevStorage {
+    pub fn new(inner: StorageContainer, log: Log) -> Self {
+        Self {
+            inner,
+            log: Arc::new(log),
+            coordinator: Arc::default(),
+            partition_counts: Arc::default(),
+        }
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    fn coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
+        self.coordinator.lock().expect("coordinator lock")
+    }
+
+    /// The partition count of a topic, or `None` when the topic does not exist.
+    pub async fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
+        if let Some(count) = self
+            .partition_counts
+            .lock()
+            .expect("partition count lock")
+            .get(topic)
+        {
+            return Ok(Some(*count));
+        }
+        let metadata = self
+            .inner
+            .metadata(Some(&[TopicId::Name(topic.to_owned())]))
+            .await?;
+        let count = metadata.topics().iter().find_map(|t| {
+            (t.name.as_deref() == Some(topic) && t.error_code == i16::from(ErrorCode::None))
+                .then(|| t.partitions.as_ref().map_or(0, |p| p.len() as i32))
+        });
+        if let Some(count) = count {
+            _ = self
+                .partition_counts
+                .lock()
+                .expect("partition count lock")
+                .insert(topic.to_owned(), count);
+        }
+        Ok(count)
+    }
+
+    async fn check_partition(&self, topition: &Topition) -> Result<()> {
+        match self.partition_count(topition.topic()).await? {
+            Some(count) if (0..count).contains(&topition.partition()) => Ok(()),
+            _ => Err(Error::Api(ErrorCode::UnknownTopicOrPartition)),
+        }
+    }
+
+    fn note_txn(&self, transaction_id: &str, producer_id: i64, producer_epoch: i16) {
+        _ = self
+            .coordinator()
+            .ongoing
+            .entry(transaction_id.to_owned())
+            .or_insert_with(|| OngoingTxn {
+                producer_id,
+                producer_epoch,
+                started: Instant::now(),
+                partitions: BTreeSet::new(),
+                groups: BTreeSet::new(),
+            });
+    }
+
+    /// Aborts a transaction the client will not finish: writes abort markers, discards its
+    /// pending offsets in the engine and fences the producer epoch that ran it.
+    async fn abort_abandoned(&self, transaction_id: &str, reason: &str) {
+        let Some(txn) = self.coordinator().ongoing.remove(transaction_id) else {
+            return;
+        };
+        info!(
+            transaction_id,
+            producer_id = txn.producer_id,
+            producer_epoch = txn.producer_epoch,
+            partitions = txn.partitions.len(),
+            reason,
+            "Aborting an abandoned transaction."
+        );
+        _ = self
+            .coordinator()
+            .fenced
+            .insert((txn.producer_id, txn.producer_epoch));
+        for topition in &txn.partitions {
+            if let Err(code) =
+                self.log
+                    .end_txn(topition, txn.producer_id, txn.producer_epoch, false)
+            {
+                warn!(?code, ?topition, "Cannot write an abort marker.");
+            }
+        }
+        match self
+            .inner
+            .txn_end(transaction_id, txn.producer_id, txn.producer_epoch, false)
+            .await
+        {
+            Ok(code) => debug!(?code, "Engine transaction aborted."),
+            Err(error) => debug!(?error, "Engine had no transaction to abort."),
+        }
+    }
+
+    /// Aborts every transaction older than its timeout. Called periodically by the server.
+    pub async fn abort_expired(&self) {
+        let expired: Vec<String> = {
+            let coordinator = self.coordinator();
+            coordinator
+                .ongoing
+                .iter()
+                .filter(|(id, txn)| {
+                    let timeout = coordinator
+                        .timeouts
+                        .get(*id)
+                        .copied()
+                        .unwrap_or(DEFAULT_TXN_TIMEOUT);
+                    txn.started.elapsed() > timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for transaction_id in expired {
+            self.abort_abandoned(&transaction_id, "transaction.timeout.ms expired")
+                .await;
+        }
+    }
+
+    /// Whether a group has transactional offsets waiting for their transaction to end.
+    pub fn has_pending_offsets(&self, group_id: &str) -> bool {
+        self.coordinator()
+            .ongoing
+            .values()
+            .any(|txn| txn.groups.contains(group_id))
+    }
+
+    fn offset_stage_of(&self, topition: &Topition) -> Result<OffsetStage> {
+        let (last_stable, high_watermark, log_start) = self
+            .log
+            .with_partition(topition, |p| {
+                (p.last_stable(), p.high_watermark(), p.log_start())
+            })
+            .map_err(Error::Api)?;
+        serde_json::from_value(serde_json::json!({
+            "last_stable": last_stable,
+            "high_watermark": high_watermark,
+            "log_start": log_start,
+        }))
+        .map_err(|error| Error::Message(error.to_string()))
+    }
+}
+
+#[async_trait]
+impl Storage for DevStorage {
+    async fn register_broker(&self, broker_registration: BrokerRegistrationRequest) -> Result<()> {
+        self.inner.register_broker(broker_registration).await
+    }
+
+    async fn create_topic(&self, topic: CreatableTopic, validate_only: bool) -> Result<Uuid> {
+        let name = topic.name.clone();
+        let id = self.inner.create_topic(topic, validate_only).await?;
+        _ = self
+            .partition_counts
+            .lock()
+            .expect("partition count lock")
+            .remove(&name);
+        Ok(id)
+    }
+
+    async fn incremental_alter_resource(
+        &self,
+        resource: AlterConfigsResource,
+    ) -> Result<AlterConfigsResourceResponse> {
+        self.inner.incremental_alter_resource(resource).await
+    }
+
+    async fn delete_records(
+        &self,
+        topics: &[DeleteRecordsTopic],
+    ) -> Result<Vec<DeleteRecordsTopicResult>> {
+        let mut results = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let mut partitions = Vec::new();
+            for partition in topic.partitions.as_deref().unwrap_or_default() {
+                let topition = Topition::new(topic.name.clone(), partition.partition_index);
+                let outcome = match self.check_partition(&topition).await {
+                    Ok(()) => self
+                        .log
+                        .with_partition(&topition, |p| p.delete_before(partition.offset))
+                        .and_then(|r| r),
+                    Err(_) => Err(ErrorCode::UnknownTopicOrPartition),
+                };
+                partitions.push(match outcome {
+                    Ok(low_watermark) => DeleteRecordsPartitionResult::default()
+                        .partition_index(partition.partition_index)
+                        .low_watermark(low_watermark)
+                        .error_code(ErrorCode::None.into()),
+                    Err(code) => DeleteRecordsPartitionResult::default()
+                        .partition_index(partition.partition_index)
+                        .low_watermark(-1)
+                        .error_code(code.into()),
+                });
+            }
+            results.push(
+                DeleteRecordsTopicResult::default()
+                    .name(topic.name.clone())
+                    .partitions(Some(partitions)),
+            );
+        }
+        Ok(results)
+    }
+
+    async fn delete_topic(&self, topic: &TopicId) -> Result<ErrorCode> {
+        let name = match topic {
+            TopicId::Name(name) => Some(name.clone()),
+            TopicId::Id(_) => {
+                let metadata = self
+                    .inner
+                    .metadata(Some(std::slice::from_ref(topic)))
+                    .await?;
+                metadata.topics().first().and_then(|t| t.name.clone())
+            }
+        };
+        let code = self.inner.delete_topic(topic).await?;
+        if let Some(name) = name
+            && code == ErrorCode::None
+        {
+            self.log.delete_topic(&name);
+            _ = self
+                .partition_counts
+                .lock()
+                .expect("partition count lock")
+                .remove(&name);
+        }
+        Ok(code)
+    }
+
+    async fn brokers(&self) -> Result<Vec<DescribeClusterBroker>> {
+        self.inner.brokers().await
+    }
+
+    async fn produce(
+        &self,
+        transaction_id: Option<&str>,
+        topition: &Topition,
+        batch: deflated::Batch,
+    ) -> Result<i64> {
+        self.check_partition(topition).await?;
+        let (producer_id, producer_epoch) = (batch.producer_id, batch.producer_epoch);
+        if producer_id >= 0 {
+            let coordinator = self.coordinator();
+            if coordinator.fenced.contains(&(producer_id, producer_epoch)) {
+                return Err(Error::Api(ErrorCode::ProducerFenced));
+            }
+            match coordinator.epochs.get(&producer_id) {
+                None => return Err(Error::Api(ErrorCode::UnknownProducerId)),
+                Some(current) if *current > producer_epoch => {
+                    return Err(Error::Api(if transaction_id.is_some() {
+                        ErrorCode::ProducerFenced
+                    } else {
+                        ErrorCode::InvalidProducerEpoch
+                    }));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(transaction_id) = transaction_id.filter(|_| is_transactional(&batch)) {
+            self.note_txn(transaction_id, producer_id, producer_epoch);
+            if let Some(txn) = self.coordinator().ongoing.get_mut(transaction_id) {
+                _ = txn.partitions.insert(topition.clone());
+            }
+        }
+        self.log.produce(topition, batch).map_err(Error::Api)
+    }
+
+    async fn fetch(
+        &self,
+        topition: &'_ Topition,
+        offset: i64,
+        _min_bytes: u32,
+        max_bytes: u32,
+        isolation: IsolationLevel,
+    ) -> Result<Vec<deflated::Batch>> {
+        self.check_partition(topition).await?;
+        self.log
+            .with_partition(topition, |p| {
+                p.read(offset, max_bytes as usize, isolation).batches
+            })
+            .map_err(Error::Api)
+    }
+
+    async fn offset_stage(&self, topition: &Topition) -> Result<OffsetStage> {
+        self.check_partition(topition).await?;
+        self.offset_stage_of(topition)
+    }
+
+    async fn list_offsets(
+        &self,
+        isolation_level: IsolationLevel,
+        offsets: &[(Topition, ListOffset)],
+    ) -> Result<Vec<(Topition, ListOffsetResponse)>> {
+        let mut responses = Vec::with_capacity(offsets.len());
+        for (topition, request) in offsets {
+            if self.check_partition(topition).await.is_err() {
+                responses.push((
+                    topition.clone(),
+                    ListOffsetResponse {
+                        error_code: ErrorCode::UnknownTopicOrPartition,
+                        timestamp: None,
+                        offset: None,
+                    },
+                ));
+                continue;
+            }
+            let answer = self
+                .log
+                .with_partition(topition, |p| match request {
+                    ListOffset::Earliest => (Some(p.log_start()), None),
+                    ListOffset::Latest => (
+                        Some(match isolation_level {
+                            IsolationLevel::ReadCommitted => p.last_stable(),
+                            IsolationLevel::ReadUncommitted => p.high_watermark(),
+                        }),
+                        None,
+                    ),
+                    ListOffset::Timestamp(at) => {
+                        let millis = at
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64);
+                        match p.offset_for_timestamp(millis) {
+                            Some((offset, ts)) => (
+                                Some(offset),
+                                Some(
+                                    SystemTime::UNIX_EPOCH
+                                        + Duration::from_millis(ts.max(0) as u64),
+                                ),
+                            ),
+                            None => (Some(-1), None),
+                        }
+                    }
+                })
+                .map_err(Error::Api)?;
+            responses.push((
+                topition.clone(),
+                ListOffsetResponse {
+                    error_code: ErrorCode::None,
+                    timestamp: answer.1,
+                    offset: answer.0,
+                },
+            ));
+        }
+        Ok(responses)
+    }
+
+    async fn offset_commit(
+        &self,
+        group_id: &str,
+        retention_time_ms: Option<Duration>,
+        offsets: &[(Topition, OffsetCommitRequest)],
+    ) -> Result<Vec<(Topition, ErrorCode)>> {
+        self.inner
+            .offset_commit(group_id, retention_time_ms, offsets)
+            .await
+    }
+
+    async fn offset_fetch(
+        &self,
+        group_id: Option<&str>,
+        topics: &[Topition],
+        require_stable: Option<bool>,
+    ) -> Result<BTreeMap<Topition, i64>> {
+        if require_stable.unwrap_or(false)
+            && group_id.is_some_and(|group| self.has_pending_offsets(group))
+        {
+            return Err(Error::Api(ErrorCode::UnstableOffsetCommit));
+        }
+        self.inner
+            .offset_fetch(group_id, topics, require_stable)
+            .await
+    }
+
+    async fn committed_offset_topitions(&self, group_id: &str) -> Result<BTreeMap<Topition, i64>> {
+        self.inner.committed_offset_topitions(group_id).await
+    }
+
+    async fn metadata(&self, topics: Option<&[TopicId]>) -> Result<MetadataResponse> {
+        self.inner.metadata(topics).await
+    }
+
+    async fn upsert_user_scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+        credential: ScramCredential,
+    ) -> Result<()> {
+        self.inner
+            .upsert_user_scram_credential(user, mechanism, credential)
+            .await
+    }
+
+    async fn delete_user_scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Result<()> {
+        self.inner
+            .delete_user_scram_credential(user, mechanism)
+            .await
+    }
+
+    async fn user_scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Result<Option<ScramCredential>> {
+        self.inner.user_scram_credential(user, mechanism).await
+    }
+
+    async fn describe_config(
+        &self,
+        name: &str,
+        resource: ConfigResource,
+        keys: Option<&[String]>,
+    ) -> Result<DescribeConfigsResult> {
+        self.inner.describe_config(name, resource, keys).await
+    }
+
+    async fn list_groups(&self, states_filter: Option<&[String]>) -> Result<Vec<ListedGroup>> {
+        self.inner.list_groups(states_filter).await
+    }
+
+    async fn delete_groups(
+        &self,
+        group_ids: Option<&[String]>,
+    ) -> Result<Vec<DeletableGroupResult>> {
+        self.inner.delete_groups(group_ids).await
+    }
+
+    async fn describe_groups(
+        &self,
+        group_ids: Option<&[String]>,
+        include_authorized_operations: bool,
+    ) -> Result<Vec<NamedGroupDetail>> {
+        self.inner
+            .describe_groups(group_ids, include_authorized_operations)
+            .await
+    }
+
+    async fn describe_topic_partitions(
+        &self,
+        topics: Option<&[TopicId]>,
+        partition_limit: i32,
+        cursor: Option<Topition>,
+    ) -> Result<Vec<DescribeTopicPartitionsResponseTopic>> {
+        self.inner
+            .describe_topic_partitions(topics, partition_limit, cursor)
+            .await
+    }
+
+    async fn update_group(
+        &self,
+        group_id: &str,
+        detail: GroupDetail,
+        version: Option<Version>,
+    ) -> Result<Version, UpdateError<GroupDetail>> {
+        self.inner.update_group(group_id, detail, version).await
+    }
+
+    async fn init_producer(
+        &self,
+        transaction_id: Option<&str>,
+        transaction_timeout_ms: i32,
+        producer_id: Option<i64>,
+        producer_epoch: Option<i16>,
+    ) -> Result<ProducerIdResponse> {
+        if let Some(transaction_id) = transaction_id {
+            self.abort_abandoned(transaction_id, "the transactional id was initialised again")
+                .await;
+        }
+        let response = self
+            .inner
+            .init_producer(
+                transaction_id,
+                transaction_timeout_ms,
+                producer_id,
+                producer_epoch,
+            )
+            .await?;
+        if response.error == ErrorCode::None {
+            let mut coordinator = self.coordinator();
+            _ = coordinator.epochs.insert(response.id, response.epoch);
+            if let Some(transaction_id) = transaction_id {
+                let timeout = u64::try_from(transaction_timeout_ms)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map_or(DEFAULT_TXN_TIMEOUT, Duration::from_millis);
+                _ = coordinator
+                    .timeouts
+                    .insert(transaction_id.to_owned(), timeout);
+            }
+        }
+        Ok(response)
+    }
+
+    async fn txn_add_offsets(
+        &self,
+        transaction_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group_id: &str,
+    ) -> Result<ErrorCode> {
+        if self
+            .coordinator()
+            .fenced
+            .contains(&(producer_id, producer_epoch))
+        {
+            return Ok(ErrorCode::ProducerFenced);
+        }
+        let code = self
+            .inner
+            .txn_add_offsets(transaction_id, producer_id, producer_epoch, group_id)
+            .await?;
+        if code == ErrorCode::None {
+            self.note_txn(transaction_id, producer_id, producer_epoch);
+            if let Some(txn) = self.coordinator().ongoing.get_mut(transaction_id) {
+                _ = txn.groups.insert(group_id.to_owned());
+            }
+        }
+        Ok(code)
+    }
+
+    async fn txn_add_partitions(
+        &self,
+        partitions: TxnAddPartitionsRequest,
+    ) -> Result<TxnAddPartitionsResponse> {
+        if let TxnAddPartitionsRequest::VersionZeroToThree {
+            transaction_id,
+            producer_id,
+            producer_epoch,
+            ..
+        } = &partitions
+        {
+            if self
+                .coordinator()
+                .fenced
+                .contains(&(*producer_id, *producer_epoch))
+            {
+                return Err(Error::Api(ErrorCode::ProducerFenced));
+            }
+            self.note_txn(transaction_id, *producer_id, *producer_epoch);
+        }
+        self.inner.txn_add_partitions(partitions).await
+    }
+
+    async fn txn_offset_commit(
+        &self,
+        offsets: TxnOffsetCommitRequest,
+    ) -> Result<Vec<TxnOffsetCommitResponseTopic>> {
+        if self
+            .coordinator()
+            .fenced
+            .contains(&(offsets.producer_id, offsets.producer_epoch))
+        {
+            return Err(Error::Api(ErrorCode::ProducerFenced));
+        }
+        self.inner.txn_offset_commit(offsets).await
+    }
+
+    async fn txn_end(
+        &self,
+        transaction_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        committed: bool,
+    ) -> Result<ErrorCode> {
+        {
+            let coordinator = self.coordinator();
+            if coordinator.fenced.contains(&(producer_id, producer_epoch))
+                || coordinator
+                    .epochs
+                    .get(&producer_id)
+                    .is_some_and(|current| *current > producer_epoch)
+            {
+                return Ok(ErrorCode::ProducerFenced);
+            }
+        }
+        let code = self
+            .inner
+            .txn_end(transaction_id, producer_id, producer_epoch, committed)
+            .await?;
+        if code != ErrorCode::None {
+            return Ok(code);
+        }
+        let partitions = self
+            .coordinator()
+            .ongoing
+            .remove(transaction_id)
+            .map(|txn| txn.partitions)
+            .unwrap_or_default();
+        for topition in &partitions {
+            _ = self
+                .log
+                .end_txn(topition, producer_id, producer_epoch, committed)
+                .map_err(Error::Api)?;
+        }
+        debug!(
+            transaction_id,
+            producer_id,
+            producer_epoch,
+            committed,
+            partitions = partitions.len(),
+            "Transaction ended."
+        );
+        Ok(ErrorCode::None)
+    }
+
+    async fn maintain(&self, now: SystemTime) -> Result<()> {
+        self.abort_expired().await;
+        self.inner.maintain(now).await
+    }
+
+    async fn cluster_id(&self) -> Result<String> {
+        self.inner.cluster_id().await
+    }
+
+    async fn node(&self) -> Result<i32> {
+        self.inner.node().await
+    }
+
+    async fn advertised_listener(&self) -> Result<Url> {
+        self.inner.advertised_listener().await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}

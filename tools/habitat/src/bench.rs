@@ -1,0 +1,181 @@
+//! `habitat bench broker`: devbroker's raw produce and consume rates.
+//!
+//! Starts its own in-memory devbroker on a free port, produces N records of a fixed size
+//! with an idempotent producer (acks=all), then consumes them all from the beginning.
+//! Prints records/s and MB/s for both directions, with the machine it ran on.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use devstack::{broker, process::Guardian};
+
+use crate::kafka::{config, ensure_topic};
+use rdkafka::{
+    Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    producer::{BaseProducer, BaseRecord, Producer},
+};
+
+#[derive(Clone, Debug, Args)]
+pub struct BrokerBench {
+    /// Records to produce and consume.
+    #[arg(long, default_value_t = 500_000)]
+    pub records: usize,
+    /// Value size of each record, in bytes.
+    #[arg(long, default_value_t = 200)]
+    pub size: usize,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// Use this broker instead of starting an in-memory devbroker.
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+}
+
+/// One measured direction.
+pub struct Rate {
+    pub records: usize,
+    pub bytes: usize,
+    pub elapsed: Duration,
+}
+
+impl Rate {
+    pub fn per_second(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+    pub fn megabytes_per_second(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64() / 1_000_000.0
+    }
+}
+
+pub fn run(args: &BrokerBench) -> Result<()> {
+    let (bootstrap, _broker) = match &args.bootstrap {
+        Some(bootstrap) => (bootstrap.clone(), None),
+        None => {
+            let process = broker::start(&broker::binary()?, None, None)?;
+            let guardian = Guardian::new(&format!("kill -9 {} 2>/dev/null", process.child.id()))?;
+            (process.addr.to_string(), Some((process.child, guardian)))
+        }
+    };
+    let topic = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    ensure_topic(&bootstrap, &topic, args.partitions)?;
+
+    let produced = produce(&bootstrap, &topic, args)?;
+    let consumed = consume(&bootstrap, &topic, args)?;
+
+    println!(
+        "devbroker raw rates ({} records of {} bytes, {} partitions)",
+        args.records, args.size, args.partitions
+    );
+    println!("{}", machine());
+    println!("| direction | records/s | MB/s | seconds |");
+    println!("|---|---:|---:|---:|");
+    for (name, rate) in [
+        ("produce (idempotent, acks=all)", &produced),
+        ("consume (read_committed)", &consumed),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.2} |",
+            rate.per_second(),
+            rate.megabytes_per_second(),
+            rate.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn produce(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
+    let producer: BaseProducer = config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let value = vec![b'x'; args.size];
+    let started = Instant::now();
+    for i in 0..args.records {
+        let key = format!("key-{}", i % 1000);
+        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((error, _)) => return Err(error).context("produce"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(Rate {
+        records: args.records,
+        bytes: args.records * args.size,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn consume(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
+    let consumer: BaseConsumer = config(bootstrap)
+        .set(
+            "group.id",
+            format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "5242880")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..args.partitions {
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let mut count = 0;
+    let mut bytes = 0;
+    while count < args.records {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("consumed {count} of {} records in 300 s", args.records);
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            bytes += message?.payload_len();
+            count += 1;
+        }
+    }
+    Ok(Rate {
+        records: count,
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// One line describing the machine: CPU model, cores, memory.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split(':').nth(1))
+        .map_or("unknown CPU".to_owned(), |m| m.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or("unknown".to_owned(), |kb| {
+            format!("{:.0} GiB", kb as f64 / 1_048_576.0)
+        });
+    format!("Machine: {model}, {cores} cores, {memory} memory")
+}

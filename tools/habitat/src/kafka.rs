@@ -1,0 +1,39 @@
+//! Kafka client settings and topic set-up shared by the CLI's commands.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    types::RDKafkaErrorCode,
+};
+
+/// Client settings every command starts from.
+pub fn config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    _ = config
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4");
+    config
+}
+
+/// Creates a topic; one that exists already is fine.
+pub fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create()?;
+    let results = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => bail!("cannot create {topic}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The local stack: a Postgres cluster and a durable devbroker, started as daemons in a
+//! state directory and stopped from it. `up` is idempotent: what already runs is reused.
+
+use std::{
+    fs,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use devstack::{
+    broker,
+    postgres::{Cluster, ClusterOptions, PgBin},
+    process::{live_pid, spawn_detached, terminate, wait_for_tcp},
+};
+
+use crate::StackArgs;
+
+const DATABASE: &str = "habitat";
+
+/// What `up` brought up, and where.
+#[derive(Debug)]
+pub struct Running {
+    pub bootstrap: String,
+    pub database_url: String,
+    pub state_dir: PathBuf,
+}
+
+impl Running {
+    pub fn print(&self) {
+        println!("Habitat stack is up.");
+        println!("  Kafka API (devbroker): {}", self.bootstrap);
+        println!("  Postgres:              {}", self.database_url);
+        println!("  State and logs:        {}", self.state_dir.display());
+        println!("  Stop it with:          habitat down");
+    }
+}
+
+struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    fn new(args: &StackArgs) -> Result<Self> {
+        fs::create_dir_all(&args.state_dir)
+            .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+        Ok(Self {
+            root: fs::canonicalize(&args.state_dir)?,
+        })
+    }
+    fn postgres(&self) -> PathBuf {
+        self.root.join("postgres")
+    }
+    fn broker_data(&self) -> PathBuf {
+        self.root.join("broker")
+    }
+    fn broker_pid(&self) -> PathBuf {
+        self.root.join("devbroker.pid")
+    }
+    fn broker_log(&self) -> PathBuf {
+        self.root.join("devbroker.log")
+    }
+}
+
+fn cluster(paths: &Paths, args: &StackArgs) -> Result<Cluster> {
+    Ok(Cluster::new(
+        PgBin::ensure()?,
+        &paths.postgres(),
+        args.postgres_port,
+        ClusterOptions { ephemeral: false },
+    ))
+}
+
+fn port_in_use(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// Starts what is not running yet and waits until each part accepts connections.
+pub fn up(args: &StackArgs) -> Result<Running> {
+    let paths = Paths::new(args)?;
+
+    let database_url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let cluster = cluster(&paths, args)?;
+            if !cluster.is_running() {
+                if port_in_use(args.postgres_port) {
+                    bail!(
+                        "port {} is in use by another program; choose another with \
+                         --postgres-port or HABITAT_POSTGRES_PORT",
+                        args.postgres_port
+                    );
+                }
+                eprintln!("Starting Postgres on 127.0.0.1:{}.", args.postgres_port);
+                cluster.init()?;
+                cluster.start()?;
+            }
+            cluster.create_database(DATABASE)?;
+            cluster.url(DATABASE)
+        }
+    };
+
+    let broker_addr = SocketAddr::from(([127, 0, 0, 1], args.broker_port));
+    if live_pid(&paths.broker_pid()).is_none() {
+        if port_in_use(args.broker_port) {
+            bail!(
+                "port {} is in use by another program; choose another with --broker-port or \
+                 HABITAT_BROKER_PORT",
+                args.broker_port
+            );
+        }
+        eprintln!("Starting devbroker on {broker_addr}.");
+        _ = spawn_detached(
+            Command::new(broker::binary()?)
+                .arg("--listen")
+                .arg(broker_addr.to_string())
+                .arg("--data-dir")
+                .arg(paths.broker_data()),
+            &paths.broker_log(),
+            &paths.broker_pid(),
+        )?;
+    }
+    wait_for_tcp(broker_addr, Duration::from_secs(30)).with_context(|| {
+        format!(
+            "devbroker did not start; see {}",
+            paths.broker_log().display()
+        )
+    })?;
+
+    Ok(Running {
+        bootstrap: broker_addr.to_string(),
+        database_url,
+        state_dir: paths.root,
+    })
+}
+
+/// Stops devbroker and Postgres of this state directory (nothing else).
+pub fn down(args: &StackArgs, purge: bool) -> Result<()> {
+    if !args.state_dir.exists() {
+        println!(
+            "Nothing to stop: {} does not exist.",
+            args.state_dir.display()
+        );
+        return Ok(());
+    }
+    let paths = Paths::new(args)?;
+    match live_pid(&paths.broker_pid()) {
+        Some(pid) => {
+            terminate(pid, Duration::from_secs(10));
+            println!("Stopped devbroker (pid {pid}).");
+        }
+        None => println!("devbroker was not running."),
+    }
+    _ = fs::remove_file(paths.broker_pid());
+    if args.database_url.is_none() && paths.postgres().join("data").exists() {
+        let cluster = cluster(&paths, args)?;
+        if cluster.is_running() {
+            cluster.stop()?;
+            println!("Stopped Postgres.");
+        } else {
+            println!("Postgres was not running.");
+        }
+    }
+    if purge {
+        fs::remove_dir_all(&paths.root)
+            .with_context(|| format!("cannot remove {}", paths.root.display()))?;
+        println!("Removed {}.", paths.root.display());
+    }
+    Ok(())
+}
+
+/// Prints each part of the stack: running or not, and its address.
+pub fn status(args: &StackArgs) -> Result<()> {
+    if !args.state_dir.exists() {
+        println!("No stack in {}.", args.state_dir.display());
+        return Ok(());
+    }
+    let paths = Paths::new(args)?;
+    let state = |running: bool| if running { "running" } else { "stopped" };
+    let broker = live_pid(&paths.broker_pid());
+    println!(
+        "devbroker  {:<8} 127.0.0.1:{}{}",
+        state(broker.is_some()),
+        args.broker_port,
+        broker
+            .map(|pid| format!(" (pid {pid})"))
+            .unwrap_or_default()
+    );
+    if let Some(url) = &args.database_url {
+        println!("postgres   external {url}");
+    } else {
+        let running = postgres_running(&paths.postgres());
+        println!(
+            "postgres   {:<8} 127.0.0.1:{}",
+            state(running),
+            args.postgres_port
+        );
+    }
+    Ok(())
+}
+
+fn postgres_running(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("data").join("postmaster.pid"))
+        .ok()
+        .and_then(|pid| pid.lines().next()?.trim().parse::<i32>().ok())
+        .is_some_and(devstack::process::is_alive)
+}
