@@ -66,9 +66,9 @@ pub fn signal(pid: i32, signal: i32) -> bool {
     }
 }
 
-/// Whether a process is alive.
+/// Whether a process is alive (a zombie, exited but not yet reaped, is not).
 pub fn is_alive(pid: i32) -> bool {
-    signal(pid, 0)
+    signal(pid, 0) && !is_zombie(pid)
 }
 
 /// Stops a process: SIGTERM, then SIGKILL after `grace`. Returns when it is gone.
@@ -77,7 +77,7 @@ pub fn terminate(pid: i32, grace: Duration) {
         return;
     }
     let deadline = Instant::now() + grace;
-    while is_alive(pid) && !is_zombie(pid) {
+    while is_alive(pid) {
         if Instant::now() >= deadline {
             _ = signal(pid, libc::SIGKILL);
             break;

@@ -81,22 +81,38 @@ fn port_in_use(port: u16) -> bool {
     .is_ok()
 }
 
+fn ensure_free(port: u16, flag: &str, env: &str) -> Result<()> {
+    if port_in_use(port) {
+        bail!("port {port} is in use by another program; choose another with {flag} or {env}");
+    }
+    Ok(())
+}
+
 /// Starts what is not running yet and waits until each part accepts connections.
 pub fn up(args: &StackArgs) -> Result<Running> {
     let paths = Paths::new(args)?;
+    let cluster = match &args.database_url {
+        Some(url) => Err(url.clone()),
+        None => Ok(cluster(&paths, args)?),
+    };
+    let start_postgres = cluster.as_ref().is_ok_and(|c| !c.is_running());
+    let start_broker = live_pid(&paths.broker_pid()).is_none();
+    // Refuse before starting anything when a port belongs to another program.
+    if start_postgres {
+        ensure_free(
+            args.postgres_port,
+            "--postgres-port",
+            "HABITAT_POSTGRES_PORT",
+        )?;
+    }
+    if start_broker {
+        ensure_free(args.broker_port, "--broker-port", "HABITAT_BROKER_PORT")?;
+    }
 
-    let database_url = match &args.database_url {
-        Some(url) => url.clone(),
-        None => {
-            let cluster = cluster(&paths, args)?;
-            if !cluster.is_running() {
-                if port_in_use(args.postgres_port) {
-                    bail!(
-                        "port {} is in use by another program; choose another with \
-                         --postgres-port or HABITAT_POSTGRES_PORT",
-                        args.postgres_port
-                    );
-                }
+    // A local cluster, or the URL of the Postgres given instead.
+    let database_url = match cluster {
+        Ok(cluster) => {
+            if start_postgres {
                 eprintln!("Starting Postgres on 127.0.0.1:{}.", args.postgres_port);
                 cluster.init()?;
                 cluster.start()?;
@@ -104,17 +120,11 @@ pub fn up(args: &StackArgs) -> Result<Running> {
             cluster.create_database(DATABASE)?;
             cluster.url(DATABASE)
         }
+        Err(external) => external,
     };
 
     let broker_addr = SocketAddr::from(([127, 0, 0, 1], args.broker_port));
-    if live_pid(&paths.broker_pid()).is_none() {
-        if port_in_use(args.broker_port) {
-            bail!(
-                "port {} is in use by another program; choose another with --broker-port or \
-                 HABITAT_BROKER_PORT",
-                args.broker_port
-            );
-        }
+    if start_broker {
         eprintln!("Starting devbroker on {broker_addr}.");
         _ = spawn_detached(
             Command::new(broker::binary()?)

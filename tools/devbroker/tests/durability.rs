@@ -1,0 +1,166 @@
+//! devbroker with `--data-dir`: topics, records, committed offsets and the transaction
+//! index survive a restart, and a transaction left open by the crash is never shown.
+
+use std::{path::Path, time::Duration};
+
+use devstack::{
+    broker::{self, BrokerProcess},
+    process::Guardian,
+};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer},
+    producer::{BaseProducer, BaseRecord, Producer},
+    util::Timeout,
+};
+use test_support::{scratch_dir, unique, wait_for};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Running {
+    process: BrokerProcess,
+    _guardian: Guardian,
+}
+
+impl Running {
+    fn start(dir: &Path) -> Self {
+        let process = broker::start(
+            &broker::binary().expect("devbroker binary"),
+            Some(dir),
+            Some(&dir.with_extension("log")),
+        )
+        .expect("start devbroker");
+        let guardian = Guardian::new(&format!("kill -9 {} 2>/dev/null", process.child.id()))
+            .expect("guardian");
+        Self {
+            process,
+            _guardian: guardian,
+        }
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        _ = config
+            .set("bootstrap.servers", self.process.addr.to_string())
+            .set("broker.address.family", "v4");
+        config
+    }
+
+    fn kill(mut self) {
+        self.process.child.kill().expect("SIGKILL devbroker");
+        _ = self.process.child.wait();
+    }
+}
+
+fn read_committed(running: &Running, topic: &str, group: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = running
+        .config()
+        .set("group.id", group)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+fn next_value(consumer: &BaseConsumer) -> (i64, String) {
+    wait_for(TIMEOUT, "a record", || {
+        consumer.poll(Duration::from_millis(100)).map(|m| {
+            let m = m.expect("consume");
+            (
+                m.offset(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )
+        })
+    })
+}
+
+#[test]
+fn topics_records_offsets_survive_a_crash_and_open_transactions_stay_hidden() {
+    let dir = scratch_dir().join(unique("durable"));
+    let topic = unique("durable");
+    let group = unique("group");
+
+    let first = Running::start(&dir);
+    let admin: AdminClient<DefaultClientContext> = first.config().create().expect("admin");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(admin.create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .expect("create topic")
+        .into_iter()
+        .for_each(|r| _ = r.expect("topic created"));
+
+    let producer: BaseProducer = first
+        .config()
+        .set("transactional.id", unique("txn"))
+        .create()
+        .expect("producer");
+    producer.init_transactions(TIMEOUT).expect("init");
+    producer.begin_transaction().expect("begin");
+    for value in ["a", "b", "c"] {
+        producer
+            .send(BaseRecord::to(&topic).key(value).payload(value))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.commit_transaction(TIMEOUT).expect("commit");
+
+    // Consume and commit past "a" only.
+    let consumer = read_committed(&first, &topic, &group);
+    assert_eq!(next_value(&consumer).1, "a");
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&topic, 0, Offset::Offset(1))
+        .expect("offset");
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("commit offsets");
+    drop(consumer);
+
+    // A transaction still open when the broker dies.
+    producer.begin_transaction().expect("begin");
+    producer
+        .send(BaseRecord::to(&topic).key("open").payload("open"))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(TIMEOUT).expect("flush");
+    drop(producer);
+    first.kill();
+
+    let second = Running::start(&dir);
+    let consumer = read_committed(&second, &topic, &group);
+    let mut committed = TopicPartitionList::new();
+    committed.add_partition(&topic, 0);
+    let resumed = consumer
+        .committed_offsets(committed, Timeout::After(TIMEOUT))
+        .expect("committed offsets");
+    assert_eq!(
+        resumed
+            .find_partition(&topic, 0)
+            .expect("partition")
+            .offset(),
+        Offset::Offset(1)
+    );
+    assert_eq!(next_value(&consumer), (1, "b".to_owned()));
+    assert_eq!(next_value(&consumer), (2, "c".to_owned()));
+
+    // Later records are readable past the aborted one, which never shows.
+    let producer: BaseProducer = second.config().create().expect("producer");
+    producer
+        .send(BaseRecord::to(&topic).key("late").payload("late"))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(TIMEOUT).expect("flush");
+    assert_eq!(next_value(&consumer).1, "late");
+    second.kill();
+    std::fs::remove_dir_all(&dir).expect("remove the data directory");
+}
