@@ -164,3 +164,47 @@ fn topics_records_offsets_survive_a_crash_and_open_transactions_stay_hidden() {
     second.kill();
     std::fs::remove_dir_all(&dir).expect("remove the data directory");
 }
+
+#[test]
+fn sigterm_stops_the_broker_cleanly_and_keeps_its_data() {
+    let dir = scratch_dir().join(unique("sigterm"));
+    let topic = unique("sigterm");
+    let mut first = Running::start(&dir);
+    let producer: BaseProducer = first
+        .config()
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let admin: AdminClient<DefaultClientContext> = first.config().create().expect("admin");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(admin.create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .expect("create topic")
+        .into_iter()
+        .for_each(|r| _ = r.expect("topic created"));
+    producer
+        .send(BaseRecord::to(&topic).key("k").payload("kept"))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(TIMEOUT).expect("flush");
+    drop(producer);
+    drop(admin);
+
+    let pid = i32::try_from(first.process.child.id()).expect("pid");
+    assert!(devstack::process::signal(pid, libc::SIGTERM));
+    let status = wait_for(TIMEOUT, "devbroker to exit", || {
+        first.process.child.try_wait().expect("wait")
+    });
+    assert!(status.success(), "exit status {status}");
+
+    let second = Running::start(&dir);
+    let consumer = read_committed(&second, &topic, &unique("group"));
+    assert_eq!(next_value(&consumer), (0, "kept".to_owned()));
+    second.kill();
+    std::fs::remove_dir_all(&dir).expect("remove the data directory");
+}
