@@ -44,6 +44,12 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
     },
+    /// Write docs/event-catalog.md from schemas/ and topics.yaml.
+    Catalog {
+        /// Where to write it.
+        #[arg(long, default_value = contracts::catalog::PATH)]
+        output: PathBuf,
+    },
     /// Measure performance (run with optimised builds: `./habitat bench ...`).
     #[command(subcommand)]
     Bench(Bench),
@@ -87,5 +93,13 @@ fn main() -> Result<()> {
         Command::Down { stack, purge } => stack::down(&stack, purge),
         Command::Status { stack } => stack::status(&stack),
         Command::Bench(Bench::Broker(args)) => bench::run(&args),
+        Command::Catalog { output } => {
+            std::fs::write(
+                &output,
+                contracts::catalog::render(&contracts::topology::Topology::embedded()),
+            )?;
+            println!("Wrote {}.", output.display());
+            Ok(())
+        }
     }
 }
