@@ -1,0 +1,324 @@
+//! A schema registry speaking the Confluent Schema Registry REST API (the subset Kafka
+//! clients, serializers and tools use), stored in Postgres.
+//!
+//! Ids are global and stable: the same schema registered under any subject keeps one id,
+//! across restarts. Compatibility is decided by apache-avro's schema-compatibility
+//! checker for all seven Confluent levels.
+
+pub mod compatibility;
+pub mod error;
+pub mod store;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::{
+    compatibility::Level,
+    error::{RegistryError, Result},
+    store::Store,
+};
+
+/// The media type of every answer.
+pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            store: Store::new(pool),
+        }
+    }
+}
+
+/// Applies the registry's migrations.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("./migrations").run(pool).await?;
+    Ok(())
+}
+
+/// A JSON answer with the registry's media type.
+struct RegistryJson(Value);
+
+impl IntoResponse for RegistryJson {
+    fn into_response(self) -> Response {
+        let mut response = Json(self.0).into_response();
+        _ = response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        response
+    }
+}
+
+/// The registry's routes.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { RegistryJson(json!({})) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/subjects", get(list_subjects))
+        .route("/subjects/{subject}", post(lookup).delete(delete_subject))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
+        .route("/subjects/{subject}/versions/{version}", get(get_version))
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_version_schema),
+        )
+        .route("/schemas/ids/{id}", get(get_schema))
+        .route("/schemas/ids/{id}/versions", get(get_schema_versions))
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(check_compatibility),
+        )
+        .route("/config", get(get_global_config).put(put_global_config))
+        .route(
+            "/config/{subject}",
+            get(get_subject_config).put(put_subject_config),
+        )
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct SchemaBody {
+    schema: String,
+    #[serde(default, rename = "schemaType")]
+    schema_type: Option<String>,
+    #[serde(default)]
+    references: Option<Vec<Value>>,
+}
+
+impl SchemaBody {
+    fn parse(json: &str) -> Result<Self> {
+        let body: Self = serde_json::from_str(json)
+            .map_err(|e| RegistryError::invalid_schema(format!("Invalid request body: {e}")))?;
+        if let Some(kind) = body.schema_type.as_deref().filter(|k| *k != "AVRO") {
+            return Err(RegistryError::invalid_schema(format!(
+                "Schema type {kind} is not supported; this registry holds AVRO schemas"
+            )));
+        }
+        if body.references.as_ref().is_some_and(|r| !r.is_empty()) {
+            return Err(RegistryError::invalid_schema(
+                "Schema references are not supported; register independent schemas".into(),
+            ));
+        }
+        Ok(body)
+    }
+}
+
+/// A version path segment: a number ≥ 1, or `latest` / -1.
+#[derive(Clone, Copy, Debug)]
+pub enum VersionRef {
+    Latest,
+    Number(i32),
+}
+
+impl VersionRef {
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "latest" | "-1" => Ok(Self::Latest),
+            number => number
+                .parse::<i32>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(Self::Number)
+                .ok_or_else(|| RegistryError::invalid_version(text)),
+        }
+    }
+}
+
+async fn list_subjects(State(state): State<AppState>) -> Result<RegistryJson> {
+    Ok(RegistryJson(json!(state.store.subjects().await?)))
+}
+
+async fn list_versions(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+) -> Result<RegistryJson> {
+    let versions = state.store.versions(&subject).await?;
+    if versions.is_empty() {
+        return Err(RegistryError::subject_not_found(&subject));
+    }
+    Ok(RegistryJson(json!(versions)))
+}
+
+async fn register(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+    body: String,
+) -> Result<RegistryJson> {
+    let body = SchemaBody::parse(&body)?;
+    let schema = compatibility::parse(&body.schema)?;
+    let id = state
+        .store
+        .register(&subject, &body.schema, &schema)
+        .await?;
+    Ok(RegistryJson(json!({ "id": id })))
+}
+
+async fn lookup(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+    body: String,
+) -> Result<RegistryJson> {
+    let body = SchemaBody::parse(&body)?;
+    let schema = compatibility::parse(&body.schema)?;
+    if state.store.versions(&subject).await?.is_empty() {
+        return Err(RegistryError::subject_not_found(&subject));
+    }
+    let found = state
+        .store
+        .lookup(&subject, &body.schema, &schema)
+        .await?
+        .ok_or_else(RegistryError::schema_not_found)?;
+    Ok(RegistryJson(found.to_json()))
+}
+
+async fn get_version(
+    State(state): State<AppState>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Result<RegistryJson> {
+    let version = VersionRef::parse(&version)?;
+    Ok(RegistryJson(
+        state.store.version(&subject, version).await?.to_json(),
+    ))
+}
+
+async fn get_version_schema(
+    State(state): State<AppState>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Result<Response> {
+    let version = VersionRef::parse(&version)?;
+    let found = state.store.version(&subject, version).await?;
+    let mut response = found.schema.into_response();
+    _ = response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    Ok(response)
+}
+
+async fn get_schema(State(state): State<AppState>, Path(id): Path<i32>) -> Result<RegistryJson> {
+    let schema = state
+        .store
+        .schema(id)
+        .await?
+        .ok_or_else(RegistryError::schema_not_found)?;
+    Ok(RegistryJson(json!({ "schema": schema })))
+}
+
+async fn get_schema_versions(
+    State(state): State<AppState>,
+    Path(id): Path<i32>,
+) -> Result<RegistryJson> {
+    if state.store.schema(id).await?.is_none() {
+        return Err(RegistryError::schema_not_found());
+    }
+    let versions: Vec<Value> = state
+        .store
+        .schema_versions(id)
+        .await?
+        .into_iter()
+        .map(|(subject, version)| json!({ "subject": subject, "version": version }))
+        .collect();
+    Ok(RegistryJson(json!(versions)))
+}
+
+async fn delete_subject(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+) -> Result<RegistryJson> {
+    let deleted = state.store.soft_delete(&subject).await?;
+    if deleted.is_empty() {
+        return Err(RegistryError::subject_not_found(&subject));
+    }
+    Ok(RegistryJson(json!(deleted)))
+}
+
+#[derive(Debug, Deserialize)]
+struct CompatibilityQuery {
+    #[serde(default)]
+    verbose: bool,
+}
+
+async fn check_compatibility(
+    State(state): State<AppState>,
+    Path((subject, version)): Path<(String, String)>,
+    Query(query): Query<CompatibilityQuery>,
+    body: String,
+) -> Result<RegistryJson> {
+    let version = VersionRef::parse(&version)?;
+    let body = SchemaBody::parse(&body)?;
+    let schema = compatibility::parse(&body.schema)?;
+    let messages = state
+        .store
+        .compatibility_problems(&subject, version, &schema)
+        .await?;
+    let mut answer = json!({ "is_compatible": messages.is_empty() });
+    if query.verbose {
+        answer["messages"] = json!(messages);
+    }
+    Ok(RegistryJson(answer))
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigBody {
+    compatibility: String,
+}
+
+async fn get_global_config(State(state): State<AppState>) -> Result<RegistryJson> {
+    let level = state.store.level(None).await?;
+    Ok(RegistryJson(
+        json!({ "compatibilityLevel": level.as_str() }),
+    ))
+}
+
+async fn put_global_config(State(state): State<AppState>, body: String) -> Result<RegistryJson> {
+    let level = parse_config(&body)?;
+    state.store.set_level(None, level).await?;
+    Ok(RegistryJson(json!({ "compatibility": level.as_str() })))
+}
+
+async fn get_subject_config(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+) -> Result<RegistryJson> {
+    let level = state
+        .store
+        .subject_level(&subject)
+        .await?
+        .ok_or_else(|| RegistryError::subject_level_not_found(&subject))?;
+    Ok(RegistryJson(
+        json!({ "compatibilityLevel": level.as_str() }),
+    ))
+}
+
+async fn put_subject_config(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+    body: String,
+) -> Result<RegistryJson> {
+    let level = parse_config(&body)?;
+    state.store.set_level(Some(&subject), level).await?;
+    Ok(RegistryJson(json!({ "compatibility": level.as_str() })))
+}
+
+fn parse_config(body: &str) -> Result<Level> {
+    let body: ConfigBody = serde_json::from_str(body)
+        .map_err(|e| RegistryError::invalid_compatibility(&format!("invalid body: {e}")))?;
+    body.compatibility
+        .parse()
+        .map_err(|_| RegistryError::invalid_compatibility(&body.compatibility))
+}
