@@ -7,6 +7,7 @@
 //! transactions, a record log that answers fetches from inside a batch, and the
 //! ApiVersions exchange older librdkafka clients (kcat) expect.
 
+pub mod admin;
 pub mod compat;
 pub mod config;
 pub mod fetch;

@@ -12,7 +12,9 @@ use tansu_broker::{
     coordinator::group::administrator::Controller,
     service::{auth, coordinator, storage as routes},
 };
-use tansu_sans_io::{ApiKey, EndTxnRequest, EndTxnResponse, ErrorCode, FetchRequest};
+use tansu_sans_io::{
+    AlterConfigsRequest, ApiKey, EndTxnRequest, EndTxnResponse, ErrorCode, FetchRequest,
+};
 use tansu_service::{
     BytesFrameLayer, FrameRequestLayer, FrameRouteBuilder, FrameRouteService, TcpBytesLayer,
     TcpContext, TcpContextLayer,
@@ -23,7 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::{compat::LegacyClientLayer, fetch::DevFetchService, storage::DevStorage};
+use crate::{
+    admin::AlterConfigsService, compat::LegacyClientLayer, fetch::DevFetchService,
+    storage::DevStorage,
+};
 
 /// The node id devbroker registers as (a single-node cluster).
 pub const NODE_ID: i32 = 111;
@@ -119,6 +124,17 @@ pub fn routes(
             FrameRequestLayer::<FetchRequest>::new(),
         )
             .into_layer(DevFetchService)
+            .boxed(),
+    )?;
+    let admin_storage = storage.clone();
+    let builder = builder.with_route(
+        AlterConfigsRequest::KEY,
+        (
+            MapErrLayer::new(BrokerError::from),
+            MapStateLayer::new(move |_| admin_storage),
+            FrameRequestLayer::<AlterConfigsRequest>::new(),
+        )
+            .into_layer(AlterConfigsService)
             .boxed(),
     )?;
     let builder = builder.with_route(

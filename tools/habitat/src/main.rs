@@ -3,12 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
-
-mod bench;
-mod demo;
-mod kafka;
-mod stack;
+use clap::{Parser, Subcommand};
+use habitat::{StackArgs, bench, demo, schemas, stack, topics};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,9 +46,60 @@ enum Command {
         #[arg(long, default_value = contracts::catalog::PATH)]
         output: PathBuf,
     },
+    /// Topics of topics.yaml on a broker.
+    #[command(subcommand)]
+    Topics(Topics),
+    /// The catalog's schemas on a schema registry.
+    #[command(subcommand)]
+    Schemas(Schemas),
     /// Measure performance (run with optimised builds: `./habitat bench ...`).
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Topics {
+    /// Create missing topics, report configuration drift, alter it with --alter. Never
+    /// deletes.
+    Apply {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "HABITAT_BOOTSTRAP", default_value = "127.0.0.1:19092")]
+        bootstrap: String,
+        /// Environment of topics.yaml (replication settings).
+        #[arg(long, env = "HABITAT_ENVIRONMENT", default_value = "dev")]
+        environment: String,
+        /// Report only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Alter configuration that drifted from topics.yaml.
+        #[arg(long)]
+        alter: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Schemas {
+    /// Register every schema of the catalog (BACKWARD_TRANSITIVE subjects).
+    Register {
+        /// Schema registry URL.
+        #[arg(
+            long,
+            env = "HABITAT_REGISTRY_URL",
+            default_value = "http://127.0.0.1:18081"
+        )]
+        registry: String,
+    },
+    /// Test every schema against the registry without registering; fails on an
+    /// incompatible change.
+    Check {
+        /// Schema registry URL.
+        #[arg(
+            long,
+            env = "HABITAT_REGISTRY_URL",
+            default_value = "http://127.0.0.1:18081"
+        )]
+        registry: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,26 +108,21 @@ enum Bench {
     Broker(bench::BrokerBench),
 }
 
-/// Where the local stack keeps its state and which ports it uses. Give two stacks
-/// different state directories and ports to run them side by side.
-#[derive(Clone, Debug, Args)]
-pub struct StackArgs {
-    /// Directory for data, logs and pid files.
-    #[arg(long, env = "HABITAT_STATE_DIR", default_value = ".habitat")]
-    pub state_dir: PathBuf,
-    /// Port devbroker listens on (loopback).
-    #[arg(long, env = "HABITAT_BROKER_PORT", default_value_t = 19092)]
-    pub broker_port: u16,
-    /// Port of the local Postgres (loopback); ignored when DATABASE_URL is set.
-    #[arg(long, env = "HABITAT_POSTGRES_PORT", default_value_t = 15432)]
-    pub postgres_port: u16,
-    /// Use this Postgres instead of starting one.
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: Option<String>,
+fn main() {
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up { stack, demo } => {
             let running = stack::up(&stack)?;
@@ -93,6 +135,32 @@ fn main() -> Result<()> {
         Command::Down { stack, purge } => stack::down(&stack, purge),
         Command::Status { stack } => stack::status(&stack),
         Command::Bench(Bench::Broker(args)) => bench::run(&args),
+        Command::Topics(Topics::Apply {
+            bootstrap,
+            environment,
+            dry_run,
+            alter,
+        }) => {
+            let actions = topics::apply(
+                &bootstrap,
+                &contracts::topology::Topology::embedded(),
+                &environment,
+                topics::Mode { dry_run, alter },
+            )?;
+            for action in actions {
+                println!("{action}");
+            }
+            Ok(())
+        }
+        Command::Schemas(Schemas::Register { registry }) => {
+            for (subject, id) in block_on(schemas::register(&registry, &schemas::catalog()))? {
+                println!("registered {subject} (id {id})");
+            }
+            Ok(())
+        }
+        Command::Schemas(Schemas::Check { registry }) => {
+            schemas::report(&block_on(schemas::check(&registry, &schemas::catalog()))?)
+        }
         Command::Catalog { output } => {
             std::fs::write(
                 &output,

@@ -1,0 +1,149 @@
+//! `habitat schemas register | check`: the catalog's schemas against a schema registry
+//! (ours, Redpanda's or Confluent's), under TopicRecordNameStrategy subjects with
+//! BACKWARD_TRANSITIVE compatibility.
+
+use anyhow::{Context, Result, bail};
+use contracts::{records::CATALOG, wire::subject};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+/// The compatibility every subject of the catalog is registered under: new processors read
+/// compacted topics from the beginning, so a schema must read every earlier version.
+pub const COMPATIBILITY: &str = "BACKWARD_TRANSITIVE";
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// A subject and the schema the catalog wants under it.
+#[derive(Clone, Debug)]
+pub struct SubjectSchema {
+    pub subject: String,
+    pub schema: String,
+}
+
+/// Every subject of the catalog with its schema.
+pub fn catalog() -> Vec<SubjectSchema> {
+    CATALOG
+        .iter()
+        .map(|info| SubjectSchema {
+            subject: subject(info.topic, info.full_name),
+            schema: info.schema.to_owned(),
+        })
+        .collect()
+}
+
+/// What `check` found for one subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not registered yet: anything may be registered.
+    New,
+    Compatible,
+    Incompatible(Vec<String>),
+}
+
+async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<(StatusCode, Value)> {
+    let response = request
+        .header("content-type", CONTENT_TYPE)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the schema registry ({what})"))?;
+    let status = response.status();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+fn message(body: &Value) -> String {
+    body["message"].as_str().unwrap_or("no message").to_owned()
+}
+
+/// Registers every schema (setting each subject's compatibility first); returns the ids.
+pub async fn register(registry: &str, subjects: &[SubjectSchema]) -> Result<Vec<(String, i64)>> {
+    let http = Client::new();
+    let mut ids = Vec::new();
+    for entry in subjects {
+        let (status, body) = send(
+            http.put(format!("{registry}/config/{}", entry.subject))
+                .body(json!({ "compatibility": COMPATIBILITY }).to_string()),
+            "set compatibility",
+        )
+        .await?;
+        if !status.is_success() {
+            bail!(
+                "{}: cannot set compatibility: {}",
+                entry.subject,
+                message(&body)
+            );
+        }
+        let (status, body) = send(
+            http.post(format!("{registry}/subjects/{}/versions", entry.subject))
+                .body(json!({ "schema": entry.schema }).to_string()),
+            "register",
+        )
+        .await?;
+        match (status, body["id"].as_i64()) {
+            (StatusCode::OK, Some(id)) => ids.push((entry.subject.clone(), id)),
+            _ => bail!("{}: rejected ({status}): {}", entry.subject, message(&body)),
+        }
+    }
+    Ok(ids)
+}
+
+/// Tests every schema against what is registered, without registering anything.
+pub async fn check(registry: &str, subjects: &[SubjectSchema]) -> Result<Vec<(String, Verdict)>> {
+    let http = Client::new();
+    let mut verdicts = Vec::new();
+    for entry in subjects {
+        let (status, body) = send(
+            http.post(format!(
+                "{registry}/compatibility/subjects/{}/versions/latest?verbose=true",
+                entry.subject
+            ))
+            .body(json!({ "schema": entry.schema }).to_string()),
+            "check compatibility",
+        )
+        .await?;
+        let verdict = match (status, body["is_compatible"].as_bool()) {
+            (StatusCode::OK, Some(true)) => Verdict::Compatible,
+            (StatusCode::OK, Some(false)) => Verdict::Incompatible(
+                body["messages"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|s| s.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            (StatusCode::NOT_FOUND, _) if body["error_code"] == json!(40401) => Verdict::New,
+            _ => bail!(
+                "{}: cannot check ({status}): {}",
+                entry.subject,
+                message(&body)
+            ),
+        };
+        verdicts.push((entry.subject.clone(), verdict));
+    }
+    Ok(verdicts)
+}
+
+/// Prints `check`'s verdicts; fails when any subject is incompatible, naming it and why.
+pub fn report(verdicts: &[(String, Verdict)]) -> Result<()> {
+    let mut incompatible = Vec::new();
+    for (subject, verdict) in verdicts {
+        match verdict {
+            Verdict::New => println!("new          {subject}"),
+            Verdict::Compatible => println!("compatible   {subject}"),
+            Verdict::Incompatible(reasons) => {
+                println!("INCOMPATIBLE {subject}: {}", reasons.join("; "));
+                incompatible.push(subject.as_str());
+            }
+        }
+    }
+    if !incompatible.is_empty() {
+        bail!(
+            "{} schema(s) incompatible with what is registered ({COMPATIBILITY}): {}",
+            incompatible.len(),
+            incompatible.join(", ")
+        );
+    }
+    Ok(())
+}

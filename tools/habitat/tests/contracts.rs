@@ -1,0 +1,248 @@
+//! `habitat topics apply` on devbroker and `habitat schemas register | check` on the
+//! schema registry, with real brokers and a real Postgres.
+
+use std::process::Command;
+
+use contracts::topology::{TOPICS_YAML, Topology};
+use habitat::{
+    schemas::{self, SubjectSchema, Verdict},
+    topics::{self, Action, Mode},
+};
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier},
+    client::DefaultClientContext,
+};
+use serde_json::Value;
+use test_support::{client_config, database, kafka, unique};
+
+/// topics.yaml with every topic renamed under a prefix of this test's own.
+fn private_topology() -> (Topology, String) {
+    let prefix = unique("t");
+    let yaml = TOPICS_YAML
+        .replace("name: habitat.", &format!("name: {prefix}."))
+        .replace("\"habitat.dlq.", &format!("\"{prefix}.dlq."));
+    (Topology::parse(&yaml).expect("topology"), prefix)
+}
+
+fn count(actions: &[Action], matches: impl Fn(&Action) -> bool) -> usize {
+    actions.iter().filter(|a| matches(a)).count()
+}
+
+#[test]
+fn topics_apply_creates_reports_drift_and_alters_only_when_asked() {
+    let (topology, prefix) = private_topology();
+    let total = topology.all_topics("dev").unwrap().len();
+    let bootstrap = &kafka().bootstrap;
+
+    let planned = topics::apply(
+        bootstrap,
+        &topology,
+        "dev",
+        Mode {
+            dry_run: true,
+            alter: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        count(&planned, |a| matches!(a, Action::WouldCreate(_))),
+        total
+    );
+    let created = topics::apply(bootstrap, &topology, "dev", Mode::default()).unwrap();
+    assert_eq!(
+        count(&created, |a| matches!(a, Action::Created(_))),
+        total,
+        "{created:?}"
+    );
+    let again = topics::apply(bootstrap, &topology, "dev", Mode::default()).unwrap();
+    assert_eq!(
+        count(&again, |a| matches!(a, Action::Unchanged(_))),
+        total,
+        "{again:?}"
+    );
+
+    // Someone changes a setting by hand.
+    let people = format!("{prefix}.people");
+    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let context_topics = topology.context_topics("dev").unwrap();
+    let mut changed = AlterConfig::new(ResourceSpecifier::Topic(&people));
+    for (key, value) in &context_topics[0].config {
+        changed = changed.set(
+            key,
+            if key == "min.compaction.lag.ms" {
+                "1"
+            } else {
+                value
+            },
+        );
+    }
+    for result in runtime
+        .block_on(admin.alter_configs(&[changed], &AdminOptions::new()))
+        .unwrap()
+    {
+        result.expect("alter by hand");
+    }
+
+    let drift = |actions: &[Action], altered: bool| {
+        actions
+            .iter()
+            .filter(|a| {
+                matches!(a, Action::Drift { topic, key, actual, desired, altered: done }
+                    if *topic == people && key == "min.compaction.lag.ms"
+                        && actual.as_deref() == Some("1") && desired == "3600000" && *done == altered)
+            })
+            .count()
+    };
+    let reported = topics::apply(bootstrap, &topology, "dev", Mode::default()).unwrap();
+    assert_eq!(drift(&reported, false), 1, "{reported:?}");
+    let still = topics::apply(
+        bootstrap,
+        &topology,
+        "dev",
+        Mode {
+            dry_run: false,
+            alter: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        drift(&still, false),
+        1,
+        "drift is left alone without --alter"
+    );
+    let altered = topics::apply(
+        bootstrap,
+        &topology,
+        "dev",
+        Mode {
+            dry_run: false,
+            alter: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(drift(&altered, true), 1, "{altered:?}");
+    let settled = topics::apply(bootstrap, &topology, "dev", Mode::default()).unwrap();
+    assert_eq!(
+        count(&settled, |a| matches!(a, Action::Unchanged(_))),
+        total,
+        "{settled:?}"
+    );
+}
+
+#[test]
+fn topics_apply_on_an_unreachable_broker_says_so_in_one_line() {
+    let port = devstack::process::free_port().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_habitat"))
+        .args([
+            "topics",
+            "apply",
+            "--bootstrap",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("error: cannot reach the Kafka broker at 127.0.0.1:"),
+        "{stderr}"
+    );
+}
+
+async fn registry() -> String {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(&database())
+        .await
+        .unwrap();
+    schema_registry::migrate(&pool).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = schema_registry::app(schema_registry::AppState::new(pool));
+    _ = tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// The catalog with one schema changed by `edit`.
+fn edited(full_name_suffix: &str, edit: impl Fn(&mut Vec<Value>)) -> Vec<SubjectSchema> {
+    schemas::catalog()
+        .into_iter()
+        .map(|mut entry| {
+            if entry.subject.ends_with(full_name_suffix) {
+                let mut schema: Value = serde_json::from_str(&entry.schema).unwrap();
+                edit(schema["fields"].as_array_mut().unwrap());
+                entry.schema = schema.to_string();
+            }
+            entry
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn schemas_register_then_check_and_an_incompatible_change_is_named() {
+    let registry = registry().await;
+    let catalog = schemas::catalog();
+    let before = schemas::check(&registry, &catalog).await.unwrap();
+    assert!(before.iter().all(|(_, v)| *v == Verdict::New));
+
+    let ids = schemas::register(&registry, &catalog).await.unwrap();
+    assert_eq!(ids.len(), 28);
+    assert_eq!(
+        schemas::register(&registry, &catalog).await.unwrap(),
+        ids,
+        "idempotent"
+    );
+    let verdicts = schemas::check(&registry, &catalog).await.unwrap();
+    assert!(
+        verdicts.iter().all(|(_, v)| *v == Verdict::Compatible),
+        "{verdicts:?}"
+    );
+    schemas::report(&verdicts).unwrap();
+
+    // A new field with a default is a compatible change.
+    let compatible = edited(".people.MemberRegistered", |fields| {
+        fields.push(serde_json::json!({"name": "nickname", "type": ["null", "string"], "default": null, "doc": "x"}));
+    });
+    let verdicts = schemas::check(&registry, &compatible).await.unwrap();
+    assert!(
+        verdicts.iter().all(|(_, v)| *v == Verdict::Compatible),
+        "{verdicts:?}"
+    );
+
+    // A new field without a default is not.
+    let breaking = edited(".people.MemberRegistered", |fields| {
+        fields.push(serde_json::json!({"name": "nickname", "type": "string", "doc": "x"}));
+    });
+    let verdicts = schemas::check(&registry, &breaking).await.unwrap();
+    let subject = "habitat.people-habitat.people.MemberRegistered";
+    let (_, verdict) = verdicts.iter().find(|(s, _)| s == subject).unwrap();
+    match verdict {
+        Verdict::Incompatible(reasons) => {
+            assert!(
+                reasons
+                    .iter()
+                    .any(|r| r.contains("BACKWARD") && r.contains("nickname")),
+                "{reasons:?}"
+            );
+        }
+        other => panic!("expected incompatible, got {other:?}"),
+    }
+    let error = schemas::report(&verdicts).unwrap_err().to_string();
+    assert!(
+        error.contains(subject) && error.contains("BACKWARD_TRANSITIVE"),
+        "{error}"
+    );
+    let rejected = schemas::register(&registry, &breaking)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        rejected.contains(subject) && rejected.contains("409"),
+        "{rejected}"
+    );
+}
