@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::process::read_until;
 
@@ -18,27 +18,9 @@ pub const BIN_ENV: &str = "HABITAT_DEVBROKER_BIN";
 pub const READY_MARKER: &str = "devbroker listening on ";
 
 /// The devbroker binary: `$HABITAT_DEVBROKER_BIN`, else the one built beside the running
-/// executable (`target/<profile>/devbroker`, also from `target/<profile>/deps/`).
+/// executable.
 pub fn binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os(BIN_ENV) {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let mut dir = exe.parent().map(Path::to_path_buf);
-    while let Some(candidate) = dir {
-        let bin = candidate.join("devbroker");
-        if bin.is_file() {
-            return Ok(bin);
-        }
-        dir = candidate
-            .parent()
-            .filter(|_| candidate.ends_with("deps"))
-            .map(Path::to_path_buf);
-    }
-    bail!(
-        "devbroker binary not found next to {}; build it with: cargo build -p devbroker",
-        exe.display()
-    )
+    crate::process::sibling_binary("devbroker", BIN_ENV)
 }
 
 /// A devbroker started as a child process.

@@ -38,6 +38,30 @@ pub fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// A binary of this workspace: `$env_var` when set, else the one built beside the running
+/// executable (`target/<profile>/<name>`, also when running from `target/<profile>/deps/`).
+pub fn sibling_binary(name: &str, env_var: &str) -> Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(env_var) {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    while let Some(candidate) = dir {
+        let bin = candidate.join(name);
+        if bin.is_file() {
+            return Ok(bin);
+        }
+        dir = candidate
+            .parent()
+            .filter(|_| candidate.ends_with("deps"))
+            .map(Path::to_path_buf);
+    }
+    bail!(
+        "{name} binary not found next to {}; build it with: cargo build -p {name}",
+        exe.display()
+    )
+}
+
 /// A free TCP port on loopback (free when asked; bind promptly).
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -10,21 +10,25 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use contracts::topology::Topology;
 use devstack::{
     broker,
     postgres::{Cluster, ClusterOptions, PgBin},
-    process::{live_pid, spawn_detached, terminate, wait_for_tcp},
+    process::{live_pid, sibling_binary, spawn_detached, terminate, wait_for_tcp},
 };
 
-use crate::StackArgs;
+use crate::{StackArgs, schemas, topics};
 
 const DATABASE: &str = "habitat";
+/// The schema registry's own database in the local cluster.
+const REGISTRY_DATABASE: &str = "habitat_registry";
 
 /// What `up` brought up, and where.
 #[derive(Debug)]
 pub struct Running {
     pub bootstrap: String,
     pub database_url: String,
+    pub registry_url: String,
     pub state_dir: PathBuf,
 }
 
@@ -33,6 +37,7 @@ impl Running {
         println!("Habitat stack is up.");
         println!("  Kafka API (devbroker): {}", self.bootstrap);
         println!("  Postgres:              {}", self.database_url);
+        println!("  Schema registry:       {}", self.registry_url);
         println!("  State and logs:        {}", self.state_dir.display());
         println!("  Stop it with:          habitat down");
     }
@@ -61,6 +66,12 @@ impl Paths {
     }
     fn broker_log(&self) -> PathBuf {
         self.root.join("devbroker.log")
+    }
+    fn registry_pid(&self) -> PathBuf {
+        self.root.join("schema-registry.pid")
+    }
+    fn registry_log(&self) -> PathBuf {
+        self.root.join("schema-registry.log")
     }
 }
 
@@ -97,6 +108,7 @@ pub fn up(args: &StackArgs) -> Result<Running> {
     };
     let start_postgres = cluster.as_ref().is_ok_and(|c| !c.is_running());
     let start_broker = live_pid(&paths.broker_pid()).is_none();
+    let start_registry = live_pid(&paths.registry_pid()).is_none();
     // Refuse before starting anything when a port belongs to another program.
     if start_postgres {
         ensure_free(
@@ -108,9 +120,17 @@ pub fn up(args: &StackArgs) -> Result<Running> {
     if start_broker {
         ensure_free(args.broker_port, "--broker-port", "HABITAT_BROKER_PORT")?;
     }
+    if start_registry {
+        ensure_free(
+            args.registry_port,
+            "--registry-port",
+            "HABITAT_REGISTRY_PORT",
+        )?;
+    }
 
-    // A local cluster, or the URL of the Postgres given instead.
-    let database_url = match cluster {
+    // A local cluster, or the URL of the Postgres given instead (which then also holds
+    // the registry's tables).
+    let (database_url, registry_database_url) = match cluster {
         Ok(cluster) => {
             if start_postgres {
                 eprintln!("Starting Postgres on 127.0.0.1:{}.", args.postgres_port);
@@ -118,9 +138,10 @@ pub fn up(args: &StackArgs) -> Result<Running> {
                 cluster.start()?;
             }
             cluster.create_database(DATABASE)?;
-            cluster.url(DATABASE)
+            cluster.create_database(REGISTRY_DATABASE)?;
+            (cluster.url(DATABASE), cluster.url(REGISTRY_DATABASE))
         }
-        Err(external) => external,
+        Err(external) => (external.clone(), external),
     };
 
     let broker_addr = SocketAddr::from(([127, 0, 0, 1], args.broker_port));
@@ -143,9 +164,54 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         )
     })?;
 
+    let registry_addr = SocketAddr::from(([127, 0, 0, 1], args.registry_port));
+    if start_registry {
+        eprintln!("Starting the schema registry on {registry_addr}.");
+        _ = spawn_detached(
+            Command::new(sibling_binary(
+                "schema-registry",
+                "HABITAT_SCHEMA_REGISTRY_BIN",
+            )?)
+            .arg("--listen")
+            .arg(registry_addr.to_string())
+            .env("DATABASE_URL", &registry_database_url),
+            &paths.registry_log(),
+            &paths.registry_pid(),
+        )?;
+    }
+    wait_for_tcp(registry_addr, Duration::from_secs(30)).with_context(|| {
+        format!(
+            "the schema registry did not start; see {}",
+            paths.registry_log().display()
+        )
+    })?;
+    let registry_url = format!("http://{registry_addr}");
+
+    let bootstrap = broker_addr.to_string();
+    let actions = topics::apply(
+        &bootstrap,
+        &Topology::embedded(),
+        "dev",
+        topics::Mode::default(),
+    )?;
+    let created = actions
+        .iter()
+        .filter(|a| matches!(a, topics::Action::Created(_)))
+        .count();
+    eprintln!(
+        "Topics: {created} created, {} present.",
+        actions.len() - created
+    );
+    let registered = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(schemas::register(&registry_url, &schemas::catalog()))?;
+    eprintln!("Schemas: {} subjects registered.", registered.len());
+
     Ok(Running {
-        bootstrap: broker_addr.to_string(),
+        bootstrap,
         database_url,
+        registry_url,
         state_dir: paths.root,
     })
 }
@@ -160,6 +226,14 @@ pub fn down(args: &StackArgs, purge: bool) -> Result<()> {
         return Ok(());
     }
     let paths = Paths::new(args)?;
+    match live_pid(&paths.registry_pid()) {
+        Some(pid) => {
+            terminate(pid, Duration::from_secs(10));
+            println!("Stopped the schema registry (pid {pid}).");
+        }
+        None => println!("The schema registry was not running."),
+    }
+    _ = fs::remove_file(paths.registry_pid());
     match live_pid(&paths.broker_pid()) {
         Some(pid) => {
             terminate(pid, Duration::from_secs(10));
@@ -199,6 +273,15 @@ pub fn status(args: &StackArgs) -> Result<()> {
         state(broker.is_some()),
         args.broker_port,
         broker
+            .map(|pid| format!(" (pid {pid})"))
+            .unwrap_or_default()
+    );
+    let registry = live_pid(&paths.registry_pid());
+    println!(
+        "registry   {:<8} 127.0.0.1:{}{}",
+        state(registry.is_some()),
+        args.registry_port,
+        registry
             .map(|pid| format!(" (pid {pid})"))
             .unwrap_or_default()
     );

@@ -15,6 +15,7 @@ struct Stack {
     dir: PathBuf,
     broker_port: u16,
     postgres_port: u16,
+    registry_port: u16,
 }
 
 impl Stack {
@@ -23,6 +24,7 @@ impl Stack {
             dir: scratch_dir().join(unique("stack")),
             broker_port: free_port().expect("port"),
             postgres_port: free_port().expect("port"),
+            registry_port: free_port().expect("port"),
         }
     }
 
@@ -33,6 +35,7 @@ impl Stack {
             .arg(&self.dir)
             .args(["--broker-port", &broker_port.to_string()])
             .args(["--postgres-port", &self.postgres_port.to_string()])
+            .args(["--registry-port", &self.registry_port.to_string()])
             .env_remove("DATABASE_URL")
             .output()
             .expect("run habitat")
@@ -88,8 +91,16 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
     );
     let first_pid = a.broker_pid();
     _ = b.run("up");
-    assert!(Stack::accepts(a.broker_port) && Stack::accepts(a.postgres_port));
-    assert!(Stack::accepts(b.broker_port) && Stack::accepts(b.postgres_port));
+    for port in [
+        a.broker_port,
+        a.postgres_port,
+        a.registry_port,
+        b.broker_port,
+        b.postgres_port,
+        b.registry_port,
+    ] {
+        assert!(Stack::accepts(port), "port {port}");
+    }
 
     // Running `up` again reuses what runs.
     _ = a.run("up");
@@ -109,7 +120,9 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
 
     let status = a.run("status");
     assert!(
-        status.contains("devbroker  running") && status.contains("postgres   running"),
+        status.contains("devbroker  running")
+            && status.contains("registry   running")
+            && status.contains("postgres   running"),
         "{status}"
     );
 
@@ -119,7 +132,9 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
         "{down}"
     );
     assert!(!is_alive(first_pid));
-    assert!(!Stack::accepts(a.broker_port) && !Stack::accepts(a.postgres_port));
+    for port in [a.broker_port, a.postgres_port, a.registry_port] {
+        assert!(!Stack::accepts(port), "port {port} still open");
+    }
     let status = a.run("status");
     assert!(
         status.contains("devbroker  stopped") && status.contains("postgres   stopped"),
@@ -128,5 +143,7 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
 
     // The other stack is untouched.
     assert!(is_alive(b.broker_pid()));
-    assert!(Stack::accepts(b.broker_port) && Stack::accepts(b.postgres_port));
+    for port in [b.broker_port, b.postgres_port, b.registry_port] {
+        assert!(Stack::accepts(port), "port {port}");
+    }
 }
