@@ -48,6 +48,21 @@ impl Running {
         config
     }
 
+    fn create_topic(&self, topic: &str) {
+        let admin: AdminClient<DefaultClientContext> = self.config().create().expect("admin");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(admin.create_topics(
+                &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            ))
+            .expect("create topic")
+            .into_iter()
+            .for_each(|r| _ = r.expect("topic created"));
+    }
+
     fn kill(mut self) {
         self.process.child.kill().expect("SIGKILL devbroker");
         _ = self.process.child.wait();
@@ -86,18 +101,7 @@ fn topics_records_offsets_survive_a_crash_and_open_transactions_stay_hidden() {
     let group = unique("group");
 
     let first = Running::start(&dir);
-    let admin: AdminClient<DefaultClientContext> = first.config().create().expect("admin");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(admin.create_topics(
-            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .expect("create topic")
-        .into_iter()
-        .for_each(|r| _ = r.expect("topic created"));
+    first.create_topic(&topic);
 
     let producer: BaseProducer = first
         .config()
@@ -175,25 +179,13 @@ fn sigterm_stops_the_broker_cleanly_and_keeps_its_data() {
         .set("enable.idempotence", "true")
         .create()
         .expect("producer");
-    let admin: AdminClient<DefaultClientContext> = first.config().create().expect("admin");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(admin.create_topics(
-            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .expect("create topic")
-        .into_iter()
-        .for_each(|r| _ = r.expect("topic created"));
+    first.create_topic(&topic);
     producer
         .send(BaseRecord::to(&topic).key("k").payload("kept"))
         .map_err(|(e, _)| e)
         .expect("send");
     producer.flush(TIMEOUT).expect("flush");
     drop(producer);
-    drop(admin);
 
     let pid = i32::try_from(first.process.child.id()).expect("pid");
     assert!(devstack::process::signal(pid, libc::SIGTERM));
