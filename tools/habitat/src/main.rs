@@ -89,6 +89,12 @@ enum Schemas {
         )]
         registry: String,
     },
+    /// Append the catalog's changed schemas to schemas/history.json (their release).
+    Snapshot {
+        /// The history file.
+        #[arg(long, default_value = schemas::HISTORY_PATH)]
+        history: PathBuf,
+    },
     /// Test every schema against the registry without registering; fails on an
     /// incompatible change.
     Check {
@@ -156,6 +162,17 @@ fn run(cli: Cli) -> Result<()> {
             for (subject, id) in block_on(schemas::register(&registry, &schemas::catalog()))? {
                 println!("registered {subject} (id {id})");
             }
+            Ok(())
+        }
+        Command::Schemas(Schemas::Snapshot { history: path }) => {
+            let mut history = schemas::load_history(&path)?;
+            let changed = schemas::snapshot(&mut history, &schemas::catalog());
+            std::fs::write(&path, serde_json::to_string_pretty(&history)? + "\n")?;
+            println!(
+                "{} subject(s) with a new version in {}.",
+                changed.len(),
+                path.display()
+            );
             Ok(())
         }
         Command::Schemas(Schemas::Check { registry }) => {

@@ -147,3 +147,54 @@ pub fn report(verdicts: &[(String, Verdict)]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Where every released version of every subject is kept, oldest first: the schemas a
+/// registry in production already holds. `check_history` tests the catalog against them.
+pub const HISTORY_PATH: &str = "schemas/history.json";
+
+/// Every released version of every subject, oldest first.
+pub type History = std::collections::BTreeMap<String, Vec<String>>;
+
+/// Reads the history file (an empty history when it does not exist).
+pub fn load_history(path: &std::path::Path) -> Result<History> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a subject → versions map", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(History::new()),
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Appends the catalog's schema to every subject whose latest released version differs;
+/// returns the subjects that changed.
+pub fn snapshot(history: &mut History, subjects: &[SubjectSchema]) -> Vec<String> {
+    let mut changed = Vec::new();
+    for entry in subjects {
+        let versions = history.entry(entry.subject.clone()).or_default();
+        if versions.last() != Some(&entry.schema) {
+            versions.push(entry.schema.clone());
+            changed.push(entry.subject.clone());
+        }
+    }
+    changed
+}
+
+/// Registers every released version in order, then checks the catalog against them all:
+/// the CI gate that stops a change no released reader could follow.
+pub async fn check_history(
+    registry: &str,
+    history: &History,
+    subjects: &[SubjectSchema],
+) -> Result<Vec<(String, Verdict)>> {
+    for (subject, versions) in history {
+        let released: Vec<SubjectSchema> = versions
+            .iter()
+            .map(|schema| SubjectSchema {
+                subject: subject.clone(),
+                schema: schema.clone(),
+            })
+            .collect();
+        _ = register(registry, &released).await?;
+    }
+    check(registry, subjects).await
+}

@@ -246,3 +246,48 @@ async fn schemas_register_then_check_and_an_incompatible_change_is_named() {
         "{rejected}"
     );
 }
+
+#[tokio::test]
+async fn the_catalog_can_follow_every_released_schema() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(schemas::HISTORY_PATH);
+    let history = schemas::load_history(&path).unwrap();
+    let catalog = schemas::catalog();
+    for entry in &catalog {
+        assert_eq!(
+            history.get(&entry.subject).and_then(|v| v.last()),
+            Some(&entry.schema),
+            "{} changed since its last release: run `./habitat schemas snapshot` and commit \
+             schemas/history.json",
+            entry.subject
+        );
+    }
+    let registry = registry().await;
+    let verdicts = schemas::check_history(&registry, &history, &catalog)
+        .await
+        .unwrap();
+    schemas::report(&verdicts).unwrap();
+}
+
+#[tokio::test]
+async fn the_history_gate_stops_a_change_no_released_reader_could_follow() {
+    let mut history = schemas::History::new();
+    assert_eq!(
+        schemas::snapshot(&mut history, &schemas::catalog()).len(),
+        28
+    );
+    assert!(schemas::snapshot(&mut history, &schemas::catalog()).is_empty());
+    let breaking = edited(".treasury.PeriodClosed", |fields| {
+        fields.push(serde_json::json!({"name": "auditor", "type": "string", "doc": "x"}));
+    });
+    let registry = registry().await;
+    let verdicts = schemas::check_history(&registry, &history, &breaking)
+        .await
+        .unwrap();
+    let error = schemas::report(&verdicts).unwrap_err().to_string();
+    assert!(
+        error.contains("habitat.treasury-habitat.treasury.PeriodClosed"),
+        "{error}"
+    );
+}
