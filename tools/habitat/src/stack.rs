@@ -61,17 +61,62 @@ impl Paths {
     fn broker_data(&self) -> PathBuf {
         self.root.join("broker")
     }
-    fn broker_pid(&self) -> PathBuf {
-        self.root.join("devbroker.pid")
+    fn broker(&self) -> Daemon {
+        Daemon::new(&self.root, "devbroker")
     }
-    fn broker_log(&self) -> PathBuf {
-        self.root.join("devbroker.log")
+    fn registry(&self) -> Daemon {
+        Daemon::new(&self.root, "schema-registry")
     }
-    fn registry_pid(&self) -> PathBuf {
-        self.root.join("schema-registry.pid")
+}
+
+/// A process of the stack started detached, known by its pid file in the state directory.
+struct Daemon {
+    name: &'static str,
+    pid_file: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn new(root: &Path, name: &'static str) -> Self {
+        Self {
+            name,
+            pid_file: root.join(format!("{name}.pid")),
+            log: root.join(format!("{name}.log")),
+        }
     }
-    fn registry_log(&self) -> PathBuf {
-        self.root.join("schema-registry.log")
+
+    fn pid(&self) -> Option<i32> {
+        live_pid(&self.pid_file)
+    }
+
+    /// Starts `command` unless `reuse`, then waits until `addr` accepts connections.
+    fn start(&self, reuse: bool, command: &mut Command, addr: SocketAddr) -> Result<()> {
+        if !reuse {
+            eprintln!("Starting {} on {addr}.", self.name);
+            _ = spawn_detached(command, &self.log, &self.pid_file)?;
+        }
+        wait_for_tcp(addr, Duration::from_secs(30))
+            .with_context(|| format!("{} did not start; see {}", self.name, self.log.display()))
+    }
+
+    fn stop(&self) {
+        match self.pid() {
+            Some(pid) => {
+                terminate(pid, Duration::from_secs(10));
+                println!("Stopped {} (pid {pid}).", self.name);
+            }
+            None => println!("{} was not running.", self.name),
+        }
+        _ = fs::remove_file(&self.pid_file);
+    }
+
+    fn status(&self, label: &str, port: u16) {
+        let pid = self.pid();
+        println!(
+            "{label:<10} {:<8} 127.0.0.1:{port}{}",
+            if pid.is_some() { "running" } else { "stopped" },
+            pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+        );
     }
 }
 
@@ -107,8 +152,9 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         None => Ok(cluster(&paths, args)?),
     };
     let start_postgres = cluster.as_ref().is_ok_and(|c| !c.is_running());
-    let start_broker = live_pid(&paths.broker_pid()).is_none();
-    let start_registry = live_pid(&paths.registry_pid()).is_none();
+    let (broker, registry) = (paths.broker(), paths.registry());
+    let start_broker = broker.pid().is_none();
+    let start_registry = registry.pid().is_none();
     // Refuse before starting anything when a port belongs to another program.
     if start_postgres {
         ensure_free(
@@ -145,46 +191,27 @@ pub fn up(args: &StackArgs) -> Result<Running> {
     };
 
     let broker_addr = SocketAddr::from(([127, 0, 0, 1], args.broker_port));
-    if start_broker {
-        eprintln!("Starting devbroker on {broker_addr}.");
-        _ = spawn_detached(
-            Command::new(broker::binary()?)
-                .arg("--listen")
-                .arg(broker_addr.to_string())
-                .arg("--data-dir")
-                .arg(paths.broker_data()),
-            &paths.broker_log(),
-            &paths.broker_pid(),
-        )?;
-    }
-    wait_for_tcp(broker_addr, Duration::from_secs(30)).with_context(|| {
-        format!(
-            "devbroker did not start; see {}",
-            paths.broker_log().display()
-        )
-    })?;
-
-    let registry_addr = SocketAddr::from(([127, 0, 0, 1], args.registry_port));
-    if start_registry {
-        eprintln!("Starting the schema registry on {registry_addr}.");
-        _ = spawn_detached(
-            Command::new(sibling_binary(
-                "schema-registry",
-                "HABITAT_SCHEMA_REGISTRY_BIN",
-            )?)
+    broker.start(
+        !start_broker,
+        Command::new(broker::binary()?)
             .arg("--listen")
-            .arg(registry_addr.to_string())
-            .env("DATABASE_URL", &registry_database_url),
-            &paths.registry_log(),
-            &paths.registry_pid(),
-        )?;
-    }
-    wait_for_tcp(registry_addr, Duration::from_secs(30)).with_context(|| {
-        format!(
-            "the schema registry did not start; see {}",
-            paths.registry_log().display()
-        )
-    })?;
+            .arg(broker_addr.to_string())
+            .arg("--data-dir")
+            .arg(paths.broker_data()),
+        broker_addr,
+    )?;
+    let registry_addr = SocketAddr::from(([127, 0, 0, 1], args.registry_port));
+    registry.start(
+        !start_registry,
+        Command::new(sibling_binary(
+            "schema-registry",
+            "HABITAT_SCHEMA_REGISTRY_BIN",
+        )?)
+        .arg("--listen")
+        .arg(registry_addr.to_string())
+        .env("DATABASE_URL", &registry_database_url),
+        registry_addr,
+    )?;
     let registry_url = format!("http://{registry_addr}");
 
     let bootstrap = broker_addr.to_string();
@@ -226,22 +253,8 @@ pub fn down(args: &StackArgs, purge: bool) -> Result<()> {
         return Ok(());
     }
     let paths = Paths::new(args)?;
-    match live_pid(&paths.registry_pid()) {
-        Some(pid) => {
-            terminate(pid, Duration::from_secs(10));
-            println!("Stopped the schema registry (pid {pid}).");
-        }
-        None => println!("The schema registry was not running."),
-    }
-    _ = fs::remove_file(paths.registry_pid());
-    match live_pid(&paths.broker_pid()) {
-        Some(pid) => {
-            terminate(pid, Duration::from_secs(10));
-            println!("Stopped devbroker (pid {pid}).");
-        }
-        None => println!("devbroker was not running."),
-    }
-    _ = fs::remove_file(paths.broker_pid());
+    paths.registry().stop();
+    paths.broker().stop();
     if args.database_url.is_none() && paths.postgres().join("data").exists() {
         let cluster = cluster(&paths, args)?;
         if cluster.is_running() {
@@ -266,32 +279,15 @@ pub fn status(args: &StackArgs) -> Result<()> {
         return Ok(());
     }
     let paths = Paths::new(args)?;
-    let state = |running: bool| if running { "running" } else { "stopped" };
-    let broker = live_pid(&paths.broker_pid());
-    println!(
-        "devbroker  {:<8} 127.0.0.1:{}{}",
-        state(broker.is_some()),
-        args.broker_port,
-        broker
-            .map(|pid| format!(" (pid {pid})"))
-            .unwrap_or_default()
-    );
-    let registry = live_pid(&paths.registry_pid());
-    println!(
-        "registry   {:<8} 127.0.0.1:{}{}",
-        state(registry.is_some()),
-        args.registry_port,
-        registry
-            .map(|pid| format!(" (pid {pid})"))
-            .unwrap_or_default()
-    );
+    paths.broker().status("devbroker", args.broker_port);
+    paths.registry().status("registry", args.registry_port);
     if let Some(url) = &args.database_url {
         println!("postgres   external {url}");
     } else {
         let running = postgres_running(&paths.postgres());
         println!(
             "postgres   {:<8} 127.0.0.1:{}",
-            state(running),
+            if running { "running" } else { "stopped" },
             args.postgres_port
         );
     }
