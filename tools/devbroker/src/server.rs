@@ -76,6 +76,33 @@ impl Service<DevStorage, EndTxnRequest> for EndTxnService {
 
 type Routes = FrameRouteBuilder<(), BrokerError>;
 
+/// Routes requests `Q` to one of devbroker's own services over its storage.
+fn dev_route<Q, S>(
+    builder: Routes,
+    storage: DevStorage,
+    service: S,
+) -> std::result::Result<Routes, BrokerError>
+where
+    Q: tansu_sans_io::Request + Send + Sync + 'static,
+    S: Service<DevStorage, Q, Error = Error> + Clone,
+    S::Response: tansu_sans_io::Response,
+    tansu_sans_io::Body: From<S::Response>,
+    <Q as TryFrom<tansu_sans_io::Body>>::Error: Into<Error>,
+{
+    builder
+        .with_route(
+            Q::KEY,
+            (
+                MapErrLayer::new(BrokerError::from as fn(Error) -> BrokerError),
+                MapStateLayer::new(move |_| storage),
+                FrameRequestLayer::<Q>::new(),
+            )
+                .into_layer(service)
+                .boxed(),
+        )
+        .map_err(Into::into)
+}
+
 /// Every route devbroker answers: Tansu's storage, group and SASL routes, with Fetch
 /// replaced and EndTxn added.
 pub fn routes(
@@ -115,38 +142,10 @@ pub fn routes(
     )?;
     let builder = coordinator::services(builder, Controller::with_storage(storage.clone())?)?;
     let builder = auth::services(builder)?;
-    let fetch_storage = storage.clone();
-    let builder = builder.with_route(
-        FetchRequest::KEY,
-        (
-            MapErrLayer::new(BrokerError::from),
-            MapStateLayer::new(move |_| fetch_storage),
-            FrameRequestLayer::<FetchRequest>::new(),
-        )
-            .into_layer(DevFetchService)
-            .boxed(),
-    )?;
-    let admin_storage = storage.clone();
-    let builder = builder.with_route(
-        AlterConfigsRequest::KEY,
-        (
-            MapErrLayer::new(BrokerError::from),
-            MapStateLayer::new(move |_| admin_storage),
-            FrameRequestLayer::<AlterConfigsRequest>::new(),
-        )
-            .into_layer(AlterConfigsService)
-            .boxed(),
-    )?;
-    let builder = builder.with_route(
-        EndTxnRequest::KEY,
-        (
-            MapErrLayer::new(BrokerError::from),
-            MapStateLayer::new(move |_| storage),
-            FrameRequestLayer::<EndTxnRequest>::new(),
-        )
-            .into_layer(EndTxnService)
-            .boxed(),
-    )?;
+    let builder = dev_route::<FetchRequest, _>(builder, storage.clone(), DevFetchService)?;
+    let builder =
+        dev_route::<AlterConfigsRequest, _>(builder, storage.clone(), AlterConfigsService)?;
+    let builder = dev_route::<EndTxnRequest, _>(builder, storage, EndTxnService)?;
     builder.build().map_err(Into::into)
 }
 
