@@ -140,6 +140,15 @@ impl VersionRef {
     }
 }
 
+/// A subject's live versions; none means the subject is unknown (40401).
+fn of_known_subject(versions: Vec<i32>, subject: &str) -> Result<Vec<i32>> {
+    if versions.is_empty() {
+        Err(RegistryError::subject_not_found(subject))
+    } else {
+        Ok(versions)
+    }
+}
+
 async fn list_subjects(State(state): State<AppState>) -> Result<RegistryJson> {
     Ok(RegistryJson(json!(state.store.subjects().await?)))
 }
@@ -149,10 +158,7 @@ async fn list_versions(
     Path(subject): Path<String>,
 ) -> Result<RegistryJson> {
     let versions = state.store.versions(&subject).await?;
-    if versions.is_empty() {
-        return Err(RegistryError::subject_not_found(&subject));
-    }
-    Ok(RegistryJson(json!(versions)))
+    Ok(RegistryJson(json!(of_known_subject(versions, &subject)?)))
 }
 
 async fn register(
@@ -176,9 +182,7 @@ async fn lookup(
 ) -> Result<RegistryJson> {
     let body = SchemaBody::parse(&body)?;
     let schema = compatibility::parse(&body.schema)?;
-    if state.store.versions(&subject).await?.is_empty() {
-        return Err(RegistryError::subject_not_found(&subject));
-    }
+    _ = of_known_subject(state.store.versions(&subject).await?, &subject)?;
     let found = state
         .store
         .lookup(&subject, &body.schema, &schema)
@@ -241,10 +245,7 @@ async fn delete_subject(
     Path(subject): Path<String>,
 ) -> Result<RegistryJson> {
     let deleted = state.store.soft_delete(&subject).await?;
-    if deleted.is_empty() {
-        return Err(RegistryError::subject_not_found(&subject));
-    }
-    Ok(RegistryJson(json!(deleted)))
+    Ok(RegistryJson(json!(of_known_subject(deleted, &subject)?)))
 }
 
 #[derive(Debug, Deserialize)]
