@@ -11,6 +11,7 @@ pub mod admin;
 pub mod compat;
 pub mod config;
 pub mod fetch;
+pub mod group;
 pub mod log;
 pub mod server;
 pub mod storage;

@@ -9,7 +9,6 @@ use rama::{
 };
 use tansu_broker::{
     Error as BrokerError,
-    coordinator::group::administrator::Controller,
     service::{auth, coordinator, storage as routes},
 };
 use tansu_sans_io::{
@@ -27,7 +26,7 @@ use uuid::Uuid;
 
 use crate::{
     admin::AlterConfigsService, compat::LegacyClientLayer, fetch::DevFetchService,
-    storage::DevStorage,
+    group::DevCoordinator, storage::DevStorage,
 };
 
 /// The node id devbroker registers as (a single-node cluster).
@@ -140,7 +139,7 @@ pub fn routes(
         FrameRouteService::<(), BrokerError>::builder(),
         |b, route| route(b, storage.clone()),
     )?;
-    let builder = coordinator::services(builder, Controller::with_storage(storage.clone())?)?;
+    let builder = coordinator::services(builder, DevCoordinator::new(storage.clone())?)?;
     let builder = auth::services(builder)?;
     let builder = dev_route::<FetchRequest, _>(builder, storage.clone(), DevFetchService)?;
     let builder =

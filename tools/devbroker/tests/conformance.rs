@@ -547,3 +547,86 @@ fn consumer_group_rebalances_between_two_members() {
         },
     );
 }
+
+/// Helper process: joins `CONFORMANCE_GROUP` on `CONFORMANCE_TOPIC` and keeps polling
+/// (so it heartbeats) until it is killed.
+#[test]
+#[ignore = "run as a child process by the killed-member test"]
+fn member_left_without_leaving() {
+    let topic = std::env::var("CONFORMANCE_TOPIC").expect("CONFORMANCE_TOPIC");
+    let group = std::env::var("CONFORMANCE_GROUP").expect("CONFORMANCE_GROUP");
+    let member: BaseConsumer = client_config()
+        .set("group.id", &group)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .expect("consumer");
+    member.subscribe(&[&topic]).expect("subscribe");
+    let mut announced = false;
+    loop {
+        _ = member.poll(Duration::from_millis(50));
+        if !announced && member.assignment().is_ok_and(|a| a.count() > 0) {
+            println!("JOINED");
+            announced = true;
+        }
+    }
+}
+
+#[test]
+fn sigkilled_member_partitions_move_after_its_session_timeout() {
+    let topic = unique("expiry");
+    let group = unique("group");
+    create_topic_blocking(&topic, 4);
+    let survivor: BaseConsumer = client_config()
+        .set("group.id", &group)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .expect("consumer");
+    survivor.subscribe(&[&topic]).expect("subscribe");
+    let owned = |consumer: &BaseConsumer| consumer.assignment().map_or(0, |a| a.count());
+    wait_for(TIMEOUT, "the survivor to own every partition", || {
+        _ = survivor.poll(Duration::from_millis(50));
+        (owned(&survivor) == 4).then_some(())
+    });
+
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "member_left_without_leaving",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("CONFORMANCE_TOPIC", &topic)
+        .env("CONFORMANCE_GROUP", &group)
+        .env(test_support::BROKERS_ENV, &kafka().bootstrap)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the member process");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("piped");
+    _ = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("JOINED") {
+                _ = tx.send(());
+            }
+        }
+    });
+    let mut joined = false;
+    wait_for(TIMEOUT, "the partitions to be shared", || {
+        _ = survivor.poll(Duration::from_millis(50));
+        joined |= rx.try_recv().is_ok();
+        (joined && owned(&survivor) == 2).then_some(())
+    });
+
+    child.kill().expect("SIGKILL the member");
+    _ = child.wait();
+    wait_for(TIMEOUT, "the killed member's partitions to move", || {
+        _ = survivor.poll(Duration::from_millis(50));
+        (owned(&survivor) == 4).then_some(())
+    });
+}
