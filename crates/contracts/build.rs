@@ -562,6 +562,13 @@ fn gen_event_enum(out: &mut String, bindings: &BTreeMap<String, (String, RecordD
         _ = writeln!(out, "    {}({}),", short(full), short(full));
     }
     out.push_str("}\n\n");
+    for full in bindings.keys() {
+        let name = short(full);
+        _ = writeln!(
+            out,
+            "impl From<{name}> for Event {{\n    fn from(record: {name}) -> Self {{\n        Self::{name}(record)\n    }}\n}}\n"
+        );
+    }
     out.push_str("impl Event {\n");
     out.push_str("    /// Full names of every event record.\n    pub const FULL_NAMES: &'static [&'static str] = &[\n");
     for full in bindings.keys() {

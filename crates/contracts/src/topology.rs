@@ -165,16 +165,38 @@ impl Topology {
     pub fn all_topics(&self, environment: &str) -> Result<Vec<TopicSpec>, TopologyError> {
         let mut topics = self.context_topics(environment)?;
         for processor in &self.processors {
-            let (replication_factor, config) =
-                self.with_replication(environment, self.internal.dead_letter.config.clone())?;
-            topics.push(TopicSpec {
-                name: self.dead_letter_topic(processor),
-                partitions: self.internal.dead_letter.partitions,
-                replication_factor,
-                config,
-            });
+            topics.push(self.dead_letter_spec(processor, environment)?);
         }
         Ok(topics)
+    }
+
+    /// The dead-letter topic spec of a processor.
+    pub fn dead_letter_spec(
+        &self,
+        processor: &str,
+        environment: &str,
+    ) -> Result<TopicSpec, TopologyError> {
+        let (replication_factor, config) =
+            self.with_replication(environment, self.internal.dead_letter.config.clone())?;
+        Ok(TopicSpec {
+            name: self.dead_letter_topic(processor),
+            partitions: self.internal.dead_letter.partitions,
+            replication_factor,
+            config,
+        })
+    }
+
+    /// The context topics a processor reads: those with a record naming it as a reader.
+    pub fn inputs_of(&self, processor: &str) -> Vec<String> {
+        self.topics
+            .iter()
+            .filter(|t| {
+                t.records
+                    .iter()
+                    .any(|r| r.readers.iter().any(|reader| reader == processor))
+            })
+            .map(|t| t.name.clone())
+            .collect()
     }
 
     /// The changelog topic spec of a processor's store.
