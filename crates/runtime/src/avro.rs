@@ -1,0 +1,168 @@
+//! Avro values through the schema registry: the Confluent wire format, subjects by
+//! TopicRecordNameStrategy (`<topic>-<record full name>`), schemas cached by id and by
+//! subject so the registry is asked once per schema per process.
+//!
+//! Decoding resolves the writer's schema (from the id in the record) to this build's
+//! reader schema of the same record, so records written by older producers still read.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use apache_avro::Schema;
+use contracts::{
+    records::{CATALOG, Event},
+    wire,
+};
+use schema_registry_converter::{
+    async_impl::schema_registry::{SrSettings, get_schema_by_id, get_schema_by_subject},
+    error::SRCError,
+    schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema},
+};
+use tokio::runtime::Handle;
+
+use crate::{Codec, CodecError};
+
+/// The codec of [`Event`]s: every record of the catalog, Avro through the registry.
+pub struct AvroCodec {
+    settings: SrSettings,
+    handle: Handle,
+    writers: RwLock<HashMap<u32, Arc<(String, Schema)>>>,
+    ids: RwLock<HashMap<(String, String), u32>>,
+    readers: HashMap<&'static str, Schema>,
+}
+
+impl AvroCodec {
+    /// A codec asking the registry at `url`; registry calls run on `handle`.
+    pub fn new(url: &str, handle: Handle) -> Result<Self, CodecError> {
+        let readers = CATALOG
+            .iter()
+            .map(|info| {
+                Schema::parse_str(info.schema)
+                    .map(|schema| (info.full_name, schema))
+                    .map_err(|e| CodecError::Encode(format!("{}: {e}", info.full_name)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            settings: SrSettings::new(url.trim_end_matches('/').to_owned()),
+            handle,
+            writers: RwLock::new(HashMap::new()),
+            ids: RwLock::new(HashMap::new()),
+            readers,
+        })
+    }
+
+    fn writer(&self, id: u32) -> Result<Arc<(String, Schema)>, CodecError> {
+        if let Some(found) = self.writers.read().expect("cache lock").get(&id) {
+            return Ok(found.clone());
+        }
+        let registered = self
+            .handle
+            .block_on(get_schema_by_id(id, &self.settings))
+            .map_err(|e| lookup_error(&e, &format!("schema id {id}")))?;
+        let schema = Schema::parse_str(&registered.schema).map_err(|e| {
+            CodecError::UnknownSchema(format!("schema id {id} does not parse: {e}"))
+        })?;
+        let name = match &schema {
+            Schema::Record(record) => record.name.fullname(None),
+            other => {
+                return Err(CodecError::UnknownSchema(format!(
+                    "schema id {id} is not a record: {other:?}"
+                )));
+            }
+        };
+        let entry = Arc::new((name, schema));
+        _ = self
+            .writers
+            .write()
+            .expect("cache lock")
+            .insert(id, entry.clone());
+        Ok(entry)
+    }
+
+    fn id(&self, topic: &str, full_name: &str, schema: &str) -> Result<u32, CodecError> {
+        let key = (topic.to_owned(), full_name.to_owned());
+        if let Some(id) = self.ids.read().expect("cache lock").get(&key) {
+            return Ok(*id);
+        }
+        let supplied = SuppliedSchema::new(
+            Some(full_name.to_owned()),
+            SchemaType::Avro,
+            schema.to_owned(),
+        );
+        let strategy =
+            SubjectNameStrategy::TopicRecordNameStrategyWithSchema(topic.to_owned(), supplied);
+        let registered = self
+            .handle
+            .block_on(get_schema_by_subject(&self.settings, &strategy))
+            .map_err(
+                |e| match lookup_error(&e, &wire::subject(topic, full_name)) {
+                    CodecError::UnknownSchema(m) => CodecError::Encode(m),
+                    other => other,
+                },
+            )?;
+        _ = self
+            .ids
+            .write()
+            .expect("cache lock")
+            .insert(key, registered.id);
+        Ok(registered.id)
+    }
+}
+
+fn lookup_error(error: &SRCError, what: &str) -> CodecError {
+    let text = format!("{what}: {error}");
+    // The registry answers 404 for an id or subject it does not have; anything else
+    // (unreachable, 5xx) is worth retrying.
+    if !error.retriable && text.contains("status 404") {
+        CodecError::UnknownSchema(text)
+    } else {
+        CodecError::Unavailable(text)
+    }
+}
+
+impl Codec for AvroCodec {
+    type In = Event;
+    type Out = Event;
+
+    fn decode(&self, topic: &str, bytes: &[u8]) -> Result<Event, CodecError> {
+        let (id, mut payload) =
+            wire::unframe(bytes).map_err(|e| CodecError::Undecodable(format!("{topic}: {e}")))?;
+        let writer = self.writer(id)?;
+        let (name, writer_schema) = (&writer.0, &writer.1);
+        let reader = self.readers.get(name.as_str()).ok_or_else(|| {
+            CodecError::UnknownSchema(format!(
+                "{name} (schema id {id}) is not in the event catalog"
+            ))
+        })?;
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(writer_schema)
+            .reader_schema(reader)
+            .build()
+            .and_then(|r| r.read_value(&mut payload))
+            .map_err(|e| CodecError::Undecodable(format!("{name} (schema id {id}): {e}")))?;
+        Event::from_value(name, value).map_err(|e| CodecError::Undecodable(e.to_string()))
+    }
+
+    fn encode(&self, topic: &str, event: &Event) -> Result<Vec<u8>, CodecError> {
+        let full_name = event.full_name();
+        let schema = self.readers.get(full_name).ok_or_else(|| {
+            CodecError::Encode(format!("{full_name} is not in the event catalog"))
+        })?;
+        let info = CATALOG
+            .iter()
+            .find(|i| i.full_name == full_name)
+            .ok_or_else(|| {
+                CodecError::Encode(format!("{full_name} is not in the event catalog"))
+            })?;
+        let id = self.id(topic, full_name, info.schema)?;
+        let value = event
+            .to_value()
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .map_err(|e| CodecError::Encode(format!("{full_name}: {e}")))?;
+        Ok(wire::frame(id, &bytes))
+    }
+}

@@ -1,0 +1,198 @@
+//! A processor's configuration: defaults here, then a YAML file, then `HABITAT_*`
+//! environment variables, then flags (see [`crate::runner`]).
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a processor process is configured with.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap_servers: String,
+    /// Consumer group; the processor's name when unset.
+    pub group_id: Option<String>,
+    /// This instance's stable id. The transactional id is `<processor>-<instance_id>`:
+    /// keep it across restarts so a restarted instance fences its predecessor at once.
+    pub instance_id: String,
+    /// Input topics; by default the context topics whose records name this processor as
+    /// a reader in `topics.yaml`.
+    pub inputs: Vec<String>,
+    /// Exactly-once (transactions) when true; at-least-once (offsets committed after the
+    /// outputs are flushed) when false — for comparison only.
+    pub exactly_once: bool,
+    /// A transaction is committed this often while there is work…
+    pub commit_interval_ms: u64,
+    /// …or after this many records, whichever comes first.
+    pub commit_max_records: usize,
+    /// How long a partition with several inputs waits for an empty input before merging
+    /// without it.
+    pub max_task_idle_ms: u64,
+    /// Records buffered per input partition before its fetching is paused.
+    pub max_buffered_records: usize,
+    /// `transaction.timeout.ms` of the producer.
+    pub transaction_timeout_ms: u64,
+    /// `session.timeout.ms` of the consumer: how soon a dead instance's partitions move.
+    pub session_timeout_ms: u64,
+    /// How long restoring the stores of an assignment may take.
+    pub restore_timeout_ms: u64,
+    /// Schema registry URL (Avro processors).
+    pub schema_registry_url: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The `topics.yaml` environment internal topics are created for.
+    pub environment: String,
+    /// Create changelog and dead-letter topics that are missing.
+    pub create_internal_topics: bool,
+    /// librdkafka settings passed to every client (`security.protocol`, `sasl.*`,
+    /// `ssl.*`…); they win over the runtime's own.
+    pub kafka: KafkaSettings,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:19092".to_owned(),
+            group_id: None,
+            instance_id: "0".to_owned(),
+            inputs: Vec::new(),
+            exactly_once: true,
+            commit_interval_ms: 100,
+            commit_max_records: 10_000,
+            max_task_idle_ms: 500,
+            max_buffered_records: 10_000,
+            transaction_timeout_ms: 10_000,
+            session_timeout_ms: 10_000,
+            restore_timeout_ms: 120_000,
+            schema_registry_url: None,
+            metrics_listen: None,
+            environment: "dev".to_owned(),
+            create_internal_topics: true,
+            kafka: KafkaSettings::default(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
+    }
+
+    pub fn max_task_idle(&self) -> Duration {
+        Duration::from_millis(self.max_task_idle_ms)
+    }
+
+    /// Reads a YAML file over the defaults.
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    /// Applies `HABITAT_*` variables from `vars`: `HABITAT_BOOTSTRAP_SERVERS`,
+    /// `HABITAT_INSTANCE_ID`, `HABITAT_GROUP_ID`, `HABITAT_SCHEMA_REGISTRY_URL`,
+    /// `HABITAT_METRICS_LISTEN`, `HABITAT_ENVIRONMENT`, and `HABITAT_KAFKA_<NAME>` for a
+    /// librdkafka setting (`HABITAT_KAFKA_SASL_PASSWORD` → `sasl.password`).
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), String> {
+        for (name, value) in vars {
+            let Some(field) = name.strip_prefix("HABITAT_") else {
+                continue;
+            };
+            match field {
+                "BOOTSTRAP_SERVERS" => self.bootstrap_servers = value,
+                "INSTANCE_ID" => self.instance_id = value,
+                "GROUP_ID" => self.group_id = Some(value),
+                "SCHEMA_REGISTRY_URL" => self.schema_registry_url = Some(value),
+                "ENVIRONMENT" => self.environment = value,
+                "METRICS_LISTEN" => {
+                    self.metrics_listen = Some(
+                        value
+                            .parse()
+                            .map_err(|e| format!("HABITAT_METRICS_LISTEN={value}: {e}"))?,
+                    );
+                }
+                other => {
+                    if let Some(setting) = other.strip_prefix("KAFKA_") {
+                        let key = setting.to_ascii_lowercase().replace('_', ".");
+                        _ = self.kafka.0.insert(key, value);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// librdkafka settings; values of secret-looking keys never print.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct KafkaSettings(pub BTreeMap<String, String>);
+
+impl KafkaSettings {
+    fn is_secret(key: &str) -> bool {
+        ["password", "secret", "jaas", "key.pem", "token"]
+            .iter()
+            .any(|s| key.contains(s))
+    }
+
+    /// Applies every setting to a client configuration.
+    pub fn apply(&self, config: &mut rdkafka::ClientConfig) {
+        for (key, value) in &self.0 {
+            _ = config.set(key, value);
+        }
+    }
+}
+
+impl fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let shown = if Self::is_secret(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k, shown)
+            }))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_env_and_secrets() {
+        let mut config = RuntimeConfig::from_yaml(
+            "bootstrap_servers: kafka:9092\ncommit_interval_ms: 250\nkafka:\n  security.protocol: SASL_SSL\n",
+        )
+        .expect("valid yaml");
+        config
+            .apply_env([
+                ("HABITAT_INSTANCE_ID".to_owned(), "pod-3".to_owned()),
+                (
+                    "HABITAT_KAFKA_SASL_PASSWORD".to_owned(),
+                    "hunter2".to_owned(),
+                ),
+                ("PATH".to_owned(), "/bin".to_owned()),
+            ])
+            .expect("valid env");
+        assert_eq!(config.bootstrap_servers, "kafka:9092");
+        assert_eq!(config.commit_interval(), Duration::from_millis(250));
+        assert_eq!(config.instance_id, "pod-3");
+        assert_eq!(config.kafka.0["sasl.password"], "hunter2");
+        assert_eq!(config.kafka.0["security.protocol"], "SASL_SSL");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("SASL_SSL"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let error = RuntimeConfig::from_yaml("comit_interval_ms: 5\n").expect_err("typo");
+        assert!(error.to_string().contains("comit_interval_ms"), "{error}");
+    }
+}

@@ -1,0 +1,38 @@
+//! The exactly-once stream runtime every Habitat Streams processor is written with.
+//!
+//! A data engineer implements [`Processor`] (one required method, `process`), declares its
+//! stores and timers by name, tests it with the in-memory [`TestDriver`], and hands it
+//! to [`run`] in a thin `main`. The runtime does the hard parts once:
+//!
+//! - [`engine`]: a consumer group per processor reading `read_committed`, one
+//!   transactional producer per instance, outputs + changelog records + dead letters +
+//!   input offsets committed in one Kafka transaction (KIP-447).
+//! - [`task`]: per-partition key-value stores backed by compacted changelog topics, and
+//!   durable timers kept in a store.
+//! - [`avro`]: Avro values through the schema registry (TopicRecordNameStrategy).
+//! - [`dlq`]: dead letters with headers saying where from and why.
+//! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz`.
+
+pub mod avro;
+pub mod clock;
+pub mod codec;
+pub mod config;
+pub mod dlq;
+pub mod driver;
+pub mod engine;
+pub mod merge;
+pub mod metrics;
+pub mod payload;
+pub mod processor;
+pub mod runner;
+pub mod step;
+pub mod task;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::{Codec, CodecError, Utf8};
+pub use config::RuntimeConfig;
+pub use driver::{Produced, TestDriver};
+pub use payload::{Payload, Trace};
+pub use processor::{ProcessError, Processor, Record, Timer};
+pub use runner::run;
+pub use task::{Context, Output, partition_for};

@@ -1,0 +1,106 @@
+//! The API a data engineer writes against: [`Processor`], the [`Record`] it receives and
+//! the [`Timer`]s it schedules.
+//!
+//! A processor keeps no state of its own: everything it must remember goes in its named
+//! stores through the [`Context`](crate::Context), so the runtime can write it to the
+//! changelog in the same transaction as the outputs and restore it after a crash.
+
+use chrono::{DateTime, Utc};
+
+use crate::{Context, Payload};
+
+/// A stream processor: one required method, [`Processor::process`].
+pub trait Processor: Send + Sync + 'static {
+    /// The decoded value of an input record.
+    type In: Payload + Send + 'static;
+    /// The value of an output record.
+    type Out: Payload + Send + 'static;
+
+    /// The processor's name: its consumer group, the prefix of its internal topics and
+    /// the `producer` of its records (`processor:<name>`).
+    fn name(&self) -> &str;
+
+    /// The state stores it reads and writes, by name. Each is restored from
+    /// `<name>-<store>-changelog` before the first record of a partition.
+    fn stores(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// The timers it schedules, by name.
+    fn timers(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Handles one input record. Outputs, state writes and timers made through `ctx`
+    /// take effect only when this returns `Ok`; a [`ProcessError::Rejected`] sends the
+    /// record to the dead-letter topic instead, and processing goes on.
+    fn process(
+        &self,
+        ctx: &mut Context<'_, Self::Out>,
+        record: &Record<Self::In>,
+    ) -> Result<(), ProcessError>;
+
+    /// Called once a partition's stores are restored, before its first record.
+    fn on_assigned(&self, _ctx: &mut Context<'_, Self::Out>) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    /// Called when a scheduled timer is due, inside a transaction; the timer is removed
+    /// in the same transaction, so it fires once.
+    fn on_timer(
+        &self,
+        _ctx: &mut Context<'_, Self::Out>,
+        _timer: &Timer,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+/// An input record, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record<V> {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The Kafka record timestamp.
+    pub timestamp: DateTime<Utc>,
+    pub key: Option<String>,
+    /// `None` for a tombstone.
+    pub value: Option<V>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A durable timer: fires once at or after `due`, by the runtime's clock.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Timer {
+    /// One of [`Processor::timers`].
+    pub name: String,
+    /// What the timer is about (a payment id…); one timer per name and key.
+    pub key: String,
+    pub due: DateTime<Utc>,
+    /// A small payload the processor gets back.
+    pub data: Option<String>,
+}
+
+/// Why a record or timer could not be handled.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessError {
+    /// The record breaks a domain rule: it is dead-lettered with `class` and `message`,
+    /// and processing goes on.
+    #[error("{class}: {message}")]
+    Rejected { class: String, message: String },
+    /// A defect or misconfiguration: the open transaction is aborted and the process
+    /// stops with a non-zero exit code.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl ProcessError {
+    /// A domain rejection.
+    pub fn rejected(class: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Rejected {
+            class: class.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Turns a processor and its codec into a process: configuration, logs, metrics server,
+//! signals, exit code. A processor's `main` is one call:
+//!
+//! ```no_run
+//! # struct MyProcessor;
+//! # impl habitat_runtime::Processor for MyProcessor {
+//! #     type In = String; type Out = String;
+//! #     fn name(&self) -> &str { "my-processor" }
+//! #     fn process(&self, _: &mut habitat_runtime::Context<'_, String>, _: &habitat_runtime::Record<String>)
+//! #         -> Result<(), habitat_runtime::ProcessError> { Ok(()) }
+//! # }
+//! fn main() -> std::process::ExitCode {
+//!     habitat_runtime::run(MyProcessor, habitat_runtime::Utf8)
+//! }
+//! ```
+//!
+//! Exit codes: 0 after SIGTERM/SIGINT (the open batch committed, the group left), 1 on a
+//! fatal error (fenced included), 2 on a configuration error.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::atomic::Ordering};
+
+use clap::Parser;
+use contracts::records::Event;
+use tokio::runtime::Handle;
+use tracing::info;
+
+use crate::{Codec, Processor, RuntimeConfig, avro::AvroCodec, engine::Engine, metrics::Metrics};
+
+/// Flags every processor binary takes; each also reads `HABITAT_*` variables.
+#[derive(Debug, Parser)]
+#[command(about = "A Habitat Streams processor.")]
+struct Args {
+    /// YAML configuration file (see RuntimeConfig).
+    #[arg(long, env = "HABITAT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Stable id of this instance (transactional id suffix).
+    #[arg(long)]
+    instance_id: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Schema registry URL.
+    #[arg(long)]
+    schema_registry_url: Option<String>,
+    /// An input topic (repeat for several).
+    #[arg(long = "input")]
+    inputs: Vec<String>,
+    /// A librdkafka setting for every client, KEY=VALUE (repeat for several).
+    #[arg(long = "kafka", value_parser = key_value)]
+    kafka: Vec<(String, String)>,
+    /// Commit offsets after the outputs instead of in transactions (benchmarks only).
+    #[arg(long)]
+    at_least_once: bool,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text}"))
+}
+
+/// Reads the configuration: defaults, the YAML file, `HABITAT_*` variables, flags.
+pub fn load_config() -> Result<RuntimeConfig, String> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            RuntimeConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => RuntimeConfig::default(),
+    };
+    config.apply_env(std::env::vars())?;
+    if let Some(v) = args.bootstrap_servers {
+        config.bootstrap_servers = v;
+    }
+    if let Some(v) = args.instance_id {
+        config.instance_id = v;
+    }
+    if let Some(v) = args.metrics_listen {
+        config.metrics_listen = Some(v);
+    }
+    if let Some(v) = args.schema_registry_url {
+        config.schema_registry_url = Some(v);
+    }
+    if !args.inputs.is_empty() {
+        config.inputs = args.inputs;
+    }
+    config.kafka.0.extend(args.kafka);
+    if args.at_least_once {
+        config.exactly_once = false;
+    }
+    Ok(config)
+}
+
+/// Starts `tracing`: `HABITAT_LOG` (or `RUST_LOG`) filters, `HABITAT_LOG_FORMAT=json`
+/// writes JSON lines.
+pub fn init_tracing() {
+    let filter = std::env::var("HABITAT_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    if std::env::var("HABITAT_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs `processor` with a ready codec.
+pub fn run<P, C>(processor: P, codec: C) -> ExitCode
+where
+    P: Processor,
+    C: Codec<In = P::In, Out = P::Out>,
+{
+    run_with(processor, |_, _| Ok(codec))
+}
+
+/// Runs a processor of [`Event`]s with Avro through the configured registry.
+pub fn run_avro<P>(processor: P) -> ExitCode
+where
+    P: Processor<In = Event, Out = Event>,
+{
+    run_with(processor, |config, handle| {
+        let url = config
+            .schema_registry_url
+            .as_deref()
+            .ok_or("schema_registry_url is not set (HABITAT_SCHEMA_REGISTRY_URL)")?;
+        AvroCodec::new(url, handle.clone()).map_err(|e| e.to_string())
+    })
+}
+
+/// Runs `processor` with the codec `make` builds from the configuration.
+pub fn run_with<P, C, F>(processor: P, make: F) -> ExitCode
+where
+    P: Processor,
+    C: Codec<In = P::In, Out = P::Out>,
+    F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, String>,
+{
+    init_tracing();
+    let config = match load_config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let codec = match make(&config, runtime.handle()) {
+        Ok(codec) => codec,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics = Metrics::new(processor.name());
+    if let Some(listen) = config.metrics_listen {
+        match runtime.block_on(metrics.clone().serve(listen)) {
+            Ok(addr) => info!(%addr, "Serving /metrics, /healthz and /readyz."),
+            Err(error) => {
+                eprintln!("error: cannot serve metrics on {listen}: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let engine =
+        Engine::new(processor, codec, config, runtime.handle().clone()).with_metrics(metrics);
+    let flag = engine.shutdown_flag();
+    runtime.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("Signal received: finishing the open batch.");
+        flag.store(true, Ordering::SeqCst);
+    });
+    let outcome = engine.run();
+    crate::engine::report(&outcome);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The runtime on a real broker (devbroker, or `$HABITAT_TEST_BROKERS`): the counting
+//! example runs as a separate process that the tests SIGKILL, stop and restart.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use habitat_runtime::{dlq, partition_for};
+use rand::Rng;
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+};
+use test_support::{client_config, create_topic_blocking, kafka, scratch_dir, unique, wait_for};
+
+const PARTITIONS: i32 = 4;
+const LONG: Duration = Duration::from_secs(180);
+
+fn counter_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let bin = profile.join("examples").join("counter");
+    assert!(
+        bin.is_file(),
+        "{} missing: cargo test builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// A counter processor's topics and names, unique to one test.
+struct Setup {
+    name: String,
+    input: String,
+    output: String,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        let input = format!("{name}.in");
+        let output = format!("{name}.out");
+        create_topic_blocking(&input, PARTITIONS);
+        create_topic_blocking(&output, PARTITIONS);
+        let config = scratch_dir().join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "bootstrap_servers: \"{}\"\ninputs: [\"{input}\"]\ncommit_interval_ms: 50\nsession_timeout_ms: 6000\ntransaction_timeout_ms: 10000\nkafka:\n  broker.address.family: v4\n",
+                kafka().bootstrap
+            ),
+        )
+        .expect("write config");
+        Self {
+            name,
+            input,
+            output,
+            config,
+        }
+    }
+
+    /// Starts an instance; its log goes to the scratch directory.
+    fn start(&self, instance: &str, extra_env: &[(&str, String)]) -> Instance {
+        let log = scratch_dir().join(format!("{}-{instance}.log", self.name));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut command = Command::new(counter_binary());
+        _ = command
+            .env("COUNTER_NAME", &self.name)
+            .env("COUNTER_OUTPUT", &self.output)
+            .env("HABITAT_CONFIG", &self.config)
+            .env("HABITAT_INSTANCE_ID", instance)
+            .env("HABITAT_LOG", "warn,habitat_runtime=info")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in extra_env {
+            _ = command.env(k, v);
+        }
+        Instance(command.spawn().expect("start the counter"))
+    }
+
+    fn log(&self, instance: &str) -> String {
+        std::fs::read_to_string(scratch_dir().join(format!("{}-{instance}.log", self.name)))
+            .unwrap_or_default()
+    }
+}
+
+fn producer() -> ThreadedProducer<DefaultProducerContext> {
+    client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces values under keys, each to its tenant partition, and waits for delivery.
+fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer = producer();
+    for (key, value) in records {
+        let mut record = BaseRecord::<str, [u8]>::to(topic)
+            .key(key.as_str())
+            .payload(value.as_slice())
+            .partition(partition_for(key, PARTITIONS));
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+}
+
+/// A consumed record: key, value, headers.
+type Consumed = (String, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+/// Reads a topic from the beginning under read_committed.
+struct Reader {
+    consumer: BaseConsumer,
+    records: Vec<Consumed>,
+}
+
+impl Reader {
+    fn new(topic: &str) -> Self {
+        let consumer: BaseConsumer = client_config()
+            .set("group.id", unique("reader"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut list = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            list.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&list).expect("assign");
+        Self {
+            consumer,
+            records: Vec::new(),
+        }
+    }
+
+    fn poll(&mut self) -> usize {
+        while let Some(message) = self.consumer.poll(Duration::from_millis(20)) {
+            let message = message.expect("consume");
+            let headers = habitat_runtime::engine::headers_of(&message);
+            self.records.push((
+                String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                message.payload().unwrap_or_default().to_vec(),
+                headers,
+            ));
+        }
+        self.records.len()
+    }
+
+    fn values(&self) -> Vec<String> {
+        self.records
+            .iter()
+            .map(|(_, v, _)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    /// Polls until `n` records are read.
+    fn await_count(&mut self, n: usize, what: &str) {
+        wait_for(LONG, what, || (self.poll() >= n).then_some(()));
+    }
+}
+
+fn key(i: usize) -> String {
+    format!("t{}/item/{}", i % 13, i % 200)
+}
+
+/// The `<key>=<n>` outputs are 1..=n once each per key, for exactly the expected keys.
+fn assert_exact(values: &[String], expected: &BTreeMap<String, u64>) {
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for value in values {
+        let (key, count) = value.rsplit_once('=').expect("key=count");
+        seen.entry(key.to_owned())
+            .or_default()
+            .push(count.parse().expect("count"));
+    }
+    for (key, n) in expected {
+        let mut counts = seen.remove(key).unwrap_or_default();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=*n).collect::<Vec<_>>(), "outputs of {key}");
+    }
+    assert!(
+        seen.is_empty(),
+        "outputs for keys never produced: {:?}",
+        seen.keys()
+    );
+}
+
+/// The last committed value per key of the counts changelog.
+fn final_counts(setup: &Setup) -> BTreeMap<String, u64> {
+    let mut reader = Reader::new(&format!("{}-counts-changelog", setup.name));
+    // The end marker's count is the last change committed.
+    wait_for(LONG, "the changelog to be read to its end", || {
+        reader.poll();
+        reader
+            .records
+            .iter()
+            .any(|(k, _, _)| k == "t0/item/end")
+            .then_some(())
+    });
+    let mut state = BTreeMap::new();
+    for (key, value, _) in &reader.records {
+        _ = state.insert(
+            key.clone(),
+            String::from_utf8_lossy(value).parse().expect("count"),
+        );
+    }
+    state
+}
+
+/// A processor process, SIGKILLed when dropped (a failed test leaves nothing running).
+struct Instance(Child);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        _ = self.0.kill();
+        _ = self.0.wait();
+    }
+}
+
+fn kill(instance: &mut Instance) {
+    instance.0.kill().expect("SIGKILL");
+    _ = instance.0.wait();
+}
+
+fn records(
+    range: std::ops::Range<usize>,
+    expected: &mut BTreeMap<String, u64>,
+) -> Vec<(String, Vec<u8>)> {
+    range
+        .map(|i| {
+            *expected.entry(key(i)).or_default() += 1;
+            (key(i), i.to_string().into_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn exactly_once_under_crashes() {
+    const TOTAL: usize = 20_000;
+    let setup = Setup::new("crash");
+    let mut expected = BTreeMap::new();
+    let input = records(0..TOTAL, &mut expected);
+    let mut out = Reader::new(&setup.output);
+    let mut rng = rand::rng();
+    let mut instance = setup.start("0", &[]);
+    let mut kills = 0;
+    for (i, chunk) in input.chunks(TOTAL / 4).enumerate() {
+        produce(&setup.input, chunk);
+        // Kill mid-stream at a random point of this chunk's progress, sometimes twice.
+        for _ in 0..if i % 2 == 0 { 2 } else { 1 } {
+            let target = out.poll() + rng.random_range(200..2_000);
+            out.await_count(
+                target.min(i * TOTAL / 4 + chunk.len() - 100),
+                "progress before a kill",
+            );
+            kill(&mut instance);
+            kills += 1;
+            instance = setup.start("0", &[]);
+        }
+    }
+    out.await_count(TOTAL, "every record to be counted");
+    assert!(kills >= 5, "{kills} kills");
+    // Nothing more arrives: a marker record goes through last.
+    produce(&setup.input, &[("t0/item/end".to_owned(), b"end".to_vec())]);
+    out.await_count(TOTAL + 1, "the end marker");
+    kill(&mut instance);
+    let values: Vec<String> = out
+        .values()
+        .into_iter()
+        .filter(|v| !v.starts_with("t0/item/end"))
+        .collect();
+    assert_eq!(values.len(), TOTAL);
+    assert_exact(&values, &expected);
+    let mut state = final_counts(&setup);
+    assert_eq!(state.remove("t0/item/end"), Some(1));
+    assert_eq!(state, expected);
+}
+
+#[test]
+fn two_instances_one_killed_results_stay_exact() {
+    let setup = Setup::new("move");
+    let mut expected = BTreeMap::new();
+    let mut out = Reader::new(&setup.output);
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = setup.start(
+        "a",
+        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port_a}"))],
+    );
+    let mut b = setup.start(
+        "b",
+        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port_b}"))],
+    );
+    wait_for(LONG, "the partitions to be shared", || {
+        (assigned(port_a)? == 2.0 && assigned(port_b)? == 2.0).then_some(())
+    });
+    produce(&setup.input, &records(0..3_000, &mut expected));
+    out.await_count(1_000, "both instances working");
+    kill(&mut b);
+    produce(&setup.input, &records(3_000..6_000, &mut expected));
+    out.await_count(6_000, "the survivor to take over");
+    assert_eq!(assigned(port_a), Some(4.0), "a owns every partition");
+    kill(&mut a);
+    assert_eq!(out.records.len(), 6_000);
+    assert_exact(&out.values(), &expected);
+}
+
+fn free_port() -> u16 {
+    devstack::process::free_port().expect("port")
+}
+
+/// The partitions an instance reports assigned.
+fn assigned(port: u16) -> Option<f64> {
+    metric(
+        &http::blocking_get(port, "/metrics")?,
+        "habitat_assigned_partitions",
+        &[],
+    )
+}
+
+#[test]
+fn poison_records_are_dead_lettered_with_headers() {
+    let setup = Setup::new("poison");
+    let mut expected = BTreeMap::new();
+    let mut input = records(0..500, &mut expected);
+    input.insert(100, ("t1/item/poisoned".to_owned(), b"poison".to_vec()));
+    input.insert(300, ("t2/item/garbled".to_owned(), vec![0xff, 0x00, 0xfe]));
+    let port = free_port();
+    let mut instance = setup.start(
+        "0",
+        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    produce(&setup.input, &input);
+    let mut out = Reader::new(&setup.output);
+    out.await_count(500, "the good records");
+    let mut dead = Reader::new(&format!("habitat.dlq.{}", setup.name));
+    dead.await_count(2, "two dead letters");
+    let metrics = wait_for(
+        Duration::from_secs(30),
+        "metrics to count every record",
+        || {
+            let body = http::blocking_get(port, "/metrics")?;
+            (metric(&body, "habitat_records_in_total", &[]) == Some(502.0)).then_some(body)
+        },
+    );
+    kill(&mut instance);
+    assert_exact(&out.values(), &expected);
+    assert_eq!(dead.records.len(), 2);
+    let by_key: BTreeMap<&str, _> = dead
+        .records
+        .iter()
+        .map(|(k, v, h)| (k.as_str(), (v, h)))
+        .collect();
+    let (value, headers) = by_key["t1/item/poisoned"];
+    assert_eq!(value.as_slice(), b"poison");
+    let headers: BTreeMap<&str, String> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    assert_eq!(headers[dlq::headers::SOURCE_TOPIC], setup.input);
+    assert_eq!(
+        headers[dlq::headers::SOURCE_PARTITION],
+        partition_for("t1/item/poisoned", PARTITIONS).to_string()
+    );
+    assert!(headers[dlq::headers::SOURCE_OFFSET].parse::<i64>().is_ok());
+    assert_eq!(headers[dlq::headers::PROCESSOR], setup.name);
+    assert_eq!(headers[dlq::headers::ERROR_CLASS], "poison");
+    assert!(headers[dlq::headers::ERROR_MESSAGE].contains("carries poison"));
+    assert!(headers.contains_key(dlq::headers::TIME));
+    let (garbled, headers) = by_key["t2/item/garbled"];
+    assert_eq!(garbled.as_slice(), [0xff, 0x00, 0xfe]);
+    assert!(headers.iter().any(
+        |(k, v)| k == dlq::headers::ERROR_CLASS && v == dlq::class::DESERIALIZATION.as_bytes()
+    ));
+    // Every consumed record is in the outputs or dead-lettered.
+    for class in ["poison", dlq::class::DESERIALIZATION] {
+        let count = metric(&metrics, "habitat_dead_letters_total", &[("class", class)]);
+        assert_eq!(count, Some(1.0), "{class}: {metrics}");
+    }
+    let outputs = metric(
+        &metrics,
+        "habitat_records_out_total",
+        &[("topic", &setup.output)],
+    );
+    assert_eq!(outputs, Some(500.0), "{metrics}");
+}
+
+/// Sums the samples of metric `name` that carry every label of `labels`.
+fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+#[test]
+fn zombie_instance_is_fenced_and_cannot_commit() {
+    let setup = Setup::new("zombie");
+    let mut expected = BTreeMap::new();
+    let mut out = Reader::new(&setup.output);
+    let mut zombie = setup.start("z", &[]);
+    produce(&setup.input, &records(0..500, &mut expected));
+    out.await_count(500, "the first instance to work");
+    let pid = i32::try_from(zombie.0.id()).expect("pid");
+    assert!(devstack::process::signal(pid, libc::SIGSTOP));
+    // Its replacement, under the same instance id, fences it and takes over.
+    let mut successor = setup.start("z", &[]);
+    produce(&setup.input, &records(500..1_000, &mut expected));
+    out.await_count(1_000, "the successor to take over");
+    assert!(devstack::process::signal(pid, libc::SIGCONT));
+    produce(&setup.input, &records(1_000..2_000, &mut expected));
+    let status = wait_for(LONG, "the zombie to stop", || {
+        zombie.0.try_wait().expect("wait")
+    });
+    assert!(
+        !status.success(),
+        "a fenced zombie exits non-zero: {status:?}"
+    );
+    let log = setup.log("z");
+    assert!(
+        log.to_lowercase().contains("fenced"),
+        "the zombie says it was fenced:\n{log}"
+    );
+    out.await_count(2_000, "every record counted by the successor");
+    kill(&mut successor);
+    assert_eq!(out.records.len(), 2_000);
+    assert_exact(&out.values(), &expected);
+}
+
+#[test]
+fn timer_due_before_a_crash_fires_once_after_the_restart() {
+    let setup = Setup::new("timer");
+    let mut out = Reader::new(&setup.output);
+    let mut instance = setup.start("0", &[]);
+    let scheduled_at = chrono::Utc::now();
+    produce(
+        &setup.input,
+        &[("t5/item/1".to_owned(), b"timer:3".to_vec())],
+    );
+    out.await_count(1, "the timer to be scheduled");
+    assert_eq!(out.values(), ["scheduled:t5/item/1"]);
+    kill(&mut instance);
+    wait_for(
+        LONG,
+        "the timer to fall due while the processor is down",
+        || (chrono::Utc::now() > scheduled_at + chrono::TimeDelta::seconds(4)).then_some(()),
+    );
+    let mut instance = setup.start("0", &[]);
+    out.await_count(2, "the timer to fire after the restart");
+    // A later record goes through: the timer had its chance to fire twice.
+    produce(&setup.input, &[("t5/item/1".to_owned(), b"after".to_vec())]);
+    out.await_count(3, "a record after the timer");
+    kill(&mut instance);
+    let mut instance = setup.start("0", &[]);
+    produce(&setup.input, &[("t5/item/1".to_owned(), b"again".to_vec())]);
+    out.await_count(4, "a record after another restart");
+    kill(&mut instance);
+    let fired = out
+        .values()
+        .iter()
+        .filter(|v| v.starts_with("fired:"))
+        .count();
+    assert_eq!(fired, 1, "{:?}", out.values());
+}
+
+mod http {
+    /// GETs a path of a local HTTP server; `None` while it does not answer.
+    pub fn blocking_get(port: u16, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut body = String::new();
+        _ = stream.read_to_string(&mut body).ok()?;
+        body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+    }
+}
