@@ -49,6 +49,19 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connects to `database_url`, migrates, and serves the registry on a free loopback port
+/// in a task of the current runtime; returns its URL (tests and tools).
+pub async fn spawn_local(database_url: &str) -> anyhow::Result<String> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(database_url)
+        .await?;
+    migrate(&pool).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    _ = tokio::spawn(async move { axum::serve(listener, app(AppState::new(pool))).await });
+    Ok(url)
+}
+
 /// A JSON answer with the registry's media type.
 struct RegistryJson(Value);
 

@@ -2,12 +2,9 @@
 //! Confluent error codes, all seven compatibility levels, stable ids, and interop with
 //! `schema_registry_converter`.
 
-use std::net::SocketAddr;
-
 use reqwest::{Client, StatusCode};
-use schema_registry::{AppState, CONTENT_TYPE, app, migrate};
+use schema_registry::CONTENT_TYPE;
 use serde_json::{Value, json};
-use sqlx::postgres::PgPoolOptions;
 use test_support::{database, unique};
 
 struct Registry {
@@ -16,25 +13,13 @@ struct Registry {
     http: Client,
 }
 
-async fn serve(database_url: &str) -> String {
-    let pool = PgPoolOptions::new()
-        .connect(database_url)
-        .await
-        .expect("connect");
-    migrate(&pool).await.expect("migrate");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    _ = tokio::spawn(async move { axum::serve(listener, app(AppState::new(pool))).await });
-    format!("http://{addr}")
-}
-
 impl Registry {
     async fn start() -> Self {
         let database_url = database();
         Self {
-            url: serve(&database_url).await,
+            url: schema_registry::spawn_local(&database_url)
+                .await
+                .expect("serve the registry"),
             database_url,
             http: Client::new(),
         }
@@ -168,7 +153,9 @@ async fn register_read_back_and_ids_are_global_and_stable() {
 
     // A registry restarted on the same database answers the same ids.
     let restarted = Registry {
-        url: serve(&registry.database_url).await,
+        url: schema_registry::spawn_local(&registry.database_url)
+            .await
+            .expect("serve the registry again"),
         database_url: registry.database_url.clone(),
         http: Client::new(),
     };

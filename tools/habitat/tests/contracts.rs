@@ -156,16 +156,7 @@ fn topics_apply_on_an_unreachable_broker_says_so_in_one_line() {
 }
 
 async fn registry() -> String {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect(&database())
-        .await
-        .unwrap();
-    schema_registry::migrate(&pool).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = schema_registry::app(schema_registry::AppState::new(pool));
-    _ = tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    schema_registry::spawn_local(&database()).await.unwrap()
 }
 
 /// The catalog with one schema changed by `edit`.
