@@ -34,5 +34,5 @@ pub use config::RuntimeConfig;
 pub use driver::{Produced, TestDriver};
 pub use payload::{Payload, Trace};
 pub use processor::{ProcessError, Processor, Record, Timer};
-pub use runner::run;
+pub use runner::{run, run_avro, run_with};
 pub use task::{Context, Output, partition_for};
