@@ -143,13 +143,23 @@ where
     F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, String>,
 {
     init_tracing();
-    let config = match load_config() {
-        Ok(config) => config,
+    match load_config() {
+        Ok(config) => run_config(processor, make, config),
         Err(error) => {
             eprintln!("error: {error}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
+    }
+}
+
+/// Runs `processor` with a configuration built by the caller (no flags are read; logging
+/// is the caller's to set up).
+pub fn run_config<P, C, F>(processor: P, make: F, config: RuntimeConfig) -> ExitCode
+where
+    P: Processor,
+    C: Codec<In = P::In, Out = P::Out>,
+    F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, String>,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -330,8 +330,8 @@ fn free_port() -> u16 {
 
 /// The partitions an instance reports assigned.
 fn assigned(port: u16) -> Option<f64> {
-    metric(
-        &http::blocking_get(port, "/metrics")?,
+    devstack::process::metric_value(
+        &devstack::process::http_get(port, "/metrics")?,
         "habitat_assigned_partitions",
         &[],
     )
@@ -358,10 +358,14 @@ fn poison_records_are_dead_lettered_with_headers() {
         Duration::from_secs(30),
         "metrics to count every record",
         || {
-            let body = http::blocking_get(port, "/metrics")?;
-            (metric(&body, "habitat_records_in_total", &[]) == Some(502.0)).then_some(body)
+            let body = devstack::process::http_get(port, "/metrics")?;
+            (devstack::process::metric_value(&body, "habitat_records_in_total", &[]) == Some(502.0))
+                .then_some(body)
         },
     );
+    let probe = |path| devstack::process::http_get(port, path);
+    assert_eq!(probe("/healthz").as_deref(), Some("ok\n"));
+    assert_eq!(probe("/readyz").as_deref(), Some("ready\n"));
     kill(&mut instance);
     assert_exact(&out.values(), &expected);
     assert_eq!(dead.records.len(), 2);
@@ -393,30 +397,19 @@ fn poison_records_are_dead_lettered_with_headers() {
     ));
     // Every consumed record is in the outputs or dead-lettered.
     for class in ["poison", dlq::class::DESERIALIZATION] {
-        let count = metric(&metrics, "habitat_dead_letters_total", &[("class", class)]);
+        let count = devstack::process::metric_value(
+            &metrics,
+            "habitat_dead_letters_total",
+            &[("class", class)],
+        );
         assert_eq!(count, Some(1.0), "{class}: {metrics}");
     }
-    let outputs = metric(
+    let outputs = devstack::process::metric_value(
         &metrics,
         "habitat_records_out_total",
         &[("topic", &setup.output)],
     );
     assert_eq!(outputs, Some(500.0), "{metrics}");
-}
-
-/// Sums the samples of metric `name` that carry every label of `labels`.
-fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let values: Vec<f64> = body
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 #[test]
@@ -487,16 +480,4 @@ fn timer_due_before_a_crash_fires_once_after_the_restart() {
         .filter(|v| v.starts_with("fired:"))
         .count();
     assert_eq!(fired, 1, "{:?}", out.values());
-}
-
-mod http {
-    /// GETs a path of a local HTTP server; `None` while it does not answer.
-    pub fn blocking_get(port: u16, path: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut body = String::new();
-        _ = stream.read_to_string(&mut body).ok()?;
-        body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-    }
 }

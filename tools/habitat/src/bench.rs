@@ -50,14 +50,7 @@ impl Rate {
 }
 
 pub fn run(args: &BrokerBench) -> Result<()> {
-    let (bootstrap, _broker) = match &args.bootstrap {
-        Some(bootstrap) => (bootstrap.clone(), None),
-        None => {
-            let process = broker::start(&broker::binary()?, None, None)?;
-            let guardian = Guardian::new(&format!("kill -9 {} 2>/dev/null", process.child.id()))?;
-            (process.addr.to_string(), Some((process.child, guardian)))
-        }
-    };
+    let (bootstrap, _broker) = bench_broker(args.bootstrap.as_deref())?;
     let topic = format!("bench-{}", uuid::Uuid::new_v4().simple());
     ensure_topic(&bootstrap, &topic, args.partitions)?;
 
@@ -85,7 +78,7 @@ pub fn run(args: &BrokerBench) -> Result<()> {
     Ok(())
 }
 
-fn produce(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
+pub fn produce(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
     let producer: BaseProducer = config(bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -123,7 +116,7 @@ fn produce(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
     })
 }
 
-fn consume(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
+pub fn consume(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
     let consumer: BaseConsumer = config(bootstrap)
         .set(
             "group.id",
@@ -155,6 +148,39 @@ fn consume(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
         records: count,
         bytes,
         elapsed: started.elapsed(),
+    })
+}
+
+/// A running in-memory devbroker, killed when dropped (or with the benchmark process).
+pub struct BenchBroker {
+    child: std::process::Child,
+    /// Kills the broker should this process die first.
+    _guardian: Guardian,
+}
+
+impl Drop for BenchBroker {
+    fn drop(&mut self) {
+        _ = self.child.kill();
+        _ = self.child.wait();
+    }
+}
+
+/// The broker to measure on: `bootstrap` when given, else a fresh in-memory devbroker.
+pub fn bench_broker(bootstrap: Option<&str>) -> Result<(String, Option<BenchBroker>)> {
+    Ok(match bootstrap {
+        Some(bootstrap) => (bootstrap.to_owned(), None),
+        None => {
+            let process = broker::start(&broker::binary()?, None, None)?;
+            let guardian = Guardian::new(&format!("kill -9 {} 2>/dev/null", process.child.id()))?;
+            let addr = process.addr.to_string();
+            (
+                addr,
+                Some(BenchBroker {
+                    child: process.child,
+                    _guardian: guardian,
+                }),
+            )
+        }
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod demo;
 pub mod kafka;
+pub mod runtime_bench;
 pub mod schemas;
 pub mod stack;
 pub mod topics;

@@ -1,10 +1,10 @@
 //! `habitat`: the Habitat Streams command line.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use habitat::{StackArgs, bench, demo, schemas, stack, topics};
+use habitat::{StackArgs, bench, demo, runtime_bench, schemas, stack, topics};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +55,20 @@ enum Command {
     /// Measure performance (run with optimised builds: `./habitat bench ...`).
     #[command(subcommand)]
     Bench(Bench),
+    /// A benchmark processor as a process (started by `habitat bench runtime`).
+    #[command(hide = true)]
+    BenchProcessor {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long, value_enum)]
+        mode: runtime_bench::Mode,
+        #[arg(long)]
+        input: String,
+        #[arg(long)]
+        output: String,
+        #[arg(long, action = clap::ArgAction::Set)]
+        exactly_once: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,12 +126,28 @@ enum Schemas {
 enum Bench {
     /// devbroker's raw produce and consume rates.
     Broker(bench::BrokerBench),
+    /// The stream runtime: pass-through and stateful processors, exactly-once on and off.
+    Runtime(runtime_bench::RuntimeBench),
 }
 
-fn main() {
-    if let Err(error) = run(Cli::parse()) {
-        eprintln!("error: {error:#}");
-        std::process::exit(1);
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::BenchProcessor {
+        bootstrap,
+        mode,
+        input,
+        output,
+        exactly_once,
+    } = cli.command
+    {
+        return runtime_bench::serve_processor(bootstrap, mode, input, output, exactly_once);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -141,6 +171,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Down { stack, purge } => stack::down(&stack, purge),
         Command::Status { stack } => stack::status(&stack),
         Command::Bench(Bench::Broker(args)) => bench::run(&args),
+        Command::Bench(Bench::Runtime(args)) => runtime_bench::run(&args),
+        Command::BenchProcessor { .. } => unreachable!("handled in main"),
         Command::Topics(Topics::Apply {
             bootstrap,
             environment,
