@@ -16,6 +16,11 @@ pub struct RuntimeConfig {
     /// This instance's stable id. The transactional id is `<processor>-<instance_id>`:
     /// keep it across restarts so a restarted instance fences its predecessor at once.
     pub instance_id: String,
+    /// Join the group as a static member (`group.instance.id` = the transactional id): a
+    /// restarted instance takes its predecessor's place at once, without a rebalance; but a
+    /// stopped one does not leave the group, so its partitions move only after
+    /// `session_timeout_ms`. Off: SIGTERM leaves the group and hands the partitions over.
+    pub static_membership: bool,
     /// Input topics; by default the context topics whose records name this processor as
     /// a reader in `topics.yaml`.
     pub inputs: Vec<String>,
@@ -57,6 +62,7 @@ impl Default for RuntimeConfig {
             group_id: None,
             instance_id: "0".to_owned(),
             inputs: Vec::new(),
+            static_membership: false,
             exactly_once: true,
             commit_interval_ms: 100,
             commit_max_records: 10_000,

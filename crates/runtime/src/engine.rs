@@ -306,11 +306,6 @@ where
         let mut consumer_config = self.client_config();
         _ = consumer_config
             .set("group.id", &group)
-            // Static membership: a restarted instance takes its predecessor's place at once.
-            .set(
-                "group.instance.id",
-                format!("{name}-{}", self.config.instance_id),
-            )
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -322,10 +317,16 @@ where
             )
             .set(
                 "heartbeat.interval.ms",
-                (self.config.session_timeout_ms / 4).to_string(),
+                (self.config.session_timeout_ms / 3).min(3_000).to_string(),
             )
             .set("fetch.wait.max.ms", "100")
             .set("statistics.interval.ms", "5000");
+        if self.config.static_membership {
+            _ = consumer_config.set(
+                "group.instance.id",
+                format!("{name}-{}", self.config.instance_id),
+            );
+        }
         let consumer: BaseConsumer<EngineContext> = self
             .with_passthrough(consumer_config)
             .create_with_context(context)
@@ -973,6 +974,11 @@ where
             }
         }
         let metrics = &self.engine.metrics;
+        debug!(
+            records = batch.records,
+            produced = batch.produce.len(),
+            "Transaction committed."
+        );
         metrics
             .commit_latency
             .observe(started.elapsed().as_secs_f64());

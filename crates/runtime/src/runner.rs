@@ -104,6 +104,7 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| "info".to_owned());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("HABITAT_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

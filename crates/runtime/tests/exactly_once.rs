@@ -45,6 +45,11 @@ struct Setup {
 
 impl Setup {
     fn new(prefix: &str) -> Self {
+        Self::with_config(prefix, "session_timeout_ms: 6000\n")
+    }
+
+    /// A setup whose processes also get the YAML lines `extra`.
+    fn with_config(prefix: &str, extra: &str) -> Self {
         let name = unique(prefix);
         let input = format!("{name}.in");
         let output = format!("{name}.out");
@@ -54,7 +59,7 @@ impl Setup {
         std::fs::write(
             &config,
             format!(
-                "bootstrap_servers: \"{}\"\ninputs: [\"{input}\"]\ncommit_interval_ms: 50\nsession_timeout_ms: 6000\ntransaction_timeout_ms: 10000\nkafka:\n  broker.address.family: v4\n",
+                "bootstrap_servers: \"{}\"\ninputs: [\"{input}\"]\ncommit_interval_ms: 50\ntransaction_timeout_ms: 10000\n{extra}kafka:\n  broker.address.family: v4\n",
                 kafka().bootstrap
             ),
         )
@@ -81,7 +86,7 @@ impl Setup {
             .env("COUNTER_OUTPUT", &self.output)
             .env("HABITAT_CONFIG", &self.config)
             .env("HABITAT_INSTANCE_ID", instance)
-            .env("HABITAT_LOG", "warn,habitat_runtime=info")
+            .env("HABITAT_LOG", "warn,habitat_runtime=debug")
             .stdout(Stdio::null())
             .stderr(stderr);
         for (k, v) in extra_env {
@@ -338,6 +343,42 @@ fn assigned(port: u16) -> Option<f64> {
 }
 
 #[test]
+fn sigterm_commits_and_leaves_the_group() {
+    // A session timeout far longer than the wait below: partitions can only move because
+    // the stopped instance left the group.
+    let setup = Setup::with_config("sigterm", "session_timeout_ms: 120000\n");
+    let mut expected = BTreeMap::new();
+    let mut out = Reader::new(&setup.output);
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = setup.start(
+        "a",
+        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port_a}"))],
+    );
+    let mut b = setup.start(
+        "b",
+        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port_b}"))],
+    );
+    wait_for(LONG, "the partitions to be shared", || {
+        (assigned(port_a)? == 2.0 && assigned(port_b)? == 2.0).then_some(())
+    });
+    produce(&setup.input, &records(0..2_000, &mut expected));
+    out.await_count(2_000, "both instances working");
+    let pid = i32::try_from(b.0.id()).expect("pid");
+    assert!(devstack::process::signal(pid, libc::SIGTERM));
+    let status = wait_for(LONG, "b to stop", || b.0.try_wait().expect("wait"));
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    assert!(setup.log("b").contains("clean=true"), "{}", setup.log("b"));
+    wait_for(Duration::from_secs(60), "a to take b's partitions", || {
+        (assigned(port_a)? == 4.0).then_some(())
+    });
+    produce(&setup.input, &records(2_000..4_000, &mut expected));
+    out.await_count(4_000, "a to count the rest");
+    kill(&mut a);
+    assert_eq!(out.records.len(), 4_000);
+    assert_exact(&out.values(), &expected);
+}
+
+#[test]
 fn poison_records_are_dead_lettered_with_headers() {
     let setup = Setup::new("poison");
     let mut expected = BTreeMap::new();
@@ -427,8 +468,11 @@ fn zombie_instance_is_fenced_and_cannot_commit() {
     produce(&setup.input, &records(500..1_000, &mut expected));
     out.await_count(1_000, "the successor to take over");
     assert!(devstack::process::signal(pid, libc::SIGCONT));
-    produce(&setup.input, &records(1_000..2_000, &mut expected));
+    // The zombie rejoins the group; the first batch it tries to commit is refused.
+    let mut next = 1_000;
     let status = wait_for(LONG, "the zombie to stop", || {
+        produce(&setup.input, &records(next..next + 20, &mut expected));
+        next += 20;
         zombie.0.try_wait().expect("wait")
     });
     assert!(
@@ -440,15 +484,19 @@ fn zombie_instance_is_fenced_and_cannot_commit() {
         log.to_lowercase().contains("fenced"),
         "the zombie says it was fenced:\n{log}"
     );
-    out.await_count(2_000, "every record counted by the successor");
+    out.await_count(next, "every record counted by the successor");
     kill(&mut successor);
-    assert_eq!(out.records.len(), 2_000);
+    assert_eq!(out.records.len(), next);
     assert_exact(&out.values(), &expected);
 }
 
 #[test]
 fn timer_due_before_a_crash_fires_once_after_the_restart() {
-    let setup = Setup::new("timer");
+    // Static membership: each restart takes the killed instance's place at once.
+    let setup = Setup::with_config(
+        "timer",
+        "static_membership: true\nsession_timeout_ms: 6000\n",
+    );
     let mut out = Reader::new(&setup.output);
     let mut instance = setup.start("0", &[]);
     let scheduled_at = chrono::Utc::now();

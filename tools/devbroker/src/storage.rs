@@ -17,6 +17,9 @@ use std::{
 use async_trait::async_trait;
 use tansu_sans_io::{
     ConfigResource, ErrorCode, IsolationLevel, ListOffset, ScramMechanism,
+    add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    },
     create_topics_request::CreatableTopic,
     delete_groups_response::DeletableGroupResult,
     delete_records_request::DeleteRecordsTopic,
@@ -64,6 +67,22 @@ struct Coordinator {
     epochs: HashMap<i64, i16>,
     /// Producer epochs whose transaction the broker aborted: fenced from now on.
     fenced: HashSet<(i64, i16)>,
+    /// The producer id and epoch that last initialised each transactional id.
+    holders: HashMap<String, (i64, i16)>,
+    /// Producer ids replaced by another for their transactional id: fenced entirely.
+    replaced: HashSet<i64>,
+}
+
+impl Coordinator {
+    /// Whether this producer id and epoch lost its transactional id to a newer producer.
+    fn is_fenced(&self, producer_id: i64, producer_epoch: i16) -> bool {
+        self.fenced.contains(&(producer_id, producer_epoch))
+            || self.replaced.contains(&producer_id)
+            || self
+                .epochs
+                .get(&producer_id)
+                .is_some_and(|current| *current > producer_epoch)
+    }
 }
 
 /// Tansu's engine with devbroker's log and transaction coordinator in front of it.
@@ -325,7 +344,9 @@ impl Storage for DevStorage {
         let (producer_id, producer_epoch) = (batch.producer_id, batch.producer_epoch);
         if producer_id >= 0 {
             let coordinator = self.coordinator();
-            if coordinator.fenced.contains(&(producer_id, producer_epoch)) {
+            if coordinator.fenced.contains(&(producer_id, producer_epoch))
+                || coordinator.replaced.contains(&producer_id)
+            {
                 return Err(Error::Api(ErrorCode::ProducerFenced));
             }
             match coordinator.epochs.get(&producer_id) {
@@ -566,6 +587,14 @@ impl Storage for DevStorage {
             let mut coordinator = self.coordinator();
             _ = coordinator.epochs.insert(response.id, response.epoch);
             if let Some(transaction_id) = transaction_id {
+                let holder = (response.id, response.epoch);
+                if let Some((previous, _)) = coordinator
+                    .holders
+                    .insert(transaction_id.to_owned(), holder)
+                    .filter(|(previous, _)| *previous != response.id)
+                {
+                    _ = coordinator.replaced.insert(previous);
+                }
                 let timeout = u64::try_from(transaction_timeout_ms)
                     .ok()
                     .filter(|ms| *ms > 0)
@@ -585,11 +614,7 @@ impl Storage for DevStorage {
         producer_epoch: i16,
         group_id: &str,
     ) -> Result<ErrorCode> {
-        if self
-            .coordinator()
-            .fenced
-            .contains(&(producer_id, producer_epoch))
-        {
+        if self.coordinator().is_fenced(producer_id, producer_epoch) {
             return Ok(ErrorCode::ProducerFenced);
         }
         let code = self
@@ -613,15 +638,35 @@ impl Storage for DevStorage {
             transaction_id,
             producer_id,
             producer_epoch,
-            ..
+            topics,
         } = &partitions
         {
-            if self
-                .coordinator()
-                .fenced
-                .contains(&(*producer_id, *producer_epoch))
-            {
-                return Err(Error::Api(ErrorCode::ProducerFenced));
+            if self.coordinator().is_fenced(*producer_id, *producer_epoch) {
+                // Answered per partition, as a Kafka broker does, so the client sees it.
+                return Ok(TxnAddPartitionsResponse::VersionZeroToThree(
+                    topics
+                        .iter()
+                        .map(|topic| {
+                            AddPartitionsToTxnTopicResult::default()
+                                .name(topic.name.clone())
+                                .results_by_partition(Some(
+                                    topic
+                                        .partitions
+                                        .as_deref()
+                                        .unwrap_or_default()
+                                        .iter()
+                                        .map(|partition| {
+                                            AddPartitionsToTxnPartitionResult::default()
+                                                .partition_index(*partition)
+                                                .partition_error_code(
+                                                    ErrorCode::ProducerFenced.into(),
+                                                )
+                                        })
+                                        .collect(),
+                                ))
+                        })
+                        .collect(),
+                ));
             }
             self.note_txn(transaction_id, *producer_id, *producer_epoch);
         }
@@ -634,8 +679,7 @@ impl Storage for DevStorage {
     ) -> Result<Vec<TxnOffsetCommitResponseTopic>> {
         if self
             .coordinator()
-            .fenced
-            .contains(&(offsets.producer_id, offsets.producer_epoch))
+            .is_fenced(offsets.producer_id, offsets.producer_epoch)
         {
             return Err(Error::Api(ErrorCode::ProducerFenced));
         }
@@ -649,16 +693,8 @@ impl Storage for DevStorage {
         producer_epoch: i16,
         committed: bool,
     ) -> Result<ErrorCode> {
-        {
-            let coordinator = self.coordinator();
-            if coordinator.fenced.contains(&(producer_id, producer_epoch))
-                || coordinator
-                    .epochs
-                    .get(&producer_id)
-                    .is_some_and(|current| *current > producer_epoch)
-            {
-                return Ok(ErrorCode::ProducerFenced);
-            }
+        if self.coordinator().is_fenced(producer_id, producer_epoch) {
+            return Ok(ErrorCode::ProducerFenced);
         }
         let code = self
             .inner

@@ -342,6 +342,33 @@ fn zombie_is_fenced() {
     assert_eq!(values(&read), ["from-successor"]);
 }
 
+#[test]
+fn zombie_between_transactions_is_fenced() {
+    let topic = unique("idle-zombie");
+    create_topic_blocking(&topic, 1);
+    let transactional_id = unique("txn");
+    let zombie = transactional_producer(&transactional_id);
+    zombie.begin_transaction().expect("begin");
+    send(&zombie, &topic, 0, "committed-by-zombie");
+    zombie.commit_transaction(TIMEOUT).expect("commit");
+
+    // The successor initialises while the zombie has no transaction open.
+    let _successor = transactional_producer(&transactional_id);
+    zombie.begin_transaction().expect("begin is local");
+    send(&zombie, &topic, 0, "from-zombie");
+    let error = zombie
+        .commit_transaction(TIMEOUT)
+        .expect_err("the zombie must not commit");
+    assert!(
+        matches!(&error, KafkaError::Transaction(e) if e.is_fatal() || e.txn_requires_abort()),
+        "unexpected error: {error}"
+    );
+    let reader = consumer("read_committed", None);
+    assign_from_beginning(&reader, &topic, 1);
+    let read = read_until(&reader, "the first commit", |seen| !seen.is_empty());
+    assert_eq!(values(&read), ["committed-by-zombie"]);
+}
+
 /// Runs this test binary's `producer_left_mid_transaction` helper as a separate process.
 fn spawn_abandoning_producer(
     topic: &str,
