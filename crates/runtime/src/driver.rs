@@ -175,6 +175,17 @@ impl<P: Processor> TestDriver<P> {
         self.tasks.clear();
     }
 
+    /// Drops the in-memory state of some partitions, as a rebalance that moves them to
+    /// another instance does; their next record restores them from the changelog.
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        self.tasks.retain(|p, _| !partitions.contains(p));
+    }
+
+    /// The partition a key's records go to.
+    pub fn partition_of(&self, key: &str) -> i32 {
+        partition_for(key, self.partitions)
+    }
+
     /// Takes every output emitted so far, in order.
     pub fn take_outputs(&mut self) -> Vec<Produced<P::Out>> {
         self.outputs.drain(..).collect()

@@ -68,6 +68,29 @@ fn exactly_once_across_restarts() {
 }
 
 #[test]
+fn partitions_that_move_keep_their_counts() {
+    let mut driver = driver();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..1_000 {
+        driver
+            .pipe("in", &key(i), format!("{i}"))
+            .expect("processed");
+        *expected.entry(key(i)).or_default() += 1;
+        if i == 500 {
+            // Half the partitions go to another instance, which restores them.
+            driver.revoke(&[0, 1]);
+        }
+    }
+    let outputs: Vec<String> = driver
+        .take_outputs()
+        .into_iter()
+        .map(|o| o.value.expect("value"))
+        .collect();
+    assert_exact(&outputs, &expected);
+    assert!(expected.keys().any(|k| driver.partition_of(k) < 2));
+}
+
+#[test]
 fn outputs_go_to_the_tenant_partition() {
     let mut driver = driver();
     driver

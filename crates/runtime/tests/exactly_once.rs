@@ -50,16 +50,24 @@ impl Setup {
 
     /// A setup whose processes also get the YAML lines `extra`.
     fn with_config(prefix: &str, extra: &str) -> Self {
+        Self::build(prefix, extra, 1)
+    }
+
+    /// A setup with `inputs` input topics (`<name>.in`, `<name>.in2`, …).
+    fn build(prefix: &str, extra: &str, inputs: usize) -> Self {
         let name = unique(prefix);
         let input = format!("{name}.in");
         let output = format!("{name}.out");
-        create_topic_blocking(&input, PARTITIONS);
-        create_topic_blocking(&output, PARTITIONS);
+        let mut topics = vec![input.clone()];
+        topics.extend((2..=inputs).map(|i| format!("{name}.in{i}")));
+        for topic in topics.iter().chain([&output]) {
+            create_topic_blocking(topic, PARTITIONS);
+        }
         let config = scratch_dir().join(format!("{name}.yaml"));
         std::fs::write(
             &config,
             format!(
-                "bootstrap_servers: \"{}\"\ninputs: [\"{input}\"]\ncommit_interval_ms: 50\ntransaction_timeout_ms: 10000\n{extra}kafka:\n  broker.address.family: v4\n",
+                "bootstrap_servers: \"{}\"\ninputs: {topics:?}\ncommit_interval_ms: 50\ntransaction_timeout_ms: 10000\n{extra}kafka:\n  broker.address.family: v4\n",
                 kafka().bootstrap
             ),
         )
@@ -111,12 +119,20 @@ fn producer() -> ThreadedProducer<DefaultProducerContext> {
 
 /// Produces values under keys, each to its tenant partition, and waits for delivery.
 fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
+    produce_at(topic, records, None);
+}
+
+/// Produces with an explicit record timestamp (milliseconds) when given.
+fn produce_at(topic: &str, records: &[(String, Vec<u8>)], timestamp: Option<i64>) {
     let producer = producer();
     for (key, value) in records {
         let mut record = BaseRecord::<str, [u8]>::to(topic)
             .key(key.as_str())
             .payload(value.as_slice())
             .partition(partition_for(key, PARTITIONS));
+        if let Some(timestamp) = timestamp {
+            record = record.timestamp(timestamp);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -299,6 +315,37 @@ fn exactly_once_under_crashes() {
     let mut state = final_counts(&setup);
     assert_eq!(state.remove("t0/item/end"), Some(1));
     assert_eq!(state, expected);
+}
+
+#[test]
+fn inputs_are_merged_in_timestamp_order() {
+    let setup = Setup::build("merge", "session_timeout_ms: 6000\n", 2);
+    let second = format!("{}.in2", setup.name);
+    let base = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let key = "coop-m/item/1".to_owned();
+    for (topic, value, second_offset) in [
+        (&setup.input, "echo:a1", 1),
+        (&setup.input, "echo:a3", 3),
+        (&second, "echo:b2", 2),
+        (&second, "echo:b4", 4),
+        (&setup.input, "echo:a5", 5),
+    ] {
+        produce_at(
+            topic,
+            &[(key.clone(), value.as_bytes().to_vec())],
+            Some(base + second_offset * 1_000),
+        );
+    }
+    let mut out = Reader::new(&setup.output);
+    let mut instance = setup.start("0", &[]);
+    out.await_count(5, "every record echoed");
+    kill(&mut instance);
+    let order: Vec<String> = out
+        .values()
+        .iter()
+        .map(|v| v.rsplit(':').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(order, ["a1", "b2", "a3", "b4", "a5"]);
 }
 
 #[test]

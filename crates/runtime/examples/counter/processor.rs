@@ -2,6 +2,7 @@
 //!
 //! - any value: `counts[key] += 1`, emits `<key>=<count>` under the key;
 //! - `poison`: rejected as a domain error (dead-lettered);
+//! - `echo:<text>`: emits `<topic>:<text>`, counting nothing (shows the merge order);
 //! - `timer:<seconds>`: schedules timer `remind` for the key at the record's timestamp
 //!   plus `<seconds>` and emits `scheduled:<key>`; when due it emits `fired:<key>`.
 
@@ -44,6 +45,10 @@ impl Processor for Counter {
                 "poison",
                 format!("{key} carries poison"),
             ));
+        }
+        if let Some(text) = value.strip_prefix("echo:") {
+            ctx.send(&self.output, key, Some(format!("{}:{text}", record.topic)));
+            return Ok(());
         }
         if let Some(seconds) = value.strip_prefix("timer:") {
             let seconds: i64 = seconds.parse().map_err(|_| {
