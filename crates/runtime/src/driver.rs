@@ -191,6 +191,11 @@ impl<P: Processor> TestDriver<P> {
         self.outputs.drain(..).collect()
     }
 
+    /// Takes every output value emitted so far, in order (tombstones left out).
+    pub fn take_values(&mut self) -> Vec<P::Out> {
+        self.outputs.drain(..).filter_map(|o| o.value).collect()
+    }
+
     /// Takes the outputs of one topic, leaving the others.
     pub fn take_outputs_of(&mut self, topic: &str) -> Vec<Produced<P::Out>> {
         let (taken, kept): (Vec<_>, Vec<_>) =

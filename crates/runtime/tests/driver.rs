@@ -56,11 +56,7 @@ fn exactly_once_across_restarts() {
             driver.restart();
         }
     }
-    let outputs: Vec<String> = driver
-        .take_outputs()
-        .into_iter()
-        .map(|o| o.value.expect("value"))
-        .collect();
+    let outputs = driver.take_values();
     assert_exact(&outputs, &expected);
     for (key, n) in &expected {
         assert_eq!(driver.get::<u64>(COUNTS, key), Some(*n), "{key}");
@@ -81,11 +77,7 @@ fn partitions_that_move_keep_their_counts() {
             driver.revoke(&[0, 1]);
         }
     }
-    let outputs: Vec<String> = driver
-        .take_outputs()
-        .into_iter()
-        .map(|o| o.value.expect("value"))
-        .collect();
+    let outputs = driver.take_values();
     assert_exact(&outputs, &expected);
     assert!(expected.keys().any(|k| driver.partition_of(k) < 2));
 }
@@ -120,11 +112,7 @@ fn poison_is_dead_lettered_and_the_rest_processed() {
     driver
         .pipe("in", "t1/item/1", "b".to_owned())
         .expect("processed");
-    let outputs: Vec<_> = driver
-        .take_outputs()
-        .into_iter()
-        .filter_map(|o| o.value)
-        .collect();
+    let outputs = driver.take_values();
     assert_eq!(outputs, ["t1/item/1=1", "t1/item/1=2"]);
     let letters = driver.dead_letters();
     assert_eq!(letters.len(), 2);
@@ -180,9 +168,8 @@ fn a_timer_due_before_a_crash_fires_once_after_the_restart() {
         .pipe("in", "t2/item/9", "y".to_owned())
         .expect("processed");
     let fired: Vec<_> = driver
-        .take_outputs()
+        .take_values()
         .into_iter()
-        .filter_map(|o| o.value)
         .filter(|v| v.starts_with("fired:"))
         .collect();
     assert_eq!(fired, ["fired:t2/item/9"]);

@@ -80,6 +80,21 @@ impl Setup {
         }
     }
 
+    /// Starts instances `a` and `b`, each serving metrics, and waits until they share the
+    /// partitions.
+    fn start_pair(&self) -> [(Instance, u16); 2] {
+        let pair = ["a", "b"].map(|name| {
+            let port = free_port();
+            let env = [("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port}"))];
+            (self.start(name, &env), port)
+        });
+        let half = f64::from(PARTITIONS / 2);
+        wait_for(LONG, "the partitions to be shared", || {
+            (assigned(pair[0].1)? == half && assigned(pair[1].1)? == half).then_some(())
+        });
+        pair
+    }
+
     /// Starts an instance; its log goes to the scratch directory.
     fn start(&self, instance: &str, extra_env: &[(&str, String)]) -> Instance {
         let log = scratch_dir().join(format!("{}-{instance}.log", self.name));
@@ -353,18 +368,7 @@ fn two_instances_one_killed_results_stay_exact() {
     let setup = Setup::new("move");
     let mut expected = BTreeMap::new();
     let mut out = Reader::new(&setup.output);
-    let (port_a, port_b) = (free_port(), free_port());
-    let mut a = setup.start(
-        "a",
-        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port_a}"))],
-    );
-    let mut b = setup.start(
-        "b",
-        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port_b}"))],
-    );
-    wait_for(LONG, "the partitions to be shared", || {
-        (assigned(port_a)? == 2.0 && assigned(port_b)? == 2.0).then_some(())
-    });
+    let [(mut a, port_a), (mut b, _)] = setup.start_pair();
     produce(&setup.input, &records(0..3_000, &mut expected));
     out.await_count(1_000, "both instances working");
     kill(&mut b);
@@ -396,18 +400,7 @@ fn sigterm_commits_and_leaves_the_group() {
     let setup = Setup::with_config("sigterm", "session_timeout_ms: 120000\n");
     let mut expected = BTreeMap::new();
     let mut out = Reader::new(&setup.output);
-    let (port_a, port_b) = (free_port(), free_port());
-    let mut a = setup.start(
-        "a",
-        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port_a}"))],
-    );
-    let mut b = setup.start(
-        "b",
-        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port_b}"))],
-    );
-    wait_for(LONG, "the partitions to be shared", || {
-        (assigned(port_a)? == 2.0 && assigned(port_b)? == 2.0).then_some(())
-    });
+    let [(mut a, port_a), (mut b, _)] = setup.start_pair();
     produce(&setup.input, &records(0..2_000, &mut expected));
     out.await_count(2_000, "both instances working");
     let pid = i32::try_from(b.0.id()).expect("pid");

@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use devstack::{broker, process::Guardian};
 
-use crate::kafka::{config, ensure_topic};
+use crate::kafka::{config, ensure_topic, send};
 use rdkafka::{
     Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -90,23 +90,12 @@ pub fn produce(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate>
     let started = Instant::now();
     for i in 0..args.records {
         let key = format!("key-{}", i % 1000);
-        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((error, _)) => return Err(error).context("produce"),
-            }
-        }
-        producer.poll(Duration::ZERO);
+        send(
+            &producer,
+            BaseRecord::to(topic)
+                .key(key.as_str())
+                .payload(value.as_slice()),
+        )?;
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(Rate {

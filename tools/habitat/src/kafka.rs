@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
+    error::KafkaError,
+    producer::{BaseProducer, BaseRecord},
     types::RDKafkaErrorCode,
 };
 
@@ -36,4 +38,22 @@ pub fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// Sends a record, waiting for room while the producer's queue is full; serves delivery
+/// reports as it goes.
+pub fn send(producer: &BaseProducer, mut record: BaseRecord<'_, str, [u8]>) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => {
+                producer.poll(Duration::ZERO);
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((error, _)) => return Err(error).context("produce"),
+        }
+    }
 }

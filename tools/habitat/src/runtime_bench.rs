@@ -23,12 +23,12 @@ use habitat_runtime::{Context, ProcessError, Processor, Record, RuntimeConfig, U
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
-    producer::{BaseRecord, Producer, ThreadedProducer},
+    producer::{BaseProducer, BaseRecord, Producer},
 };
 
 use crate::{
     bench::{self, BrokerBench},
-    kafka::{config, ensure_topic},
+    kafka::{config, ensure_topic, send},
 };
 
 #[derive(Clone, Debug, Args)]
@@ -206,13 +206,13 @@ fn scenario(
         }
     );
 
-    let producer: ThreadedProducer<_> = config(bootstrap)
+    let producer: BaseProducer = config(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
     for i in 0..args.records {
-        send(&producer, &input, i, args.partitions)?;
+        send_timed(&producer, &input, i, args.partitions)?;
     }
     producer.flush(Duration::from_secs(120))?;
 
@@ -252,7 +252,7 @@ fn scenario(
                 outputs.poll_latencies(Duration::ZERO);
                 std::thread::sleep(Duration::from_micros(200));
             }
-            send(&producer, &input, args.records + n, args.partitions)?;
+            send_timed(&producer, &input, args.records + n, args.partitions)?;
             producer.poll(Duration::ZERO);
         }
         producer.flush(Duration::from_secs(30))?;
@@ -278,33 +278,14 @@ fn scenario(
     result
 }
 
-fn send(
-    producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-    topic: &str,
-    i: usize,
-    partitions: i32,
-) -> Result<()> {
+fn send_timed(producer: &BaseProducer, topic: &str, i: usize, partitions: i32) -> Result<()> {
     let key = format!("t{}/item/{}", i % 50, i % 5_000);
     let value = now_micros().to_string();
-    let mut record = BaseRecord::to(topic)
-        .key(&key)
-        .payload(&value)
+    let record = BaseRecord::to(topic)
+        .key(key.as_str())
+        .payload(value.as_bytes())
         .partition(habitat_runtime::partition_for(&key, partitions));
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                back,
-            )) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((error, _)) => return Err(error).context("produce"),
-        }
-    }
+    send(producer, record)
 }
 
 fn now_micros() -> i64 {
