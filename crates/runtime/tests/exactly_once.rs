@@ -333,6 +333,46 @@ fn exactly_once_under_crashes() {
 }
 
 #[test]
+fn an_abortable_error_aborts_and_rewinds_to_the_committed_offsets() {
+    let setup = Setup::new("rewind");
+    let mut expected = BTreeMap::new();
+    let mut input = records(0..2_000, &mut expected);
+    // Decoding this one fails once as if the registry were down; the second try succeeds.
+    input.insert(
+        1_000,
+        ("t3/item/flaky".to_owned(), b"unavailable-once".to_vec()),
+    );
+    _ = expected.insert("t3/item/flaky".to_owned(), 1);
+    let port = free_port();
+    let mut instance = setup.start(
+        "0",
+        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    produce(&setup.input, &input);
+    let mut out = Reader::new(&setup.output);
+    out.await_count(2_001, "every record, the flaky one included");
+    let aborted = wait_for(LONG, "the abort to be counted", || {
+        let metrics = devstack::process::http_get(port, "/metrics")?;
+        devstack::process::metric_value(
+            &metrics,
+            "habitat_transactions_total",
+            &[("outcome", "aborted")],
+        )
+    });
+    kill(&mut instance);
+    assert!(aborted >= 1.0);
+    assert!(
+        setup
+            .log("0")
+            .contains("rewinding to the committed offsets"),
+        "{}",
+        setup.log("0")
+    );
+    assert_eq!(out.records.len(), 2_001);
+    assert_exact(&out.values(), &expected);
+}
+
+#[test]
 fn inputs_are_merged_in_timestamp_order() {
     let setup = Setup::build("merge", "session_timeout_ms: 6000\n", 2);
     let second = format!("{}.in2", setup.name);

@@ -2,6 +2,8 @@
 //!
 //! - any value: `counts[key] += 1`, emits `<key>=<count>` under the key;
 //! - `poison`: rejected as a domain error (dead-lettered);
+//! - `unavailable-once` (decoded by `main.rs`'s codec): fails to decode once, as if the
+//!   schema registry were down, then counts like any other value;
 //! - `echo:<text>`: emits `<topic>:<text>`, counting nothing (shows the merge order);
 //! - `timer:<seconds>`: schedules timer `remind` for the key at the record's timestamp
 //!   plus `<seconds>` and emits `scheduled:<key>`; when due it emits `fired:<key>`.
