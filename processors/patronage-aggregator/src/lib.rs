@@ -1,0 +1,363 @@
+//! patronage-aggregator: approved contributions become patronage tallies per member and
+//! period; when a period closes, its patronage is sealed (SPEC §5).
+//!
+//! Reads `habitat.people` (contribution states) and `habitat.treasury` (periods, policy),
+//! merged in timestamp order by the runtime. Keeps, per tenant, the latest state of every
+//! contribution, a tally per (period, member), the periods and the policy in force. Writes
+//! `PatronageTallied` when a tally changes, `PeriodPatronageSealed` when a period closes and
+//! `LateContributionChange` when a contribution of a sealed period changes.
+
+use std::collections::BTreeMap;
+
+use contracts::records::{
+    ContributionKind, ContributionStatus, Event, KindTally, KindWeight, LateContributionChange,
+    MemberPatronage, PatronageTallied, PeriodPatronageSealed,
+};
+use habitat_domain::{ContributionState, Kind, Money, Ratio, Seal, Tally, TallyKey, Weights};
+use habitat_runtime::{Context, ProcessError, Processor, Record};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Store: the latest state of each contribution, by `<tenant>/<contribution>`.
+pub const CONTRIBUTIONS: &str = "contributions";
+/// Store: the tally of each (period, member), by `<tenant>/<period>/<member>`.
+pub const TALLIES: &str = "tallies";
+/// Store: each period's currency and whether it is sealed, by `<tenant>/<period>`.
+pub const PERIODS: &str = "periods";
+/// Store: the patronage policy in force, by `<tenant>`.
+pub const POLICIES: &str = "policies";
+
+/// The cash ratio sealed when a tenant never set a policy.
+pub const DEFAULT_CASH_RATIO: Ratio = Ratio::from_units(2_000);
+
+/// A contribution's latest state as kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    pub state: ContributionState,
+    pub status: String,
+}
+
+/// A (period, member) tally as kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptTally {
+    pub tally: Tally,
+    /// Approved contributions counted in it.
+    pub contributions: i32,
+}
+
+/// A period as kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    pub currency: String,
+    pub sealed: bool,
+}
+
+/// The policy in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub weights: Weights,
+    pub cash_ratio: Ratio,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            weights: Weights::default(),
+            cash_ratio: DEFAULT_CASH_RATIO,
+        }
+    }
+}
+
+/// The contribution state of any of the three contribution records (same fields).
+macro_rules! state_of {
+    ($c:expr) => {
+        Contribution::of(
+            $c.contribution_id.clone(),
+            $c.member_id.clone(),
+            $c.period_id.clone(),
+            $c.kind,
+            $c.value,
+            $c.status,
+        )?
+    };
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PatronageAggregator;
+
+impl Processor for PatronageAggregator {
+    type In = Event;
+    type Out = Event;
+
+    fn name(&self) -> &str {
+        "patronage-aggregator"
+    }
+
+    fn stores(&self) -> Vec<&'static str> {
+        vec![CONTRIBUTIONS, TALLIES, PERIODS, POLICIES]
+    }
+
+    fn process(
+        &self,
+        ctx: &mut Context<'_, Event>,
+        record: &Record<Event>,
+    ) -> Result<(), ProcessError> {
+        let Some(event) = &record.value else {
+            return Ok(());
+        };
+        let tenant = event.meta().tenant_id.clone();
+        match event {
+            Event::ContributionSubmitted(c) => contribution(ctx, &tenant, event, state_of!(c)),
+            Event::ContributionApproved(c) => contribution(ctx, &tenant, event, state_of!(c)),
+            Event::ContributionRejected(c) => contribution(ctx, &tenant, event, state_of!(c)),
+            Event::PeriodOpened(p) => {
+                let key = format!("{tenant}/{}", p.period_id);
+                let mut period: Period = ctx.get(PERIODS, &key)?.unwrap_or_default();
+                period.currency.clone_from(&p.currency);
+                ctx.put(PERIODS, &key, &period)
+            }
+            Event::PatronagePolicySet(p) => {
+                let mut weights = BTreeMap::new();
+                for w in &p.weights {
+                    _ = weights.insert(kind(w.kind), ratio(w.weight, "weight")?);
+                }
+                let policy = Policy {
+                    weights: Weights(weights),
+                    cash_ratio: ratio(p.cash_ratio, "cash_ratio")?,
+                };
+                ctx.put(POLICIES, &tenant, &policy)
+            }
+            Event::PeriodClosed(p) => {
+                let key = format!("{tenant}/{}", p.period_id);
+                let mut period: Period = ctx.get(PERIODS, &key)?.unwrap_or_default();
+                if period.sealed {
+                    return Ok(());
+                }
+                let surplus = money(p.net_surplus, "net_surplus")?;
+                if surplus.is_negative() {
+                    return Err(ProcessError::rejected(
+                        "negative-surplus",
+                        format!("period {} closed with surplus {surplus}", p.period_id),
+                    ));
+                }
+                let policy: Policy = ctx.get(POLICIES, &tenant)?.unwrap_or_default();
+                let prefix = format!("{tenant}/{}/", p.period_id);
+                let tallies: BTreeMap<String, Tally> = ctx
+                    .scan::<KeptTally>(TALLIES, &prefix)?
+                    .into_iter()
+                    .map(|(k, kept)| (k[prefix.len()..].to_owned(), kept.tally))
+                    .collect();
+                let seal = Seal::new(&tallies, &policy.weights);
+                ctx.emit(PeriodPatronageSealed {
+                    meta: ctx.meta::<PeriodPatronageSealed>(&tenant),
+                    period_id: p.period_id.clone(),
+                    currency: p.currency.clone(),
+                    net_surplus: surplus.to_decimal(),
+                    weights: policy
+                        .weights
+                        .0
+                        .iter()
+                        .map(|(k, w)| KindWeight {
+                            kind: contribution_kind(*k),
+                            weight: w.to_decimal(),
+                        })
+                        .collect(),
+                    cash_ratio: policy.cash_ratio.to_decimal(),
+                    members: seal
+                        .members
+                        .iter()
+                        .map(|m| MemberPatronage {
+                            member_id: m.member_id.clone(),
+                            by_kind: by_kind(&m.tally),
+                            weighted: m.weighted.to_decimal(),
+                        })
+                        .collect(),
+                    total_weighted: seal.total_weighted.to_decimal(),
+                    sealed_at: p.meta.occurred_at,
+                });
+                period.sealed = true;
+                period.currency.clone_from(&p.currency);
+                ctx.put(PERIODS, &key, &period)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A contribution record, whichever its type.
+struct Contribution {
+    id: String,
+    status: ContributionStatus,
+    state: ContributionState,
+}
+
+impl Contribution {
+    fn of(
+        id: String,
+        member_id: String,
+        period_id: String,
+        kind_of: ContributionKind,
+        value: Decimal,
+        status: ContributionStatus,
+    ) -> Result<Self, ProcessError> {
+        let value = money(value, "value")?;
+        if value.is_negative() {
+            return Err(ProcessError::rejected(
+                "negative-value",
+                format!("contribution {id} has value {value}"),
+            ));
+        }
+        Ok(Self {
+            state: ContributionState {
+                period_id,
+                member_id,
+                kind: kind(kind_of),
+                value,
+                approved: status == ContributionStatus::Approved,
+            },
+            status,
+            id,
+        })
+    }
+}
+
+fn contribution(
+    ctx: &mut Context<'_, Event>,
+    tenant: &str,
+    event: &Event,
+    new: Contribution,
+) -> Result<(), ProcessError> {
+    let key = format!("{tenant}/{}", new.id);
+    let old: Option<Kept> = ctx.get(CONTRIBUTIONS, &key)?;
+    if old
+        .as_ref()
+        .is_some_and(|o| o.state == new.state && o.status == new.status.as_str())
+    {
+        return Ok(());
+    }
+    let period: Period = ctx
+        .get(PERIODS, &format!("{tenant}/{}", new.state.period_id))?
+        .unwrap_or_default();
+    ctx.put(
+        CONTRIBUTIONS,
+        &key,
+        &Kept {
+            state: new.state.clone(),
+            status: new.status.as_str().to_owned(),
+        },
+    )?;
+    if period.sealed {
+        // The seal stands; finance sees the change as an exception.
+        ctx.emit(LateContributionChange {
+            meta: ctx.meta::<LateContributionChange>(tenant),
+            contribution_id: new.id.clone(),
+            member_id: new.state.member_id.clone(),
+            period_id: new.state.period_id.clone(),
+            previous_status: old
+                .as_ref()
+                .and_then(|o| ContributionStatus::from_symbol(&o.status)),
+            previous_value: old.as_ref().map(|o| o.state.value.to_decimal()),
+            new_status: new.status,
+            new_value: new.state.value.to_decimal(),
+            source_event_id: event.meta().event_id.clone(),
+        });
+        return Ok(());
+    }
+    let mut changed: BTreeMap<TallyKey, KeptTally> = BTreeMap::new();
+    let old_state = old.as_ref().map(|o| &o.state);
+    for (tally_key, kind, change) in ContributionState::effect(old_state, Some(&new.state)) {
+        let slot = tally_slot(ctx, tenant, &mut changed, &tally_key)?;
+        slot.tally.add(kind, change);
+    }
+    // Counted contributions: one out of the old tally, one into the new.
+    for (state, delta) in [(old_state, -1), (Some(&new.state), 1)] {
+        if let Some(state) = state.filter(|s| s.approved) {
+            let tally_key = TallyKey {
+                period_id: state.period_id.clone(),
+                member_id: state.member_id.clone(),
+            };
+            tally_slot(ctx, tenant, &mut changed, &tally_key)?.contributions += delta;
+        }
+    }
+    for (tally_key, kept) in changed {
+        let store_key = format!("{tenant}/{}/{}", tally_key.period_id, tally_key.member_id);
+        let before: KeptTally = ctx.get(TALLIES, &store_key)?.unwrap_or_default();
+        if before == kept {
+            continue;
+        }
+        if kept.tally.is_empty() && kept.contributions == 0 {
+            ctx.delete(TALLIES, &store_key)?;
+        } else {
+            ctx.put(TALLIES, &store_key, &kept)?;
+        }
+        let total: i128 = kept.tally.0.values().map(|m| m.cents()).sum();
+        ctx.emit(PatronageTallied {
+            meta: ctx.meta::<PatronageTallied>(tenant),
+            period_id: tally_key.period_id.clone(),
+            member_id: tally_key.member_id.clone(),
+            by_kind: by_kind(&kept.tally),
+            total: Money::from_cents(total).to_decimal(),
+            contributions: kept.contributions,
+        });
+    }
+    Ok(())
+}
+
+fn tally_slot<'m>(
+    ctx: &Context<'_, Event>,
+    tenant: &str,
+    changed: &'m mut BTreeMap<TallyKey, KeptTally>,
+    key: &TallyKey,
+) -> Result<&'m mut KeptTally, ProcessError> {
+    if !changed.contains_key(key) {
+        let stored = ctx
+            .get(
+                TALLIES,
+                &format!("{tenant}/{}/{}", key.period_id, key.member_id),
+            )?
+            .unwrap_or_default();
+        _ = changed.insert(key.clone(), stored);
+    }
+    Ok(changed.get_mut(key).expect("inserted above"))
+}
+
+fn by_kind(tally: &Tally) -> Vec<KindTally> {
+    tally
+        .0
+        .iter()
+        .map(|(k, v)| KindTally {
+            kind: contribution_kind(*k),
+            value: v.to_decimal(),
+        })
+        .collect()
+}
+
+fn money(value: Decimal, field: &str) -> Result<Money, ProcessError> {
+    Money::try_from(value)
+        .map_err(|e| ProcessError::rejected("invalid-amount", format!("{field}: {e}")))
+}
+
+fn ratio(value: Decimal, field: &str) -> Result<Ratio, ProcessError> {
+    Ratio::try_from(value)
+        .map_err(|e| ProcessError::rejected("invalid-ratio", format!("{field}: {e}")))
+}
+
+/// The domain's kind of a contract's kind.
+pub fn kind(kind: ContributionKind) -> Kind {
+    match kind {
+        ContributionKind::Labor => Kind::Labor,
+        ContributionKind::Expertise => Kind::Expertise,
+        ContributionKind::Capital => Kind::Capital,
+        ContributionKind::Relationship => Kind::Relationship,
+    }
+}
+
+/// The contract's kind of a domain kind.
+pub fn contribution_kind(kind: Kind) -> ContributionKind {
+    match kind {
+        Kind::Labor => ContributionKind::Labor,
+        Kind::Expertise => ContributionKind::Expertise,
+        Kind::Capital => ContributionKind::Capital,
+        Kind::Relationship => ContributionKind::Relationship,
+    }
+}
