@@ -28,9 +28,27 @@ use crate::{Codec, CodecError};
 pub struct AvroCodec {
     settings: SrSettings,
     handle: Handle,
-    writers: RwLock<HashMap<u32, Arc<(String, Schema)>>>,
+    writers: RwLock<HashMap<u32, Arc<Known>>>,
     ids: RwLock<HashMap<(String, String), u32>>,
-    readers: HashMap<&'static str, Schema>,
+    readers: HashMap<&'static str, Known>,
+}
+
+/// A parsed schema with its record's full name and its Parsing Canonical Form.
+struct Known {
+    name: String,
+    schema: Schema,
+    canonical: String,
+}
+
+impl Known {
+    fn new(name: String, schema: Schema) -> Self {
+        let canonical = schema.canonical_form();
+        Self {
+            name,
+            schema,
+            canonical,
+        }
+    }
 }
 
 impl AvroCodec {
@@ -40,7 +58,12 @@ impl AvroCodec {
             .iter()
             .map(|info| {
                 Schema::parse_str(info.schema)
-                    .map(|schema| (info.full_name, schema))
+                    .map(|schema| {
+                        (
+                            info.full_name,
+                            Known::new(info.full_name.to_owned(), schema),
+                        )
+                    })
                     .map_err(|e| CodecError::Encode(format!("{}: {e}", info.full_name)))
             })
             .collect::<Result<_, _>>()?;
@@ -53,7 +76,7 @@ impl AvroCodec {
         })
     }
 
-    fn writer(&self, id: u32) -> Result<Arc<(String, Schema)>, CodecError> {
+    fn writer(&self, id: u32) -> Result<Arc<Known>, CodecError> {
         if let Some(found) = self.writers.read().expect("cache lock").get(&id) {
             return Ok(found.clone());
         }
@@ -72,7 +95,7 @@ impl AvroCodec {
                 )));
             }
         };
-        let entry = Arc::new((name, schema));
+        let entry = Arc::new(Known::new(name, schema));
         _ = self
             .writers
             .write()
@@ -130,17 +153,27 @@ impl Codec for AvroCodec {
         let (id, mut payload) =
             wire::unframe(bytes).map_err(|e| CodecError::Undecodable(format!("{topic}: {e}")))?;
         let writer = self.writer(id)?;
-        let (name, writer_schema) = (&writer.0, &writer.1);
+        let name = &writer.name;
         let reader = self.readers.get(name.as_str()).ok_or_else(|| {
             CodecError::UnknownSchema(format!(
                 "{name} (schema id {id}) is not in the event catalog"
             ))
         })?;
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(writer_schema)
-            .reader_schema(reader)
-            .build()
-            .and_then(|r| r.read_value(&mut payload))
-            .map_err(|e| CodecError::Undecodable(format!("{name} (schema id {id}): {e}")))?;
+        // Same schema: read directly. (Resolving also checks a `bytes` decimal's length
+        // against its precision, which refuses small values; see apache-avro's
+        // `resolve_decimal`. Only a different writer version needs resolution.)
+        use apache_avro::reader::datum::GenericDatumReader;
+        let value = if writer.canonical == reader.canonical {
+            GenericDatumReader::builder(&reader.schema)
+                .build()
+                .and_then(|r| r.read_value(&mut payload))
+        } else {
+            GenericDatumReader::builder(&writer.schema)
+                .reader_schema(&reader.schema)
+                .build()
+                .and_then(|r| r.read_value(&mut payload))
+        }
+        .map_err(|e| CodecError::Undecodable(format!("{name} (schema id {id}): {e}")))?;
         Event::from_value(name, value).map_err(|e| CodecError::Undecodable(e.to_string()))
     }
 
@@ -159,7 +192,7 @@ impl Codec for AvroCodec {
         let value = event
             .to_value()
             .map_err(|e| CodecError::Encode(e.to_string()))?;
-        let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&schema.schema)
             .build()
             .and_then(|w| w.write_value_to_vec(value))
             .map_err(|e| CodecError::Encode(format!("{full_name}: {e}")))?;
