@@ -1,0 +1,398 @@
+//! A cooperative's year end to end: contributions and a period posted to the context
+//! topics, patronage-aggregator and allocation-calculator running as processes, the seal,
+//! the allocations and the approval read back and compared field by field, in cents.
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use contracts::records::{
+    AllocationSetApproved, AllocationSetStatus, ContributionApproved, ContributionKind,
+    ContributionRejected, ContributionStatus, ContributionUnit, Event, InstallmentInterval,
+    KindWeight, Meta, PatronagePolicySet, PeriodClosed, PeriodOpened, PeriodStatus,
+};
+use habitat_runtime::{Codec, avro::AvroCodec, partition_for};
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    producer::{BaseProducer, BaseRecord, Producer},
+};
+use rust_decimal::Decimal;
+use test_support::{client_config, create_topic_blocking, kafka, scratch_dir, unique, wait_for};
+
+const PARTITIONS: i32 = 6;
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A processor binary of the workspace running against the test broker and registry.
+struct Running(Child);
+
+impl Running {
+    fn start(name: &str, registry: &str) -> Self {
+        let env = format!("HABITAT_{}_BIN", name.to_uppercase().replace('-', "_"));
+        let bin = devstack::process::sibling_binary(name, &env).expect("the processor binary");
+        let log = scratch_dir().join(format!("{name}-{}.log", unique("e2e")));
+        let child = Command::new(bin)
+            .env("HABITAT_BOOTSTRAP_SERVERS", &kafka().bootstrap)
+            .env("HABITAT_SCHEMA_REGISTRY_URL", registry)
+            .env("HABITAT_KAFKA_BROKER_ADDRESS_FAMILY", "v4")
+            .env("HABITAT_LOG", "warn,habitat_runtime=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the processor");
+        Self(child)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        _ = self.0.kill();
+        _ = self.0.wait();
+    }
+}
+
+fn dec(text: &str) -> Decimal {
+    text.parse().expect("decimal")
+}
+
+fn cents(value: Decimal) -> i64 {
+    let scaled = value * Decimal::ONE_HUNDRED;
+    assert_eq!(scaled.fract(), Decimal::ZERO, "{value} is not whole cents");
+    i64::try_from(scaled.trunc().mantissa() / 10_i128.pow(scaled.trunc().scale())).expect("fits")
+}
+
+struct Year {
+    tenant: String,
+    n: u32,
+    events: Vec<Event>,
+}
+
+impl Year {
+    fn meta(&mut self, event_type: &str) -> Meta {
+        self.n += 1;
+        Meta {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            event_type: event_type.to_owned(),
+            schema_version: 1,
+            tenant_id: self.tenant.clone(),
+            occurred_at: Utc
+                .with_ymd_and_hms(2026, 6, 1, 0, 0, 0)
+                .single()
+                .expect("valid")
+                + chrono::TimeDelta::minutes(i64::from(self.n)),
+            producer: "rest:e2e".to_owned(),
+            actor: Some("steward:ana".to_owned()),
+            correlation_id: "year-2026".to_owned(),
+            causation_id: None,
+        }
+    }
+
+    fn contribution(
+        &mut self,
+        id: &str,
+        member: &str,
+        kind: ContributionKind,
+        value: &str,
+        status: ContributionStatus,
+    ) {
+        let event_type = if status == ContributionStatus::Rejected {
+            "people.ContributionRejected"
+        } else {
+            "people.ContributionApproved"
+        };
+        let meta = self.meta(event_type);
+        let at = meta.occurred_at;
+        let fields = (
+            id.to_owned(),
+            member.to_owned(),
+            "2026".to_owned(),
+            kind,
+            dec("1"),
+            ContributionUnit::Hours,
+            dec(value),
+            "work".to_owned(),
+            status,
+            member.to_owned(),
+            at,
+            Some("steward:ana".to_owned()),
+            Some(at),
+        );
+        let event: Event = if status == ContributionStatus::Rejected {
+            ContributionRejected {
+                meta,
+                contribution_id: fields.0,
+                member_id: fields.1,
+                period_id: fields.2,
+                kind: fields.3,
+                quantity: fields.4,
+                unit: fields.5,
+                value: fields.6,
+                description: fields.7,
+                status: fields.8,
+                submitted_by: fields.9,
+                submitted_at: fields.10,
+                reviewed_by: fields.11,
+                reviewed_at: fields.12,
+                rejection_reason: Some("reversed".to_owned()),
+            }
+            .into()
+        } else {
+            ContributionApproved {
+                meta,
+                contribution_id: fields.0,
+                member_id: fields.1,
+                period_id: fields.2,
+                kind: fields.3,
+                quantity: fields.4,
+                unit: fields.5,
+                value: fields.6,
+                description: fields.7,
+                status: fields.8,
+                submitted_by: fields.9,
+                submitted_at: fields.10,
+                reviewed_by: fields.11,
+                reviewed_at: fields.12,
+                rejection_reason: None,
+            }
+            .into()
+        };
+        self.events.push(event);
+    }
+
+    fn period(&mut self, closed_with: Option<&str>) {
+        let (starts_on, ends_on) = (
+            NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid"),
+            NaiveDate::from_ymd_opt(2026, 12, 31).expect("valid"),
+        );
+        let event: Event = match closed_with {
+            None => PeriodOpened {
+                meta: self.meta("treasury.PeriodOpened"),
+                period_id: "2026".to_owned(),
+                starts_on,
+                ends_on,
+                status: PeriodStatus::Open,
+                currency: "USD".to_owned(),
+                net_surplus: None,
+                closed_by: None,
+            }
+            .into(),
+            Some(surplus) => PeriodClosed {
+                meta: self.meta("treasury.PeriodClosed"),
+                period_id: "2026".to_owned(),
+                starts_on,
+                ends_on,
+                status: PeriodStatus::Closed,
+                currency: "USD".to_owned(),
+                net_surplus: dec(surplus),
+                closed_by: "steward:ana".to_owned(),
+            }
+            .into(),
+        };
+        self.events.push(event);
+    }
+
+    fn policy(&mut self) {
+        let event = PatronagePolicySet {
+            meta: self.meta("treasury.PatronagePolicySet"),
+            weights: vec![
+                KindWeight {
+                    kind: ContributionKind::Labor,
+                    weight: dec("1.0"),
+                },
+                KindWeight {
+                    kind: ContributionKind::Expertise,
+                    weight: dec("1.5"),
+                },
+            ],
+            cash_ratio: dec("0.3"),
+            installments: 2,
+            installment_interval: InstallmentInterval::Monthly,
+            first_payment_offset_days: 30,
+            effective_from: None,
+        };
+        self.events.push(event.into());
+    }
+}
+
+/// Posts events to their topics, each to its tenant partition, stamped a millisecond apart.
+fn post(codec: &AvroCodec, events: &[Event]) {
+    let producer: BaseProducer = client_config()
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let start = Utc::now().timestamp_millis();
+    for (i, event) in events.iter().enumerate() {
+        let key = event.key();
+        let value = codec.encode(event.topic(), event).expect("encode");
+        let record = BaseRecord::to(event.topic())
+            .key(key.as_str())
+            .payload(value.as_slice())
+            .partition(partition_for(&key, PARTITIONS))
+            .timestamp(start + i64::try_from(i).expect("small"));
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+}
+
+/// Reads `habitat.agreements` (read_committed), keeping the events of one tenant.
+struct Agreements {
+    consumer: BaseConsumer,
+    events: Vec<Event>,
+}
+
+impl Agreements {
+    fn new() -> Self {
+        let consumer: BaseConsumer = client_config()
+            .set("group.id", unique("e2e-reader"))
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let mut list = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            list.add_partition_offset("habitat.agreements", p, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&list).expect("assign");
+        Self {
+            consumer,
+            events: Vec::new(),
+        }
+    }
+
+    fn until<T>(
+        &mut self,
+        codec: &AvroCodec,
+        tenant: &str,
+        what: &str,
+        mut found: impl FnMut(&[Event]) -> Option<T>,
+    ) -> T {
+        wait_for(TIMEOUT, what, || {
+            while let Some(message) = self.consumer.poll(Duration::from_millis(50)) {
+                let message = message.expect("consume");
+                let event = codec
+                    .decode("habitat.agreements", message.payload().expect("a value"))
+                    .expect("decode");
+                if event.meta().tenant_id == tenant {
+                    self.events.push(event);
+                }
+            }
+            found(&self.events)
+        })
+    }
+}
+
+#[test]
+fn a_year_posted_to_the_context_topics_is_sealed_allocated_and_approved() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let registry = rt
+        .block_on(schema_registry::spawn_local(&test_support::database()))
+        .expect("registry");
+    let codec = AvroCodec::new(&registry, rt.handle().clone()).expect("codec");
+    for topic in ["habitat.people", "habitat.treasury", "habitat.agreements"] {
+        create_topic_blocking(topic, PARTITIONS);
+    }
+    let _aggregator = Running::start("patronage-aggregator", &registry);
+    let _calculator = Running::start("allocation-calculator", &registry);
+
+    use ContributionKind::{Expertise, Labor};
+    use ContributionStatus::{Approved, Rejected};
+    let mut year = Year {
+        tenant: unique("coop"),
+        n: 0,
+        events: Vec::new(),
+    };
+    year.period(None);
+    year.policy();
+    year.contribution("c1", "m-1", Labor, "100.00", Approved);
+    year.contribution("c2", "m-2", Expertise, "40.00", Approved);
+    year.contribution("c3", "m-3", Labor, "60.00", Approved);
+    year.contribution("c1", "m-1", Labor, "120.00", Approved); // corrected
+    year.contribution("c4", "m-3", Labor, "500.00", Approved);
+    year.contribution("c4", "m-3", Labor, "500.00", Rejected); // reversed
+    year.period(Some("1000.01"));
+    post(&codec, &year.events);
+
+    let tenant = year.tenant.clone();
+    let mut agreements = Agreements::new();
+    let hash = agreements.until(&codec, &tenant, "the proposed set", |events| {
+        events.iter().find_map(|e| match e {
+            Event::AllocationSetProposed(s) => Some(s.set_hash.clone()),
+            _ => None,
+        })
+    });
+
+    // W: m-1 120.00, m-2 40.00 × 1.5 = 60.00, m-3 60.00; T = 240. Shares of 1000.01:
+    // 500.005, 250.0025, 250.0025 → 500.00 + 250.00 + 250.00, the cent to m-1 (largest remainder).
+    let seal = agreements.events.iter().find_map(|e| match e {
+        Event::PeriodPatronageSealed(s) => Some(s.clone()),
+        _ => None,
+    });
+    let seal = seal.expect("the seal precedes the set");
+    let weighted: BTreeMap<String, Decimal> = seal
+        .members
+        .iter()
+        .map(|m| (m.member_id.clone(), m.weighted))
+        .collect();
+    assert_eq!(
+        weighted,
+        BTreeMap::from([
+            ("m-1".into(), dec("120")),
+            ("m-2".into(), dec("60")),
+            ("m-3".into(), dec("60"))
+        ])
+    );
+    assert_eq!(cents(seal.net_surplus), 100_001);
+    assert_eq!(seal.cash_ratio, dec("0.3"));
+
+    let approval = AllocationSetApproved {
+        meta: year.meta("agreements.AllocationSetApproved"),
+        period_id: "2026".to_owned(),
+        set_hash: hash.clone(),
+        approved_by: "board:2027-01".to_owned(),
+        approved_at: Utc::now(),
+    };
+    post(&codec, &[approval.into()]);
+    let approved = agreements.until(&codec, &tenant, "the approval", |events| {
+        events.iter().any(|e| matches!(e, Event::AllocationSetStatusChanged(s) if s.status == AllocationSetStatus::Approved)).then(|| {
+            let mut rows: Vec<(String, i64, i64, i64)> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::AllocationApproved(a) => Some((a.member_id.clone(), cents(a.amount), cents(a.cash), cents(a.retained))),
+                    _ => None,
+                })
+                .collect();
+            rows.sort();
+            rows
+        })
+    });
+    // cash = ceil(amount × 0.3): 150.003 → 150.01; 75.00; 75.00.
+    assert_eq!(
+        approved,
+        [
+            ("m-1".to_owned(), 50_001, 15_001, 35_000),
+            ("m-2".to_owned(), 25_000, 7_500, 17_500),
+            ("m-3".to_owned(), 25_000, 7_500, 17_500),
+        ]
+    );
+    let proposals = agreements
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::AllocationProposed(_)))
+        .count();
+    let tallies = agreements
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::PatronageTallied(_)))
+        .count();
+    assert_eq!(proposals, 3, "one proposal per member, exactly once");
+    // c1, c2, c3, c1 corrected, c4 approved, c4 reversed: six tally changes.
+    assert_eq!(tallies, 6);
+}
