@@ -8,13 +8,15 @@ use std::{
     time::Duration,
 };
 
+use allocation_calculator::AllocationCalculator;
 use chrono::{NaiveDate, TimeZone, Utc};
 use contracts::records::{
     AllocationSetApproved, AllocationSetStatus, ContributionApproved, ContributionKind,
     ContributionRejected, ContributionStatus, ContributionUnit, Event, InstallmentInterval,
     KindWeight, Meta, PatronagePolicySet, PeriodClosed, PeriodOpened, PeriodStatus,
 };
-use habitat_runtime::{Codec, avro::AvroCodec, partition_for};
+use habitat_runtime::{Codec, TestDriver, avro::AvroCodec, partition_for};
+use patronage_aggregator::PatronageAggregator;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -285,6 +287,124 @@ impl Agreements {
     }
 }
 
+/// The year both tests run: a policy, contributions (one corrected, one reversed), a close.
+fn year_2026(tenant: &str) -> Year {
+    use ContributionKind::{Expertise, Labor};
+    use ContributionStatus::{Approved, Rejected};
+    let mut year = Year {
+        tenant: tenant.to_owned(),
+        n: 0,
+        events: Vec::new(),
+    };
+    year.period(None);
+    year.policy();
+    year.contribution("c1", "m-1", Labor, "100.00", Approved);
+    year.contribution("c2", "m-2", Expertise, "40.00", Approved);
+    year.contribution("c3", "m-3", Labor, "60.00", Approved);
+    year.contribution("c1", "m-1", Labor, "120.00", Approved); // corrected
+    year.contribution("c4", "m-3", Labor, "500.00", Approved);
+    year.contribution("c4", "m-3", Labor, "500.00", Rejected); // reversed
+    year.period(Some("1000.01"));
+    year
+}
+
+/// Seals, proposals and approvals of a log, run through both processors in memory, with
+/// the ids of their `meta` blanked (event ids are new on every run).
+fn outcomes(log: &[Event]) -> Vec<Event> {
+    let mut aggregator = TestDriver::new(PatronageAggregator);
+    for event in log {
+        aggregator
+            .pipe(event.topic(), &event.key(), event.clone())
+            .expect("processed");
+    }
+    let mut calculator = TestDriver::new(AllocationCalculator);
+    let mut outcomes = Vec::new();
+    for event in aggregator.take_values() {
+        if let Event::PeriodPatronageSealed(_) = &event {
+            calculator
+                .pipe(event.topic(), &event.key(), event.clone())
+                .expect("processed");
+            outcomes.push(event);
+        }
+    }
+    let proposed = calculator.take_values();
+    let hash = proposed.iter().find_map(|e| match e {
+        Event::AllocationSetProposed(s) => Some(s.set_hash.clone()),
+        _ => None,
+    });
+    outcomes.extend(proposed);
+    if let Some(hash) = hash {
+        let mut year = Year {
+            tenant: log[0].meta().tenant_id.clone(),
+            n: 100,
+            events: Vec::new(),
+        };
+        let approval: Event = AllocationSetApproved {
+            meta: Meta {
+                // The same decision in both runs.
+                event_id: "decision-2026".to_owned(),
+                ..year.meta("agreements.AllocationSetApproved")
+            },
+            period_id: "2026".to_owned(),
+            set_hash: hash,
+            approved_by: "board".to_owned(),
+            approved_at: Utc
+                .with_ymd_and_hms(2027, 1, 20, 0, 0, 0)
+                .single()
+                .expect("valid"),
+        }
+        .into();
+        calculator
+            .pipe(approval.topic(), &approval.key(), approval)
+            .expect("processed");
+        outcomes.extend(calculator.take_values());
+    }
+    outcomes.into_iter().map(blank_ids).collect()
+}
+
+fn blank_ids(event: Event) -> Event {
+    use apache_avro::types::Value;
+    let mut value = event.to_value().expect("encodes");
+    if let Value::Record(fields) = &mut value
+        && let Some((_, Value::Record(meta))) = fields.iter_mut().find(|(name, _)| name == "meta")
+    {
+        for (name, field) in meta.iter_mut() {
+            if name == "event_id" || name == "correlation_id" {
+                *field = Value::String(String::new());
+            }
+            if name == "causation_id" {
+                *field = Value::Union(0, Box::new(Value::Null));
+            }
+        }
+    }
+    Event::from_value(event.full_name(), value).expect("decodes")
+}
+
+#[test]
+fn the_compacted_log_gives_the_same_seals_allocations_and_approvals() {
+    let full = year_2026("coop-compaction").events;
+    // Compaction keeps the last record of every key, in log order.
+    let last_of: BTreeMap<String, usize> =
+        full.iter().enumerate().map(|(i, e)| (e.key(), i)).collect();
+    let compacted: Vec<Event> = full
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| last_of[&e.key()] == *i)
+        .map(|(_, e)| e.clone())
+        .collect();
+    assert!(
+        compacted.len() < full.len(),
+        "the year writes some keys more than once"
+    );
+    let from_full = outcomes(&full);
+    assert!(
+        from_full
+            .iter()
+            .any(|e| matches!(e, Event::AllocationApproved(_)))
+    );
+    assert_eq!(outcomes(&compacted), from_full);
+}
+
 #[test]
 fn a_year_posted_to_the_context_topics_is_sealed_allocated_and_approved() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -302,22 +422,7 @@ fn a_year_posted_to_the_context_topics_is_sealed_allocated_and_approved() {
     let _aggregator = Running::start("patronage-aggregator", &registry);
     let _calculator = Running::start("allocation-calculator", &registry);
 
-    use ContributionKind::{Expertise, Labor};
-    use ContributionStatus::{Approved, Rejected};
-    let mut year = Year {
-        tenant: unique("coop"),
-        n: 0,
-        events: Vec::new(),
-    };
-    year.period(None);
-    year.policy();
-    year.contribution("c1", "m-1", Labor, "100.00", Approved);
-    year.contribution("c2", "m-2", Expertise, "40.00", Approved);
-    year.contribution("c3", "m-3", Labor, "60.00", Approved);
-    year.contribution("c1", "m-1", Labor, "120.00", Approved); // corrected
-    year.contribution("c4", "m-3", Labor, "500.00", Approved);
-    year.contribution("c4", "m-3", Labor, "500.00", Rejected); // reversed
-    year.period(Some("1000.01"));
+    let mut year = year_2026(&unique("coop"));
     post(&codec, &year.events);
 
     let tenant = year.tenant.clone();
