@@ -5,9 +5,13 @@
 //! - [`tally`]: a member's patronage per kind as a function of the latest state of each
 //!   contribution, and the weighted patronage of a seal.
 //! - [`allocation`]: dividing a surplus among members exactly to the cent.
+//! - [`schedule`]: installments, loan schedules, the payment state machine.
+//! - [`ledger`]: balanced double-entry postings over a configurable chart of accounts.
 
 pub mod allocation;
+pub mod ledger;
 pub mod money;
+pub mod schedule;
 pub mod tally;
 
 pub use allocation::{Allocation, AllocationSet, MemberWeight, allocate, set_hash};
