@@ -1,0 +1,435 @@
+//! payment-schedule-creator: approved allocations and funded loans become payment
+//! schedules; each payment goes SCHEDULED → DUE (a durable timer) → SETTLED | FAILED.
+//!
+//! Reads `habitat.agreements` (`AllocationApproved`, `LoanFunded`) and `habitat.treasury`
+//! (`PatronagePolicySet`, `PaymentSettled`, `PaymentFailed`). Keeps the policy in force, every
+//! payment it scheduled with its state, and the schedules made. Writes
+//! `DistributionScheduled`/`LoanScheduled` and `PaymentScheduled` per installment,
+//! `PaymentDue` when a payment's due date comes on the processor's clock,
+//! `PaymentStatusChanged` for a result, and `PaymentResultRejected` for a result that
+//! conflicts or names an unknown payment (never dropped).
+
+use chrono::{NaiveDate, TimeDelta};
+use contracts::records::{
+    AllocationApproved, DistributionScheduled, Event, InstallmentInterval, LoanFrequency,
+    LoanFunded, LoanMethod, LoanScheduled, PaymentDue, PaymentPurpose, PaymentResultRejected,
+    PaymentScheduled, PaymentStatus, PaymentStatusChanged, ScheduledPayment,
+};
+use habitat_domain::{
+    Money,
+    schedule::{Interval, LoanTerms, PaymentState, Repayment, installments, loan_schedule},
+};
+use habitat_runtime::{Context, ProcessError, Processor, Record, Timer};
+use serde::{Deserialize, Serialize};
+
+/// Store: installments, interval and first-payment offset in force, by `<tenant>`.
+pub const POLICIES: &str = "policies";
+/// Store: every scheduled payment and its state, by `<tenant>/<payment_id>`.
+pub const PAYMENTS: &str = "payments";
+/// Store: schedules made, by `<tenant>/<schedule_id>`.
+pub const SCHEDULES: &str = "schedules";
+/// Timer: a payment falls due.
+pub const DUE: &str = "due";
+
+/// How distributions are paid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub installments: u32,
+    pub interval: Interval,
+    pub first_payment_offset_days: i64,
+}
+
+impl Default for Policy {
+    /// One payment, 30 days after the approval.
+    fn default() -> Self {
+        Self {
+            installments: 1,
+            interval: Interval::Monthly,
+            first_payment_offset_days: 30,
+        }
+    }
+}
+
+/// A payment as kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub tenant_id: String,
+    pub payment_id: String,
+    pub schedule_id: String,
+    pub loan: bool,
+    pub member_id: String,
+    pub seq: i32,
+    pub due_on: NaiveDate,
+    pub amount: Money,
+    pub principal: Money,
+    pub interest: Money,
+    pub currency: String,
+    pub state: PaymentState,
+    /// The settlement's external reference, or the failure's reason.
+    pub outcome: Option<String>,
+}
+
+impl Payment {
+    fn status(&self) -> PaymentStatus {
+        status(self.state)
+    }
+
+    fn purpose(&self) -> PaymentPurpose {
+        if self.loan {
+            PaymentPurpose::LoanRepayment
+        } else {
+            PaymentPurpose::Distribution
+        }
+    }
+}
+
+fn status(state: PaymentState) -> PaymentStatus {
+    match state {
+        PaymentState::Scheduled => PaymentStatus::Scheduled,
+        PaymentState::Due => PaymentStatus::Due,
+        PaymentState::Settled => PaymentStatus::Settled,
+        PaymentState::Failed => PaymentStatus::Failed,
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PaymentScheduleCreator;
+
+impl Processor for PaymentScheduleCreator {
+    type In = Event;
+    type Out = Event;
+
+    fn name(&self) -> &str {
+        "payment-schedule-creator"
+    }
+
+    fn stores(&self) -> Vec<&'static str> {
+        vec![POLICIES, PAYMENTS, SCHEDULES]
+    }
+
+    fn timers(&self) -> Vec<&'static str> {
+        vec![DUE]
+    }
+
+    fn process(
+        &self,
+        ctx: &mut Context<'_, Event>,
+        record: &Record<Event>,
+    ) -> Result<(), ProcessError> {
+        let Some(event) = &record.value else {
+            return Ok(());
+        };
+        let tenant = event.meta().tenant_id.clone();
+        match event {
+            Event::PatronagePolicySet(p) => {
+                let policy = Policy {
+                    installments: u32::try_from(p.installments.max(1)).unwrap_or(1),
+                    interval: match p.installment_interval {
+                        InstallmentInterval::Monthly => Interval::Monthly,
+                        InstallmentInterval::Quarterly => Interval::Quarterly,
+                    },
+                    first_payment_offset_days: i64::from(p.first_payment_offset_days),
+                };
+                ctx.put(POLICIES, &tenant, &policy)
+            }
+            Event::AllocationApproved(a) => distribution(ctx, &tenant, a),
+            Event::LoanFunded(l) => loan(ctx, &tenant, l),
+            Event::PaymentSettled(s) => result(
+                ctx,
+                &tenant,
+                event,
+                &s.payment_id,
+                PaymentState::Settled,
+                &s.external_ref,
+                |p| {
+                    (
+                        Some(s.settled_at),
+                        Some(s.method.clone()),
+                        Some(s.external_ref.clone()),
+                        None,
+                        p,
+                    )
+                },
+            ),
+            Event::PaymentFailed(f) => result(
+                ctx,
+                &tenant,
+                event,
+                &f.payment_id,
+                PaymentState::Failed,
+                &f.reason,
+                |p| (None, None, None, Some(f.reason.clone()), p),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_timer(&self, ctx: &mut Context<'_, Event>, timer: &Timer) -> Result<(), ProcessError> {
+        let Some(mut payment) = ctx.get::<Payment>(PAYMENTS, &timer.key)? else {
+            return Ok(());
+        };
+        if !payment.state.can_move_to(PaymentState::Due) {
+            return Ok(());
+        }
+        payment.state = PaymentState::Due;
+        ctx.emit(PaymentDue {
+            meta: ctx.meta::<PaymentDue>(&payment.tenant_id),
+            payment_id: payment.payment_id.clone(),
+            schedule_id: payment.schedule_id.clone(),
+            purpose: payment.purpose(),
+            member_id: payment.member_id.clone(),
+            seq: payment.seq,
+            due_on: payment.due_on,
+            amount: payment.amount.to_decimal(),
+            principal: payment.principal.to_decimal(),
+            interest: payment.interest.to_decimal(),
+            currency: payment.currency.clone(),
+            status: PaymentStatus::Due,
+        });
+        ctx.put(PAYMENTS, &timer.key, &payment)
+    }
+}
+
+fn money(value: rust_decimal::Decimal, field: &str) -> Result<Money, ProcessError> {
+    Money::try_from(value)
+        .map_err(|e| ProcessError::rejected("invalid-amount", format!("{field}: {e}")))
+}
+
+/// Records a payment, emits `PaymentScheduled` and sets its due timer.
+fn schedule_payment(ctx: &mut Context<'_, Event>, payment: Payment) -> Result<(), ProcessError> {
+    ctx.emit(PaymentScheduled {
+        meta: ctx.meta::<PaymentScheduled>(&payment.tenant_id),
+        payment_id: payment.payment_id.clone(),
+        schedule_id: payment.schedule_id.clone(),
+        purpose: payment.purpose(),
+        member_id: payment.member_id.clone(),
+        seq: payment.seq,
+        due_on: payment.due_on,
+        amount: payment.amount.to_decimal(),
+        principal: payment.principal.to_decimal(),
+        interest: payment.interest.to_decimal(),
+        currency: payment.currency.clone(),
+        status: PaymentStatus::Scheduled,
+    });
+    let key = format!("{}/{}", payment.tenant_id, payment.payment_id);
+    let due = payment
+        .due_on
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc();
+    ctx.schedule(DUE, &key, due, None)?;
+    ctx.put(PAYMENTS, &key, &payment)
+}
+
+/// Whether a schedule was made already (then nothing is made again).
+fn made(
+    ctx: &mut Context<'_, Event>,
+    tenant: &str,
+    schedule_id: &str,
+) -> Result<bool, ProcessError> {
+    let key = format!("{tenant}/{schedule_id}");
+    if ctx.get::<bool>(SCHEDULES, &key)?.is_some() {
+        return Ok(true);
+    }
+    ctx.put(SCHEDULES, &key, &true)?;
+    Ok(false)
+}
+
+fn distribution(
+    ctx: &mut Context<'_, Event>,
+    tenant: &str,
+    a: &AllocationApproved,
+) -> Result<(), ProcessError> {
+    let cash = money(a.cash, "cash")?;
+    if cash.cents() <= 0 {
+        return Ok(());
+    }
+    let schedule_id = format!("dist:{}:{}", a.period_id, a.member_id);
+    if made(ctx, tenant, &schedule_id)? {
+        return Ok(());
+    }
+    let policy: Policy = ctx.get(POLICIES, tenant)?.unwrap_or_default();
+    let first_due = a.approved_at.date_naive() + TimeDelta::days(policy.first_payment_offset_days);
+    let parts = installments(cash, policy.installments, first_due, policy.interval);
+    ctx.emit(DistributionScheduled {
+        meta: ctx.meta::<DistributionScheduled>(tenant),
+        schedule_id: schedule_id.clone(),
+        period_id: a.period_id.clone(),
+        member_id: a.member_id.clone(),
+        cash: cash.to_decimal(),
+        currency: a.currency.clone(),
+        installments: i32::try_from(parts.len()).unwrap_or(i32::MAX),
+        first_due_on: first_due,
+    });
+    for part in parts {
+        let seq = i32::try_from(part.index + 1).unwrap_or(i32::MAX);
+        schedule_payment(
+            ctx,
+            Payment {
+                tenant_id: tenant.to_owned(),
+                payment_id: format!("{schedule_id}:{seq}"),
+                schedule_id: schedule_id.clone(),
+                loan: false,
+                member_id: a.member_id.clone(),
+                seq,
+                due_on: part.due_on,
+                amount: part.amount,
+                principal: part.amount,
+                interest: Money::ZERO,
+                currency: a.currency.clone(),
+                state: PaymentState::Scheduled,
+                outcome: None,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn loan(ctx: &mut Context<'_, Event>, tenant: &str, l: &LoanFunded) -> Result<(), ProcessError> {
+    let schedule_id = format!("loan:{}", l.loan_id);
+    let (frequency, repayment) = match (l.frequency, l.method) {
+        (LoanFrequency::AtMaturity, _) => (Interval::Monthly, Repayment::AtMaturity),
+        (LoanFrequency::Monthly, m) => (Interval::Monthly, method(m)),
+        (LoanFrequency::Quarterly, m) => (Interval::Quarterly, method(m)),
+    };
+    let terms = LoanTerms {
+        principal: money(l.principal, "principal")?,
+        annual_rate: l.annual_rate,
+        term_months: u32::try_from(l.term_months).unwrap_or(0),
+        frequency,
+        repayment,
+        funded_on: l.funded_on,
+    };
+    let payments =
+        loan_schedule(&terms).map_err(|e| ProcessError::rejected("loan-terms", e.to_string()))?;
+    if made(ctx, tenant, &schedule_id)? {
+        return Ok(());
+    }
+    let payment_id = |n: u32| format!("{schedule_id}:{n}");
+    ctx.emit(LoanScheduled {
+        meta: ctx.meta::<LoanScheduled>(tenant),
+        schedule_id: schedule_id.clone(),
+        loan_id: l.loan_id.clone(),
+        member_id: l.member_id.clone(),
+        principal: terms.principal.to_decimal(),
+        currency: l.currency.clone(),
+        total_interest: Money::from_cents(payments.iter().map(|p| p.interest.cents()).sum())
+            .to_decimal(),
+        payments: payments
+            .iter()
+            .map(|p| ScheduledPayment {
+                payment_id: payment_id(p.number),
+                due_on: p.due_on,
+                amount: p.payment.to_decimal(),
+                principal: p.principal.to_decimal(),
+                interest: p.interest.to_decimal(),
+                balance_after: p.balance_after.to_decimal(),
+            })
+            .collect(),
+    });
+    for p in payments {
+        schedule_payment(
+            ctx,
+            Payment {
+                tenant_id: tenant.to_owned(),
+                payment_id: payment_id(p.number),
+                schedule_id: schedule_id.clone(),
+                loan: true,
+                member_id: l.member_id.clone(),
+                seq: i32::try_from(p.number).unwrap_or(i32::MAX),
+                due_on: p.due_on,
+                amount: p.payment,
+                principal: p.principal,
+                interest: p.interest,
+                currency: l.currency.clone(),
+                state: PaymentState::Scheduled,
+                outcome: None,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn method(method: LoanMethod) -> Repayment {
+    match method {
+        LoanMethod::Amortized => Repayment::Amortized,
+        LoanMethod::InterestOnly => Repayment::InterestOnly,
+    }
+}
+
+type Details = (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Payment,
+);
+
+/// A settlement or failure: moves the payment forward, or is reported as rejected.
+fn result(
+    ctx: &mut Context<'_, Event>,
+    tenant: &str,
+    event: &Event,
+    payment_id: &str,
+    next: PaymentState,
+    outcome: &str,
+    details: impl FnOnce(Payment) -> Details,
+) -> Result<(), ProcessError> {
+    let key = format!("{tenant}/{payment_id}");
+    let payment: Option<Payment> = ctx.get(PAYMENTS, &key)?;
+    let reject = |ctx: &mut Context<'_, Event>, state: Option<PaymentStatus>, reason: String| {
+        ctx.emit(PaymentResultRejected {
+            meta: ctx.meta::<PaymentResultRejected>(tenant),
+            result_event_id: event.meta().event_id.clone(),
+            result_type: event.event_type().to_owned(),
+            payment_id: payment_id.to_owned(),
+            payment_status: state,
+            reason,
+        });
+        Ok(())
+    };
+    let Some(payment) = payment else {
+        return reject(ctx, None, format!("no payment {payment_id} was scheduled"));
+    };
+    if payment.state == next && payment.outcome.as_deref() == Some(outcome) {
+        return Ok(()); // the same result again
+    }
+    if !payment.state.can_move_to(next) {
+        let reason = format!(
+            "payment {payment_id} is already {}{}",
+            payment.status(),
+            payment
+                .outcome
+                .as_deref()
+                .map(|o| format!(" ({o})"))
+                .unwrap_or_default()
+        );
+        return reject(ctx, Some(payment.status()), reason);
+    }
+    let previous = payment.status();
+    let (settled_at, method, external_ref, failure_reason, mut payment) = details(payment);
+    payment.state = next;
+    payment.outcome = Some(outcome.to_owned());
+    ctx.cancel(DUE, &key)?;
+    ctx.emit(PaymentStatusChanged {
+        meta: ctx.meta::<PaymentStatusChanged>(tenant),
+        payment_id: payment.payment_id.clone(),
+        schedule_id: payment.schedule_id.clone(),
+        purpose: payment.purpose(),
+        member_id: payment.member_id.clone(),
+        seq: payment.seq,
+        due_on: payment.due_on,
+        amount: payment.amount.to_decimal(),
+        principal: payment.principal.to_decimal(),
+        interest: payment.interest.to_decimal(),
+        currency: payment.currency.clone(),
+        status: payment.status(),
+        previous_status: previous,
+        settled_at,
+        method,
+        external_ref,
+        failure_reason,
+        result_event_id: event.meta().event_id.clone(),
+    });
+    ctx.put(PAYMENTS, &key, &payment)
+}
