@@ -92,6 +92,26 @@ fn status(state: PaymentState) -> PaymentStatus {
     }
 }
 
+/// A payment record of type `$ty` with the payment's fields and `$extra` ones.
+macro_rules! payment_record {
+    ($ty:ident, $ctx:expr, $p:expr, { $($field:ident: $value:expr),* $(,)? }) => {
+        $ty {
+            meta: $ctx.meta::<$ty>(&$p.tenant_id),
+            payment_id: $p.payment_id.clone(),
+            schedule_id: $p.schedule_id.clone(),
+            purpose: $p.purpose(),
+            member_id: $p.member_id.clone(),
+            seq: $p.seq,
+            due_on: $p.due_on,
+            amount: $p.amount.to_decimal(),
+            principal: $p.principal.to_decimal(),
+            interest: $p.interest.to_decimal(),
+            currency: $p.currency.clone(),
+            $($field: $value),*
+        }
+    };
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct PaymentScheduleCreator;
 
@@ -172,20 +192,9 @@ impl Processor for PaymentScheduleCreator {
             return Ok(());
         }
         payment.state = PaymentState::Due;
-        ctx.emit(PaymentDue {
-            meta: ctx.meta::<PaymentDue>(&payment.tenant_id),
-            payment_id: payment.payment_id.clone(),
-            schedule_id: payment.schedule_id.clone(),
-            purpose: payment.purpose(),
-            member_id: payment.member_id.clone(),
-            seq: payment.seq,
-            due_on: payment.due_on,
-            amount: payment.amount.to_decimal(),
-            principal: payment.principal.to_decimal(),
-            interest: payment.interest.to_decimal(),
-            currency: payment.currency.clone(),
+        ctx.emit(payment_record!(PaymentDue, ctx, payment, {
             status: PaymentStatus::Due,
-        });
+        }));
         ctx.put(PAYMENTS, &timer.key, &payment)
     }
 }
@@ -197,20 +206,9 @@ fn money(value: rust_decimal::Decimal, field: &str) -> Result<Money, ProcessErro
 
 /// Records a payment, emits `PaymentScheduled` and sets its due timer.
 fn schedule_payment(ctx: &mut Context<'_, Event>, payment: Payment) -> Result<(), ProcessError> {
-    ctx.emit(PaymentScheduled {
-        meta: ctx.meta::<PaymentScheduled>(&payment.tenant_id),
-        payment_id: payment.payment_id.clone(),
-        schedule_id: payment.schedule_id.clone(),
-        purpose: payment.purpose(),
-        member_id: payment.member_id.clone(),
-        seq: payment.seq,
-        due_on: payment.due_on,
-        amount: payment.amount.to_decimal(),
-        principal: payment.principal.to_decimal(),
-        interest: payment.interest.to_decimal(),
-        currency: payment.currency.clone(),
+    ctx.emit(payment_record!(PaymentScheduled, ctx, payment, {
         status: PaymentStatus::Scheduled,
-    });
+    }));
     let key = format!("{}/{}", payment.tenant_id, payment.payment_id);
     let due = payment
         .due_on
