@@ -197,3 +197,35 @@ pub fn create_topic_blocking(name: &str, partitions: i32) {
         .expect("runtime")
         .block_on(create_topic(name, partitions));
 }
+
+/// Building catalog records in tests.
+pub mod records {
+    use chrono::{DateTime, Utc};
+    use contracts::records::Meta;
+    use rust_decimal::Decimal;
+
+    /// A decimal from its text (`"1000.01"`).
+    pub fn dec(text: &str) -> Decimal {
+        text.parse().expect("a decimal")
+    }
+
+    /// The `meta` of a record a test posts as a producer would.
+    pub fn meta(
+        tenant: &str,
+        event_type: &str,
+        event_id: &str,
+        occurred_at: DateTime<Utc>,
+    ) -> Meta {
+        Meta {
+            event_id: event_id.to_owned(),
+            event_type: event_type.to_owned(),
+            schema_version: 1,
+            tenant_id: tenant.to_owned(),
+            occurred_at,
+            producer: "rest:test".to_owned(),
+            actor: Some("steward:test".to_owned()),
+            correlation_id: format!("corr-{event_id}"),
+            causation_id: None,
+        }
+    }
+}

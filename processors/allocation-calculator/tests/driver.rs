@@ -7,26 +7,17 @@ use contracts::records::{
 };
 use habitat_runtime::TestDriver;
 use rust_decimal::Decimal;
-
-fn dec(text: &str) -> Decimal {
-    text.parse().expect("decimal")
-}
+use test_support::records::{self, dec};
 
 fn meta(event_type: &str, id: &str) -> Meta {
-    Meta {
-        event_id: id.to_owned(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        tenant_id: "coop-a".to_owned(),
-        occurred_at: Utc
-            .with_ymd_and_hms(2027, 1, 15, 9, 0, 0)
+    records::meta(
+        "coop-a",
+        event_type,
+        id,
+        Utc.with_ymd_and_hms(2027, 1, 15, 9, 0, 0)
             .single()
             .expect("valid"),
-        producer: "processor:patronage-aggregator".to_owned(),
-        actor: None,
-        correlation_id: "year-end".to_owned(),
-        causation_id: None,
-    }
+    )
 }
 
 fn seal(period: &str, surplus: &str, members: &[(&str, &str)]) -> Event {

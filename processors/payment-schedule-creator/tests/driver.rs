@@ -8,10 +8,7 @@ use contracts::records::{
 use habitat_runtime::TestDriver;
 use payment_schedule_creator::PaymentScheduleCreator;
 use rust_decimal::Decimal;
-
-fn dec(text: &str) -> Decimal {
-    text.parse().expect("decimal")
-}
+use test_support::records::{self, dec};
 
 fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, 12, 0, 0)
@@ -20,17 +17,7 @@ fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
 }
 
 fn meta(event_type: &str, id: &str) -> Meta {
-    Meta {
-        event_id: id.to_owned(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        tenant_id: "coop-p".to_owned(),
-        occurred_at: at(2027, 1, 20),
-        producer: "rest:test".to_owned(),
-        actor: None,
-        correlation_id: "pay".to_owned(),
-        causation_id: None,
-    }
+    records::meta("coop-p", event_type, id, at(2027, 1, 20))
 }
 
 fn policy() -> Event {

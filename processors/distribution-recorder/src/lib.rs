@@ -1,0 +1,291 @@
+//! distribution-recorder: the single writer of the ledger and the member capital accounts.
+//!
+//! Reads `habitat.agreements`: `AllocationApproved`, `LoanFunded`, `DistributionScheduled`,
+//! `PaymentStatusChanged`. Keeps what it posted (by deterministic transaction id, so a
+//! redelivered record posts nothing twice), each member's allocated capital (account 3100)
+//! and each distribution's settled installments. Writes `TransactionPosted` per movement of
+//! money (SPEC §5's posting table over a configurable chart), `CapitalAccountUpdated` when a
+//! member's allocated capital changes, and `DistributionCompleted` when every installment of
+//! a distribution is settled.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use contracts::records::{
+    CapitalAccountUpdated, DistributionCompleted, Event, LedgerLine, PaymentPurpose, PaymentStatus,
+    PaymentStatusChanged, TransactionPosted,
+};
+use habitat_domain::{
+    Money,
+    ledger::{Chart, Posting},
+};
+use habitat_runtime::{Context, ProcessError, Processor, Record};
+use serde::{Deserialize, Serialize};
+
+/// Store: transaction ids posted, by `<tenant>/<transaction_id>`.
+pub const POSTED: &str = "posted";
+/// Store: each member's allocated capital balance, by `<tenant>/<member_id>`.
+pub const CAPITAL: &str = "capital";
+/// Store: each distribution's installments and settlements, by `<tenant>/<schedule_id>`.
+pub const DISTRIBUTIONS: &str = "distributions";
+
+/// A distribution being paid out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Distribution {
+    pub period_id: String,
+    pub member_id: String,
+    pub cash: Money,
+    pub currency: String,
+    pub installments: i32,
+    pub settled: Vec<String>,
+    pub completed: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DistributionRecorder {
+    pub chart: Chart,
+}
+
+impl Processor for DistributionRecorder {
+    type In = Event;
+    type Out = Event;
+
+    fn name(&self) -> &str {
+        "distribution-recorder"
+    }
+
+    fn stores(&self) -> Vec<&'static str> {
+        vec![POSTED, CAPITAL, DISTRIBUTIONS]
+    }
+
+    fn process(
+        &self,
+        ctx: &mut Context<'_, Event>,
+        record: &Record<Event>,
+    ) -> Result<(), ProcessError> {
+        let Some(event) = &record.value else {
+            return Ok(());
+        };
+        let tenant = event.meta().tenant_id.clone();
+        match event {
+            Event::AllocationApproved(a) => {
+                let (amount, cash, retained) =
+                    (money(a.amount)?, money(a.cash)?, money(a.retained)?);
+                let id = format!("alloc:{}:{}", a.period_id, a.member_id);
+                let posting = self
+                    .chart
+                    .allocation_approved(&a.member_id, amount, cash, retained);
+                let description =
+                    format!("Patronage allocation {} for {}", a.period_id, a.member_id);
+                if self.post(
+                    ctx,
+                    &tenant,
+                    event,
+                    &id,
+                    a.approved_at.date_naive(),
+                    &a.currency,
+                    &description,
+                    &posting,
+                )? {
+                    self.capital(ctx, &tenant, &a.member_id, &a.currency, retained, &id)?;
+                }
+                Ok(())
+            }
+            Event::LoanFunded(l) => {
+                let posting = self.chart.loan_funded(&l.member_id, money(l.principal)?);
+                let description = format!("Loan {} funded for {}", l.loan_id, l.member_id);
+                self.post(
+                    ctx,
+                    &tenant,
+                    event,
+                    &format!("loan:{}", l.loan_id),
+                    l.funded_on,
+                    &l.currency,
+                    &description,
+                    &posting,
+                )
+                .map(drop)
+            }
+            Event::DistributionScheduled(d) => {
+                let key = format!("{tenant}/{}", d.schedule_id);
+                let mut kept: Distribution = ctx.get(DISTRIBUTIONS, &key)?.unwrap_or_default();
+                kept.period_id.clone_from(&d.period_id);
+                kept.member_id.clone_from(&d.member_id);
+                kept.cash = money(d.cash)?;
+                kept.currency.clone_from(&d.currency);
+                kept.installments = d.installments;
+                self.complete_if_paid(ctx, &tenant, &d.schedule_id, kept, ctx.now())
+            }
+            Event::PaymentStatusChanged(p) if p.status == PaymentStatus::Settled => {
+                self.settled(ctx, &tenant, event, p)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn money(value: rust_decimal::Decimal) -> Result<Money, ProcessError> {
+    Money::try_from(value).map_err(|e| ProcessError::rejected("invalid-amount", e.to_string()))
+}
+
+impl DistributionRecorder {
+    /// Posts a transaction once; returns whether it was new.
+    #[allow(clippy::too_many_arguments)]
+    fn post(
+        &self,
+        ctx: &mut Context<'_, Event>,
+        tenant: &str,
+        source: &Event,
+        transaction_id: &str,
+        posted_on: NaiveDate,
+        currency: &str,
+        description: &str,
+        posting: &Posting,
+    ) -> Result<bool, ProcessError> {
+        let key = format!("{tenant}/{transaction_id}");
+        if ctx.get::<bool>(POSTED, &key)?.is_some() || posting.lines.is_empty() {
+            return Ok(false);
+        }
+        if !posting.balances() {
+            return Err(ProcessError::Fatal(format!(
+                "transaction {transaction_id} does not balance"
+            )));
+        }
+        ctx.emit(TransactionPosted {
+            meta: ctx.meta::<TransactionPosted>(tenant),
+            transaction_id: transaction_id.to_owned(),
+            posted_on,
+            currency: currency.to_owned(),
+            description: description.to_owned(),
+            source_event_id: source.meta().event_id.clone(),
+            lines: posting
+                .lines
+                .iter()
+                .map(|l| LedgerLine {
+                    account: l.account.clone(),
+                    member_id: l.member_id.clone(),
+                    debit: l.debit.to_decimal(),
+                    credit: l.credit.to_decimal(),
+                    memo: description.to_owned(),
+                })
+                .collect(),
+        });
+        ctx.put(POSTED, &key, &true)?;
+        Ok(true)
+    }
+
+    fn capital(
+        &self,
+        ctx: &mut Context<'_, Event>,
+        tenant: &str,
+        member: &str,
+        currency: &str,
+        change: Money,
+        transaction_id: &str,
+    ) -> Result<(), ProcessError> {
+        if change == Money::ZERO {
+            return Ok(());
+        }
+        let key = format!("{tenant}/{member}");
+        let balance = Money::from_cents(
+            ctx.get::<Money>(CAPITAL, &key)?.unwrap_or_default().cents() + change.cents(),
+        );
+        ctx.put(CAPITAL, &key, &balance)?;
+        ctx.emit(CapitalAccountUpdated {
+            meta: ctx.meta::<CapitalAccountUpdated>(tenant),
+            member_id: member.to_owned(),
+            currency: currency.to_owned(),
+            balance: balance.to_decimal(),
+            change: change.to_decimal(),
+            transaction_id: transaction_id.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn settled(
+        &self,
+        ctx: &mut Context<'_, Event>,
+        tenant: &str,
+        event: &Event,
+        p: &PaymentStatusChanged,
+    ) -> Result<(), ProcessError> {
+        let id = format!("pay:{}", p.payment_id);
+        let posted_on = p.settled_at.unwrap_or_else(|| ctx.now()).date_naive();
+        match p.purpose {
+            PaymentPurpose::LoanRepayment => {
+                let posting = self.chart.loan_payment_settled(
+                    &p.member_id,
+                    money(p.principal)?,
+                    money(p.interest)?,
+                );
+                let description = format!("Loan payment {} settled", p.payment_id);
+                self.post(
+                    ctx,
+                    tenant,
+                    event,
+                    &id,
+                    posted_on,
+                    &p.currency,
+                    &description,
+                    &posting,
+                )
+                .map(drop)
+            }
+            PaymentPurpose::Distribution => {
+                let posting = self
+                    .chart
+                    .distribution_settled(&p.member_id, money(p.amount)?);
+                let description = format!("Patronage dividend payment {} settled", p.payment_id);
+                if !self.post(
+                    ctx,
+                    tenant,
+                    event,
+                    &id,
+                    posted_on,
+                    &p.currency,
+                    &description,
+                    &posting,
+                )? {
+                    return Ok(());
+                }
+                let key = format!("{tenant}/{}", p.schedule_id);
+                let mut kept: Distribution = ctx.get(DISTRIBUTIONS, &key)?.unwrap_or_default();
+                if !kept.settled.contains(&p.payment_id) {
+                    kept.settled.push(p.payment_id.clone());
+                }
+                self.complete_if_paid(
+                    ctx,
+                    tenant,
+                    &p.schedule_id,
+                    kept,
+                    p.settled_at.unwrap_or_else(|| ctx.now()),
+                )
+            }
+        }
+    }
+
+    /// Stores the distribution; emits `DistributionCompleted` once every installment is settled.
+    fn complete_if_paid(
+        &self,
+        ctx: &mut Context<'_, Event>,
+        tenant: &str,
+        schedule_id: &str,
+        mut kept: Distribution,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        let key = format!("{tenant}/{schedule_id}");
+        let done = kept.installments > 0
+            && kept.settled.len() == usize::try_from(kept.installments).unwrap_or(usize::MAX);
+        if done && !kept.completed {
+            kept.completed = true;
+            ctx.emit(DistributionCompleted {
+                meta: ctx.meta::<DistributionCompleted>(tenant),
+                distribution_id: schedule_id.to_owned(),
+                period_id: kept.period_id.clone(),
+                member_id: kept.member_id.clone(),
+                cash: kept.cash.to_decimal(),
+                currency: kept.currency.clone(),
+                completed_at: at,
+            });
+        }
+        ctx.put(DISTRIBUTIONS, &key, &kept)
+    }
+}

@@ -1,0 +1,278 @@
+//! Money from approval to bank and back, through both processors in the test driver: the
+//! payment-schedule creator's outputs feed the distribution recorder, and after every
+//! scenario the tenant's trial balance is zero.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use contracts::records::{
+    AllocationApproved, AllocationStatus, Event, LoanFrequency, LoanFunded, LoanMethod, Meta,
+    PaymentFailed, PaymentSettled,
+};
+use distribution_recorder::DistributionRecorder;
+use habitat_runtime::TestDriver;
+use payment_schedule_creator::PaymentScheduleCreator;
+use rust_decimal::Decimal;
+use test_support::records::{self, dec};
+
+fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, 12, 0, 0)
+        .single()
+        .expect("valid")
+}
+
+fn meta(event_type: &str, id: &str) -> Meta {
+    records::meta("coop-l", event_type, id, at(2027, 1, 20))
+}
+
+/// Both processors, wired as on the broker.
+struct Pipeline {
+    creator: TestDriver<PaymentScheduleCreator>,
+    recorder: TestDriver<DistributionRecorder>,
+    recorded: Vec<Event>,
+}
+
+impl Pipeline {
+    fn new() -> Self {
+        Self {
+            creator: TestDriver::new(PaymentScheduleCreator),
+            recorder: TestDriver::new(DistributionRecorder::default()),
+            recorded: Vec::new(),
+        }
+    }
+
+    /// Feeds an input to whichever processors read it, and the creator's outputs on.
+    fn feed(&mut self, event: Event) -> Vec<Event> {
+        let creator_reads = !matches!(
+            event,
+            Event::DistributionScheduled(_) | Event::PaymentStatusChanged(_)
+        );
+        let mut for_recorder = vec![];
+        if creator_reads {
+            self.creator
+                .pipe(event.topic(), &event.key(), event.clone())
+                .expect("processed");
+        }
+        if matches!(event, Event::AllocationApproved(_) | Event::LoanFunded(_)) {
+            for_recorder.push(event);
+        }
+        self.flush(for_recorder)
+    }
+
+    /// Moves the clock: due timers fire.
+    fn at(&mut self, now: DateTime<Utc>) -> Vec<Event> {
+        self.creator.set_time(now).expect("clock");
+        self.flush(vec![])
+    }
+
+    fn flush(&mut self, mut for_recorder: Vec<Event>) -> Vec<Event> {
+        let created = self.creator.take_values();
+        for_recorder.extend(
+            created
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Event::DistributionScheduled(_) | Event::PaymentStatusChanged(_)
+                    )
+                })
+                .cloned(),
+        );
+        for event in for_recorder {
+            self.recorder
+                .pipe(event.topic(), &event.key(), event)
+                .expect("processed");
+        }
+        let recorded = self.recorder.take_values();
+        self.recorded.extend(recorded.iter().cloned());
+        created.into_iter().chain(recorded).collect()
+    }
+
+    /// Balance per (account, member): debits positive, in cents.
+    fn trial_balance(&self) -> BTreeMap<(String, Option<String>), i64> {
+        let mut balances = BTreeMap::new();
+        for event in &self.recorded {
+            if let Event::TransactionPosted(t) = event {
+                for line in &t.lines {
+                    let cents = ((line.debit - line.credit) * Decimal::ONE_HUNDRED).trunc();
+                    *balances
+                        .entry((line.account.clone(), line.member_id.clone()))
+                        .or_default() += i64::try_from(cents.mantissa()).expect("fits");
+                }
+            }
+        }
+        balances
+    }
+
+    fn assert_trial_balance_is_zero(&self) {
+        let balances = self.trial_balance();
+        assert_eq!(balances.values().sum::<i64>(), 0, "{balances:?}");
+        for ((account, member), cents) in &balances {
+            if account == "2300" {
+                assert!(
+                    *cents <= 0,
+                    "payable of {member:?} went below zero: {cents}"
+                );
+            }
+        }
+    }
+
+    fn transactions(&self) -> usize {
+        self.recorded
+            .iter()
+            .filter(|e| matches!(e, Event::TransactionPosted(_)))
+            .count()
+    }
+}
+
+fn approved(member: &str) -> Event {
+    AllocationApproved {
+        meta: meta(
+            "agreements.AllocationApproved",
+            &format!("approved-{member}"),
+        ),
+        period_id: "2026".to_owned(),
+        member_id: member.to_owned(),
+        allocation_id: format!("2026:{member}"),
+        amount: dec("500.01"),
+        cash: dec("150.01"),
+        retained: dec("350.00"),
+        currency: "USD".to_owned(),
+        status: AllocationStatus::Approved,
+        set_hash: "h".to_owned(),
+        approved_by: "board".to_owned(),
+        approved_at: at(2027, 1, 20),
+    }
+    .into()
+}
+
+fn settled(payment: &str, reference: &str, id: &str) -> Event {
+    PaymentSettled {
+        meta: meta("treasury.PaymentSettled", id),
+        payment_id: payment.to_owned(),
+        settled_at: at(2027, 3, 1),
+        method: "ach".to_owned(),
+        external_ref: reference.to_owned(),
+    }
+    .into()
+}
+
+#[test]
+fn an_allocation_is_scheduled_settled_and_lands_in_the_ledger_and_capital_account() {
+    let mut p = Pipeline::new();
+    let out = p.feed(approved("m-1"));
+    // Dr 3900 500.01 / Cr 2300(m-1) 150.01, Cr 3100(m-1) 350.00; capital 350.00.
+    let capital: Vec<Decimal> = out
+        .iter()
+        .filter_map(|e| match e {
+            Event::CapitalAccountUpdated(c) => Some(c.balance),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(capital, [dec("350.00")]);
+    p.assert_trial_balance_is_zero();
+    assert!(
+        p.feed(approved("m-1")).is_empty(),
+        "approved again: nothing posted twice"
+    );
+
+    _ = p.at(at(2027, 2, 20));
+    p.feed(settled("dist:2026:m-1:1", "ref-1", "s-1"));
+    p.assert_trial_balance_is_zero();
+    let balances = p.trial_balance();
+    assert_eq!(
+        balances[&("2300".to_owned(), Some("m-1".to_owned()))],
+        0,
+        "the payable is paid"
+    );
+    assert_eq!(balances[&("1010".to_owned(), None)], -15_001);
+    assert!(
+        p.recorded
+            .iter()
+            .any(|e| matches!(e, Event::DistributionCompleted(d) if d.cash == dec("150.01")))
+    );
+
+    // A duplicate settlement posts nothing; an unknown one is reported, not posted.
+    let before = p.transactions();
+    let dup = p.feed(settled("dist:2026:m-1:1", "ref-1", "s-2"));
+    assert!(dup.is_empty());
+    let unknown = p.feed(settled("dist:2026:m-9:1", "ref-9", "s-3"));
+    assert!(matches!(
+        unknown.as_slice(),
+        [Event::PaymentResultRejected(_)]
+    ));
+    assert_eq!(p.transactions(), before);
+    p.assert_trial_balance_is_zero();
+}
+
+#[test]
+fn a_failed_payment_posts_nothing() {
+    let mut p = Pipeline::new();
+    p.feed(approved("m-2"));
+    let before = p.transactions();
+    let failed: Event = PaymentFailed {
+        meta: meta("treasury.PaymentFailed", "f-1"),
+        payment_id: "dist:2026:m-2:1".to_owned(),
+        failed_at: at(2027, 3, 1),
+        reason: "account closed".to_owned(),
+    }
+    .into();
+    let out = p.feed(failed);
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Event::PaymentStatusChanged(_)))
+    );
+    assert_eq!(p.transactions(), before);
+    assert!(
+        !p.recorded
+            .iter()
+            .any(|e| matches!(e, Event::DistributionCompleted(_)))
+    );
+    p.assert_trial_balance_is_zero();
+    assert_eq!(
+        p.trial_balance()[&("2300".to_owned(), Some("m-2".to_owned()))],
+        -15_001,
+        "still owed"
+    );
+}
+
+#[test]
+fn a_loan_from_funding_to_its_final_payment() {
+    let mut p = Pipeline::new();
+    let funded: Event = LoanFunded {
+        meta: meta("agreements.LoanFunded", "loan-1"),
+        loan_id: "L1".to_owned(),
+        member_id: "m-3".to_owned(),
+        principal: dec("12000.00"),
+        annual_rate: dec("0.0600"),
+        term_months: 12,
+        frequency: LoanFrequency::Quarterly,
+        method: LoanMethod::InterestOnly,
+        funded_on: NaiveDate::from_ymd_opt(2027, 3, 15).expect("valid"),
+        currency: "USD".to_owned(),
+    }
+    .into();
+    p.feed(funded);
+    p.assert_trial_balance_is_zero();
+    for n in 1..=4 {
+        _ = p.at(at(2028, 4, 1));
+        p.feed(settled(
+            &format!("loan:L1:{n}"),
+            &format!("ref-{n}"),
+            &format!("s-{n}"),
+        ));
+        p.assert_trial_balance_is_zero();
+    }
+    let balances = p.trial_balance();
+    assert_eq!(
+        balances[&("1300".to_owned(), Some("m-3".to_owned()))],
+        0,
+        "the loan is repaid"
+    );
+    assert_eq!(
+        balances[&("4200".to_owned(), None)],
+        -72_000,
+        "4 × 180.00 of interest"
+    );
+    assert_eq!(balances[&("1010".to_owned(), None)], 72_000);
+}
