@@ -2,11 +2,7 @@
 //! topics, patronage-aggregator and allocation-calculator running as processes, the seal,
 //! the allocations and the approval read back and compared field by field, in cents.
 
-use std::{
-    collections::BTreeMap,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::collections::BTreeMap;
 
 use allocation_calculator::AllocationCalculator;
 use chrono::{NaiveDate, TimeZone, Utc};
@@ -15,50 +11,11 @@ use contracts::records::{
     ContributionRejected, ContributionStatus, ContributionUnit, Event, InstallmentInterval,
     KindWeight, Meta, PatronagePolicySet, PeriodClosed, PeriodOpened, PeriodStatus,
 };
-use habitat_runtime::{Codec, TestDriver, avro::AvroCodec, partition_for};
+use end_to_end::{Running, TopicReader, post, runtime, stack};
+use habitat_runtime::TestDriver;
 use patronage_aggregator::PatronageAggregator;
-use rdkafka::{
-    Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
-    producer::{BaseProducer, BaseRecord, Producer},
-};
 use rust_decimal::Decimal;
-use test_support::{client_config, create_topic_blocking, kafka, scratch_dir, unique, wait_for};
-
-const PARTITIONS: i32 = 6;
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A processor binary of the workspace running against the test broker and registry.
-struct Running(Child);
-
-impl Running {
-    fn start(name: &str, registry: &str) -> Self {
-        let env = format!("HABITAT_{}_BIN", name.to_uppercase().replace('-', "_"));
-        let bin = devstack::process::sibling_binary(name, &env).expect("the processor binary");
-        let log = scratch_dir().join(format!("{name}-{}.log", unique("e2e")));
-        let child = Command::new(bin)
-            .env("HABITAT_BOOTSTRAP_SERVERS", &kafka().bootstrap)
-            .env("HABITAT_SCHEMA_REGISTRY_URL", registry)
-            .env("HABITAT_KAFKA_BROKER_ADDRESS_FAMILY", "v4")
-            .env("HABITAT_LOG", "warn,habitat_runtime=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start the processor");
-        Self(child)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        _ = self.0.kill();
-        _ = self.0.wait();
-    }
-}
-
-fn dec(text: &str) -> Decimal {
-    text.parse().expect("decimal")
-}
+use test_support::{records::dec, unique};
 
 fn cents(value: Decimal) -> i64 {
     let scaled = value * Decimal::ONE_HUNDRED;
@@ -219,74 +176,6 @@ impl Year {
     }
 }
 
-/// Posts events to their topics, each to its tenant partition, stamped a millisecond apart.
-fn post(codec: &AvroCodec, events: &[Event]) {
-    let producer: BaseProducer = client_config()
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
-    let start = Utc::now().timestamp_millis();
-    for (i, event) in events.iter().enumerate() {
-        let key = event.key();
-        let value = codec.encode(event.topic(), event).expect("encode");
-        let record = BaseRecord::to(event.topic())
-            .key(key.as_str())
-            .payload(value.as_slice())
-            .partition(partition_for(&key, PARTITIONS))
-            .timestamp(start + i64::try_from(i).expect("small"));
-        producer.send(record).map_err(|(e, _)| e).expect("send");
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).expect("delivered");
-}
-
-/// Reads `habitat.agreements` (read_committed), keeping the events of one tenant.
-struct Agreements {
-    consumer: BaseConsumer,
-    events: Vec<Event>,
-}
-
-impl Agreements {
-    fn new() -> Self {
-        let consumer: BaseConsumer = client_config()
-            .set("group.id", unique("e2e-reader"))
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("consumer");
-        let mut list = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            list.add_partition_offset("habitat.agreements", p, Offset::Beginning)
-                .expect("partition");
-        }
-        consumer.assign(&list).expect("assign");
-        Self {
-            consumer,
-            events: Vec::new(),
-        }
-    }
-
-    fn until<T>(
-        &mut self,
-        codec: &AvroCodec,
-        tenant: &str,
-        what: &str,
-        mut found: impl FnMut(&[Event]) -> Option<T>,
-    ) -> T {
-        wait_for(TIMEOUT, what, || {
-            while let Some(message) = self.consumer.poll(Duration::from_millis(50)) {
-                let message = message.expect("consume");
-                let event = codec
-                    .decode("habitat.agreements", message.payload().expect("a value"))
-                    .expect("decode");
-                if event.meta().tenant_id == tenant {
-                    self.events.push(event);
-                }
-            }
-            found(&self.events)
-        })
-    }
-}
-
 /// The year both tests run: a policy, contributions (one corrected, one reversed), a close.
 fn year_2026(tenant: &str) -> Year {
     use ContributionKind::{Expertise, Labor};
@@ -407,24 +296,14 @@ fn the_compacted_log_gives_the_same_seals_allocations_and_approvals() {
 
 #[test]
 fn a_year_posted_to_the_context_topics_is_sealed_allocated_and_approved() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let registry = rt
-        .block_on(schema_registry::spawn_local(&test_support::database()))
-        .expect("registry");
-    let codec = AvroCodec::new(&registry, rt.handle().clone()).expect("codec");
-    for topic in ["habitat.people", "habitat.treasury", "habitat.agreements"] {
-        create_topic_blocking(topic, PARTITIONS);
-    }
-    let _aggregator = Running::start("patronage-aggregator", &registry);
-    let _calculator = Running::start("allocation-calculator", &registry);
+    let rt = runtime();
+    let (registry, codec) = stack(&rt);
+    let _aggregator = Running::start("patronage-aggregator", &registry, &[]);
+    let _calculator = Running::start("allocation-calculator", &registry, &[]);
 
     let mut year = year_2026(&unique("coop"));
     let tenant = year.tenant.clone();
-    let mut agreements = Agreements::new();
+    let mut agreements = TopicReader::new("habitat.agreements");
     // The year up to its close, then the close once every tally is out: the test does not
     // depend on how long the merge waits for an input that is slow to arrive.
     let (close, before) = year.events.split_last().expect("a year");

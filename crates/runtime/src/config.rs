@@ -50,6 +50,8 @@ pub struct RuntimeConfig {
     pub environment: String,
     /// Create changelog and dead-letter topics that are missing.
     pub create_internal_topics: bool,
+    /// Timers run on the wall clock moved by this many seconds (tests, replays).
+    pub clock_offset_seconds: i64,
     /// librdkafka settings passed to every client (`security.protocol`, `sasl.*`,
     /// `ssl.*`…); they win over the runtime's own.
     pub kafka: KafkaSettings,
@@ -75,6 +77,7 @@ impl Default for RuntimeConfig {
             metrics_listen: None,
             environment: "dev".to_owned(),
             create_internal_topics: true,
+            clock_offset_seconds: 0,
             kafka: KafkaSettings::default(),
         }
     }
@@ -112,6 +115,11 @@ impl RuntimeConfig {
                 "GROUP_ID" => self.group_id = Some(value),
                 "SCHEMA_REGISTRY_URL" => self.schema_registry_url = Some(value),
                 "ENVIRONMENT" => self.environment = value,
+                "CLOCK_OFFSET_SECONDS" => {
+                    self.clock_offset_seconds = value
+                        .parse()
+                        .map_err(|e| format!("HABITAT_CLOCK_OFFSET_SECONDS={value}: {e}"))?;
+                }
                 "METRICS_LISTEN" => {
                     self.metrics_listen = Some(
                         value

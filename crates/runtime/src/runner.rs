@@ -189,8 +189,10 @@ where
             }
         }
     }
-    let engine =
-        Engine::new(processor, codec, config, runtime.handle().clone()).with_metrics(metrics);
+    let offset = chrono::TimeDelta::seconds(config.clock_offset_seconds);
+    let engine = Engine::new(processor, codec, config, runtime.handle().clone())
+        .with_metrics(metrics)
+        .with_clock(std::sync::Arc::new(crate::clock::OffsetClock(offset)));
     let flag = engine.shutdown_flag();
     runtime.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
