@@ -10,8 +10,8 @@ use chrono::Utc;
 use contracts::records::Event;
 use habitat_runtime::{Codec, avro::AvroCodec, partition_for};
 use rdkafka::{
-    Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
+    Message,
+    consumer::BaseConsumer,
     producer::{BaseProducer, BaseRecord, Producer},
 };
 use test_support::{client_config, create_topic_blocking, kafka, scratch_dir, unique, wait_for};
@@ -104,17 +104,7 @@ pub struct TopicReader {
 
 impl TopicReader {
     pub fn new(topic: &str) -> Self {
-        let consumer: BaseConsumer = client_config()
-            .set("group.id", unique("e2e-reader"))
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("consumer");
-        let mut list = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            list.add_partition_offset(topic, p, Offset::Beginning)
-                .expect("partition");
-        }
-        consumer.assign(&list).expect("assign");
+        let consumer = test_support::committed_reader(topic, PARTITIONS);
         Self {
             topic: topic.to_owned(),
             consumer,

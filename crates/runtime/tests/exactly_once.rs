@@ -11,8 +11,8 @@ use std::{
 use habitat_runtime::{dlq, partition_for};
 use rand::Rng;
 use rdkafka::{
-    Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
+    Message,
+    consumer::BaseConsumer,
     producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
 };
 use test_support::{client_config, create_topic_blocking, kafka, scratch_dir, unique, wait_for};
@@ -172,18 +172,7 @@ struct Reader {
 
 impl Reader {
     fn new(topic: &str) -> Self {
-        let consumer: BaseConsumer = client_config()
-            .set("group.id", unique("reader"))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let mut list = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            list.add_partition_offset(topic, p, Offset::Beginning)
-                .expect("partition");
-        }
-        consumer.assign(&list).expect("assign");
+        let consumer = test_support::committed_reader(topic, PARTITIONS);
         Self {
             consumer,
             records: Vec::new(),

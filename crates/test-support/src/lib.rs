@@ -198,6 +198,25 @@ pub fn create_topic_blocking(name: &str, partitions: i32) {
         .block_on(create_topic(name, partitions));
 }
 
+/// A consumer reading every partition of `topic` from the beginning, read_committed, with a
+/// group of its own that commits nothing.
+pub fn committed_reader(topic: &str, partitions: i32) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::{Offset, TopicPartitionList, consumer::Consumer};
+    let consumer: rdkafka::consumer::BaseConsumer = client_config()
+        .set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
+    consumer
+}
+
 /// Building catalog records in tests.
 pub mod records {
     use chrono::{DateTime, Utc};
