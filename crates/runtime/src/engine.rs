@@ -782,6 +782,8 @@ where
     fn process_ready(&mut self) -> Result<(), Failure> {
         let now = Instant::now();
         let idle = self.engine.config.max_task_idle();
+        // One view of the processor and the clock per pass, not per record.
+        let env = self.env();
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
             loop {
@@ -795,7 +797,6 @@ where
                     break;
                 };
                 self.batch.touch();
-                let env = self.env();
                 let (topic, offset) = match pending {
                     Pending::Decoded { record, raw } => {
                         let trace = record.value.as_ref().and_then(Payload::trace);
