@@ -8,14 +8,17 @@ use allocation_calculator::AllocationCalculator;
 use chrono::{NaiveDate, TimeZone, Utc};
 use contracts::records::{
     AllocationSetApproved, AllocationSetStatus, ContributionApproved, ContributionKind,
-    ContributionRejected, ContributionStatus, ContributionUnit, Event, InstallmentInterval,
-    KindWeight, Meta, PatronagePolicySet, PeriodClosed, PeriodOpened, PeriodStatus,
+    ContributionStatus, ContributionUnit, Event, InstallmentInterval, KindWeight, Meta,
+    PatronagePolicySet, PeriodClosed, PeriodOpened, PeriodStatus,
 };
 use end_to_end::{Running, TopicReader, post, runtime, stack};
 use habitat_runtime::TestDriver;
 use patronage_aggregator::PatronageAggregator;
 use rust_decimal::Decimal;
-use test_support::{records::dec, unique};
+use test_support::{
+    records::{dec, rejected},
+    unique,
+};
 
 fn cents(value: Decimal) -> i64 {
     let scaled = value * Decimal::ONE_HUNDRED;
@@ -79,44 +82,27 @@ impl Year {
             Some("steward:ana".to_owned()),
             Some(at),
         );
+        let approved = ContributionApproved {
+            meta,
+            contribution_id: fields.0,
+            member_id: fields.1,
+            period_id: fields.2,
+            kind: fields.3,
+            quantity: fields.4,
+            unit: fields.5,
+            value: fields.6,
+            description: fields.7,
+            status: fields.8,
+            submitted_by: fields.9,
+            submitted_at: fields.10,
+            reviewed_by: fields.11,
+            reviewed_at: fields.12,
+            rejection_reason: None,
+        };
         let event: Event = if status == ContributionStatus::Rejected {
-            ContributionRejected {
-                meta,
-                contribution_id: fields.0,
-                member_id: fields.1,
-                period_id: fields.2,
-                kind: fields.3,
-                quantity: fields.4,
-                unit: fields.5,
-                value: fields.6,
-                description: fields.7,
-                status: fields.8,
-                submitted_by: fields.9,
-                submitted_at: fields.10,
-                reviewed_by: fields.11,
-                reviewed_at: fields.12,
-                rejection_reason: Some("reversed".to_owned()),
-            }
-            .into()
+            rejected(approved, "reversed").into()
         } else {
-            ContributionApproved {
-                meta,
-                contribution_id: fields.0,
-                member_id: fields.1,
-                period_id: fields.2,
-                kind: fields.3,
-                quantity: fields.4,
-                unit: fields.5,
-                value: fields.6,
-                description: fields.7,
-                status: fields.8,
-                submitted_by: fields.9,
-                submitted_at: fields.10,
-                reviewed_by: fields.11,
-                reviewed_at: fields.12,
-                rejection_reason: None,
-            }
-            .into()
+            approved.into()
         };
         self.events.push(event);
     }

@@ -223,6 +223,33 @@ pub mod records {
     use contracts::records::Meta;
     use rust_decimal::Decimal;
 
+    /// The same contribution as a `ContributionRejected` record (the two share every field).
+    pub fn rejected(
+        c: contracts::records::ContributionApproved,
+        reason: &str,
+    ) -> contracts::records::ContributionRejected {
+        contracts::records::ContributionRejected {
+            meta: Meta {
+                event_type: "people.ContributionRejected".to_owned(),
+                ..c.meta
+            },
+            contribution_id: c.contribution_id,
+            member_id: c.member_id,
+            period_id: c.period_id,
+            kind: c.kind,
+            quantity: c.quantity,
+            unit: c.unit,
+            value: c.value,
+            description: c.description,
+            status: c.status,
+            submitted_by: c.submitted_by,
+            submitted_at: c.submitted_at,
+            reviewed_by: c.reviewed_by,
+            reviewed_at: c.reviewed_at,
+            rejection_reason: Some(reason.to_owned()),
+        }
+    }
+
     /// A decimal from its text (`"1000.01"`).
     pub fn dec(text: &str) -> Decimal {
         text.parse().expect("a decimal")

@@ -2,13 +2,14 @@
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use contracts::records::{
-    ContributionApproved, ContributionKind, ContributionRejected, ContributionStatus,
-    ContributionUnit, Event, InstallmentInterval, KindWeight, Meta, PatronagePolicySet,
-    PeriodClosed, PeriodOpened, PeriodStatus,
+    ContributionApproved, ContributionKind, ContributionStatus, ContributionUnit, Event,
+    InstallmentInterval, KindWeight, Meta, PatronagePolicySet, PeriodClosed, PeriodOpened,
+    PeriodStatus,
 };
 use habitat_runtime::TestDriver;
 use patronage_aggregator::PatronageAggregator;
 use rust_decimal::Decimal;
+use test_support::records::rejected;
 
 const TENANT: &str = "coop-a";
 
@@ -65,44 +66,7 @@ fn contribution(
         rejection_reason: None,
     };
     if status == ContributionStatus::Rejected {
-        let ContributionApproved {
-            meta,
-            contribution_id,
-            member_id,
-            period_id,
-            kind,
-            quantity,
-            unit,
-            value,
-            description,
-            status,
-            submitted_by,
-            submitted_at,
-            reviewed_by,
-            reviewed_at,
-            ..
-        } = approved;
-        ContributionRejected {
-            meta: Meta {
-                event_type: "people.ContributionRejected".to_owned(),
-                ..meta
-            },
-            contribution_id,
-            member_id,
-            period_id,
-            kind,
-            quantity,
-            unit,
-            value,
-            description,
-            status,
-            submitted_by,
-            submitted_at,
-            reviewed_by,
-            reviewed_at,
-            rejection_reason: Some("reversed".to_owned()),
-        }
-        .into()
+        rejected(approved, "reversed").into()
     } else {
         approved.into()
     }
