@@ -45,20 +45,22 @@ pub fn runtime() -> tokio::runtime::Runtime {
 pub struct Running(Child);
 
 impl Running {
-    /// Starts `name` with `HABITAT_*` settings for the test broker and `registry`, plus `extra`.
+    /// Starts `name` with `HABITAT_*` settings for the test broker and `registry`; `extra`
+    /// adds to or overrides them.
     pub fn start(name: &str, registry: &str, extra: &[(&str, String)]) -> Self {
         let env = format!("HABITAT_{}_BIN", name.to_uppercase().replace('-', "_"));
         let bin = devstack::process::sibling_binary(name, &env).expect("the processor binary");
         let log = scratch_dir().join(format!("{name}-{}.log", unique("e2e")));
         let mut command = Command::new(bin);
+        _ = command
+            .env("HABITAT_BOOTSTRAP_SERVERS", &kafka().bootstrap)
+            .env("HABITAT_SCHEMA_REGISTRY_URL", registry)
+            .env("HABITAT_KAFKA_BROKER_ADDRESS_FAMILY", "v4")
+            .env("HABITAT_LOG", "warn,habitat_runtime=info");
         for (key, value) in extra {
             _ = command.env(key, value);
         }
         let child = command
-            .env("HABITAT_BOOTSTRAP_SERVERS", &kafka().bootstrap)
-            .env("HABITAT_SCHEMA_REGISTRY_URL", registry)
-            .env("HABITAT_KAFKA_BROKER_ADDRESS_FAMILY", "v4")
-            .env("HABITAT_LOG", "warn,habitat_runtime=info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

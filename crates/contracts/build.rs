@@ -557,7 +557,7 @@ fn gen_event_enum(out: &mut String, bindings: &BTreeMap<String, (String, RecordD
         );
     }
     out.push_str("];\n\n");
-    out.push_str("/// Every event record of the catalog.\n#[derive(Clone, Debug, PartialEq)]\npub enum Event {\n");
+    out.push_str("/// Every event record of the catalog; serialized as the record itself (the REST\n/// API's JSON conventions).\n#[derive(Clone, Debug, PartialEq, serde::Serialize)]\n#[serde(untagged)]\npub enum Event {\n");
     for full in bindings.keys() {
         _ = writeln!(out, "    {}({}),", short(full), short(full));
     }

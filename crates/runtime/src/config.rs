@@ -127,12 +127,7 @@ impl RuntimeConfig {
                             .map_err(|e| format!("HABITAT_METRICS_LISTEN={value}: {e}"))?,
                     );
                 }
-                other => {
-                    if let Some(setting) = other.strip_prefix("KAFKA_") {
-                        let key = setting.to_ascii_lowercase().replace('_', ".");
-                        _ = self.kafka.0.insert(key, value);
-                    }
-                }
+                other => self.kafka.apply_env(other, value),
             }
         }
         Ok(())
@@ -149,6 +144,15 @@ impl KafkaSettings {
         ["password", "secret", "jaas", "key.pem", "token"]
             .iter()
             .any(|s| key.contains(s))
+    }
+
+    /// Takes `KAFKA_<NAME>` (a `HABITAT_` variable without its prefix) as the librdkafka
+    /// setting `<name>` with `_` read as `.`; ignores any other name.
+    pub fn apply_env(&mut self, field: &str, value: String) {
+        if let Some(setting) = field.strip_prefix("KAFKA_") {
+            let key = setting.to_ascii_lowercase().replace('_', ".");
+            _ = self.0.insert(key, value);
+        }
     }
 
     /// Applies every setting to a client configuration.

@@ -62,6 +62,36 @@ impl DeadLetter {
     }
 }
 
+impl DeadLetter {
+    /// Reads a dead-letter record back: its headers, and the original key and value.
+    /// `None` when a header is missing or malformed.
+    pub fn from_record(
+        headers: &[(String, Vec<u8>)],
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> Option<Self> {
+        let text = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+        };
+        Some(Self {
+            source_topic: text(headers::SOURCE_TOPIC)?,
+            source_partition: text(headers::SOURCE_PARTITION)?.parse().ok()?,
+            source_offset: text(headers::SOURCE_OFFSET)?.parse().ok()?,
+            processor: text(headers::PROCESSOR)?,
+            class: text(headers::ERROR_CLASS)?,
+            message: text(headers::ERROR_MESSAGE)?,
+            time: DateTime::parse_from_rfc3339(&text(headers::TIME)?)
+                .ok()?
+                .with_timezone(&Utc),
+            key,
+            value,
+        })
+    }
+}
+
 /// Where a dead-lettered record was read: topic, partition, offset.
 pub type Source<'a> = (&'a str, i32, i64);
 

@@ -155,19 +155,7 @@ struct EngineContext {
 
 impl ClientContext for EngineContext {
     fn stats(&self, statistics: Statistics) {
-        for (name, topic) in &statistics.topics {
-            if !self.inputs.contains(name) {
-                continue;
-            }
-            for (partition, stats) in &topic.partitions {
-                if *partition >= 0 && stats.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[name.as_str(), &partition.to_string()])
-                        .set(stats.consumer_lag);
-                }
-            }
-        }
+        self.metrics.record_lag(&statistics, &self.inputs);
     }
 }
 

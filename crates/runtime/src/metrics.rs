@@ -148,6 +148,22 @@ impl Metrics {
         }
     }
 
+    /// Sets the consumer lag of the `inputs` partitions from a client's statistics.
+    pub fn record_lag(&self, statistics: &rdkafka::Statistics, inputs: &[String]) {
+        for (name, topic) in &statistics.topics {
+            if !inputs.contains(name) {
+                continue;
+            }
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    self.consumer_lag
+                        .with_label_values(&[name.as_str(), &partition.to_string()])
+                        .set(stats.consumer_lag);
+                }
+            }
+        }
+    }
+
     /// Marks the process ready (assigned and restored) or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);

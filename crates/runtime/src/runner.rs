@@ -194,7 +194,22 @@ where
         .with_metrics(metrics)
         .with_clock(std::sync::Arc::new(crate::clock::OffsetClock(offset)));
     let flag = engine.shutdown_flag();
-    runtime.spawn(async move {
+    stop_on_signal(runtime.handle(), flag);
+    let outcome = engine.run();
+    crate::engine::report(&outcome);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets `flag` on SIGTERM or SIGINT, so that the loop watching it finishes its open batch
+/// and returns.
+pub fn stop_on_signal(handle: &Handle, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    _ = handle.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
             signal(SignalKind::terminate()),
@@ -209,13 +224,4 @@ where
         info!("Signal received: finishing the open batch.");
         flag.store(true, Ordering::SeqCst);
     });
-    let outcome = engine.run();
-    crate::engine::report(&outcome);
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
 }

@@ -1,0 +1,198 @@
+//! The sink's configuration: defaults here, then a YAML file, then `HABITAT_*` variables,
+//! then flags (see `main.rs`).
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use contracts::topology::Topology;
+use habitat_runtime::config::KafkaSettings;
+use serde::{Deserialize, Serialize};
+
+/// Everything the sink process is configured with.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap_servers: String,
+    /// Consumer group, and the sink's name in `sink_offsets`.
+    pub group_id: String,
+    /// Postgres to write to (`postgres://user:password@host:port/database`).
+    pub database_url: Option<String>,
+    /// The Postgres schema of the tables (created and migrated on start).
+    pub schema: String,
+    /// Schema registry URL.
+    pub schema_registry_url: Option<String>,
+    /// Topics read; by default the context topics and every processor's dead-letter topic.
+    pub inputs: Vec<String>,
+    /// A batch (one Postgres transaction) is written after this many records…
+    pub batch_max_records: usize,
+    /// …or when the oldest record in it has waited this long.
+    pub batch_interval_ms: u64,
+    /// `session.timeout.ms` of the consumer.
+    pub session_timeout_ms: u64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// librdkafka settings for the consumer (`security.protocol`, `sasl.*`…).
+    pub kafka: KafkaSettings,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:19092".to_owned(),
+            group_id: crate::SINK.to_owned(),
+            database_url: None,
+            schema: crate::DEFAULT_SCHEMA.to_owned(),
+            schema_registry_url: None,
+            inputs: Vec::new(),
+            batch_max_records: 10_000,
+            batch_interval_ms: 100,
+            session_timeout_ms: 10_000,
+            metrics_listen: None,
+            kafka: KafkaSettings::default(),
+        }
+    }
+}
+
+impl fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("schema", &self.schema)
+            .field("schema_registry_url", &self.schema_registry_url)
+            .field("inputs", &self.inputs)
+            .field("batch_max_records", &self.batch_max_records)
+            .field("batch_interval_ms", &self.batch_interval_ms)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("kafka", &self.kafka)
+            .finish()
+    }
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<not a URL>".to_owned(),
+    }
+}
+
+impl SinkConfig {
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    pub fn batch_interval(&self) -> Duration {
+        Duration::from_millis(self.batch_interval_ms)
+    }
+
+    /// The topics to read: `inputs`, or the defaults of `topology`.
+    pub fn topics(&self, topology: &Topology) -> Vec<String> {
+        if !self.inputs.is_empty() {
+            return self.inputs.clone();
+        }
+        let mut topics = topology.inputs_of(crate::SINK);
+        topics.extend(
+            topology
+                .processors
+                .iter()
+                .map(|p| topology.dead_letter_topic(p)),
+        );
+        topics
+    }
+
+    /// Applies `HABITAT_BOOTSTRAP_SERVERS`, `HABITAT_GROUP_ID`, `HABITAT_DATABASE_URL`,
+    /// `HABITAT_SINK_SCHEMA`, `HABITAT_SCHEMA_REGISTRY_URL`, `HABITAT_METRICS_LISTEN`,
+    /// `HABITAT_BATCH_MAX_RECORDS`, `HABITAT_BATCH_INTERVAL_MS`, `HABITAT_SESSION_TIMEOUT_MS`
+    /// and `HABITAT_KAFKA_<NAME>`.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), String> {
+        fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String>
+        where
+            T::Err: fmt::Display,
+        {
+            value
+                .parse()
+                .map_err(|e| format!("HABITAT_{name}={value}: {e}"))
+        }
+        for (name, value) in vars {
+            let Some(field) = name.strip_prefix("HABITAT_") else {
+                continue;
+            };
+            match field {
+                "BOOTSTRAP_SERVERS" => self.bootstrap_servers = value,
+                "GROUP_ID" => self.group_id = value,
+                "DATABASE_URL" => self.database_url = Some(value),
+                "SINK_SCHEMA" => self.schema = value,
+                "SCHEMA_REGISTRY_URL" => self.schema_registry_url = Some(value),
+                "METRICS_LISTEN" => self.metrics_listen = Some(number(field, &value)?),
+                "BATCH_MAX_RECORDS" => self.batch_max_records = number(field, &value)?,
+                "BATCH_INTERVAL_MS" => self.batch_interval_ms = number(field, &value)?,
+                "SESSION_TIMEOUT_MS" => self.session_timeout_ms = number(field, &value)?,
+                other => self.kafka.apply_env(other, value),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_read_every_context_topic_and_every_dead_letter_topic() {
+        let topics = SinkConfig::default().topics(&Topology::embedded());
+        for topic in [
+            "habitat.people",
+            "habitat.treasury",
+            "habitat.agreements",
+            "habitat.dlq.patronage-aggregator",
+            "habitat.dlq.distribution-recorder",
+        ] {
+            assert!(topics.iter().any(|t| t == topic), "{topic} in {topics:?}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_and_the_password_never_prints() {
+        let mut config = SinkConfig::from_yaml("schema: finance_a\nbatch_max_records: 500\n")
+            .expect("valid yaml");
+        config
+            .apply_env([
+                (
+                    "HABITAT_DATABASE_URL".to_owned(),
+                    "postgres://sink:s3cret@db:5432/habitat".to_owned(),
+                ),
+                ("HABITAT_BATCH_INTERVAL_MS".to_owned(), "20".to_owned()),
+                (
+                    "HABITAT_KAFKA_SASL_PASSWORD".to_owned(),
+                    "hunter2".to_owned(),
+                ),
+            ])
+            .expect("valid env");
+        assert_eq!(config.schema, "finance_a");
+        assert_eq!(config.batch_max_records, 500);
+        assert_eq!(config.batch_interval(), Duration::from_millis(20));
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("hunter2"),
+            "{printed}"
+        );
+        assert!(printed.contains("db:5432/habitat"), "{printed}");
+        let error = config
+            .apply_env([("HABITAT_BATCH_MAX_RECORDS".to_owned(), "many".to_owned())])
+            .expect_err("not a number");
+        assert!(error.contains("HABITAT_BATCH_MAX_RECORDS=many"), "{error}");
+    }
+}

@@ -1,0 +1,26 @@
+//! The Postgres sink of Habitat Streams.
+//!
+//! - [`sink`]: reads the context topics (read_committed) and every dead-letter topic, and
+//!   writes rows and offsets in one Postgres transaction per batch — exactly once.
+//! - [`store`]: the schema (sqlx migrations in `migrations/`), offsets, and the batch write.
+//! - [`tables`]: which table each record type and key goes to; upserts built from the
+//!   tables' columns.
+//! - [`report`]: the finance report views, exported as CSV or JSON.
+//! - [`verify`]: replay-to-verify — rebuild every table from the topics into a fresh schema
+//!   and diff it against the live one.
+//! - [`dlq`]: dead letters for operators: list, show, re-drive, resolve.
+
+pub mod batch;
+pub mod config;
+pub mod dlq;
+pub mod report;
+pub mod sink;
+pub mod store;
+pub mod tables;
+pub mod verify;
+
+/// The sink's name: its consumer group, its name in `topics.yaml` and in `sink_offsets`.
+pub const SINK: &str = "postgres-sink";
+
+/// The schema the sink writes to unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "habitat";

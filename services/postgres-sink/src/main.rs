@@ -1,0 +1,164 @@
+//! `postgres-sink`: writes the topics into Postgres exactly once.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use habitat_runtime::{
+    avro::AvroCodec,
+    metrics::Metrics,
+    runner::{init_tracing, stop_on_signal},
+};
+use postgres_sink::{
+    SINK,
+    config::{SinkConfig, redact_url},
+    sink::Sink,
+    store::{Store, migrate},
+};
+use tracing::info;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "postgres-sink",
+    version,
+    about = "Writes the Habitat Streams topics into Postgres exactly once."
+)]
+struct Args {
+    /// YAML configuration file (then HABITAT_* variables, then these flags).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Postgres schema of the tables.
+    #[arg(long)]
+    schema: Option<String>,
+    #[arg(long)]
+    schema_registry_url: Option<String>,
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the schema and apply the migrations, then exit.
+    Migrate,
+}
+
+fn load(args: &Args) -> Result<SinkConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            SinkConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => SinkConfig::default(),
+    };
+    config.apply_env(std::env::vars())?;
+    if let Some(v) = &args.bootstrap_servers {
+        config.bootstrap_servers.clone_from(v);
+    }
+    if let Some(v) = &args.database_url {
+        config.database_url = Some(v.clone());
+    }
+    if let Some(v) = &args.schema {
+        config.schema.clone_from(v);
+    }
+    if let Some(v) = &args.schema_registry_url {
+        config.schema_registry_url = Some(v.clone());
+    }
+    if let Some(v) = args.metrics_listen {
+        config.metrics_listen = Some(v);
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let args = Args::parse();
+    let config = match load(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(database_url) = config.database_url.clone() else {
+        eprintln!("error: database_url is not set (HABITAT_DATABASE_URL or --database-url)");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Migrate) = args.command {
+        return match runtime.block_on(migrate(&database_url, &config.schema)) {
+            Ok(()) => {
+                println!(
+                    "Schema {} of {} is migrated.",
+                    config.schema,
+                    redact_url(&database_url)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(registry) = config.schema_registry_url.clone() else {
+        eprintln!(
+            "error: schema_registry_url is not set (HABITAT_SCHEMA_REGISTRY_URL or --schema-registry-url)"
+        );
+        return ExitCode::from(2);
+    };
+    info!(?config, "Starting.");
+    let store = match runtime.block_on(Store::connect(
+        &database_url,
+        &config.schema,
+        &config.group_id,
+    )) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: cannot prepare Postgres: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let codec = match AvroCodec::new(&registry, runtime.handle().clone()) {
+        Ok(codec) => codec,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics = Metrics::new(SINK);
+    if let Some(listen) = config.metrics_listen {
+        match runtime.block_on(metrics.clone().serve(listen)) {
+            Ok(addr) => info!(%addr, "Serving /metrics, /healthz and /readyz."),
+            Err(error) => {
+                eprintln!("error: cannot serve metrics on {listen}: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let sink = Sink::new(config, store, codec, metrics, runtime.handle().clone());
+    let flag = sink.shutdown_flag();
+    stop_on_signal(runtime.handle(), flag);
+    match sink.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The sink's loop: read the context and dead-letter topics, turn each record into rows,
+//! and write a batch per Postgres transaction together with the offsets.
+//!
+//! Offsets live in Postgres only. On every assignment the partitions are assigned at the
+//! offsets stored there (read inside the rebalance callback, before any record of the
+//! assignment is fetched), so what was written is never read twice and what was not is
+//! never skipped. Offsets are also committed to Kafka after each batch, for lag tools
+//! only.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use contracts::topology::Topology;
+use habitat_runtime::{
+    Codec, CodecError,
+    avro::AvroCodec,
+    dlq::{DeadLetter, class},
+    engine::headers_of,
+    metrics::Metrics,
+};
+use rdkafka::{
+    ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
+    error::KafkaError,
+    message::OwnedMessage,
+    types::RDKafkaRespErr,
+};
+use tokio::runtime::Handle;
+use tracing::{debug, info, warn};
+
+use crate::{
+    SINK,
+    batch::{Batch, Coordinates},
+    config::SinkConfig,
+    store::{Partition, Store, WriteError},
+};
+
+/// The sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("postgres: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+enum Rebalanced {
+    Revoked,
+    Assigned(BTreeMap<Partition, i64>),
+}
+
+/// Consumer callbacks: partitions are assigned at the offsets stored in Postgres.
+struct SinkContext {
+    store: Store,
+    handle: Handle,
+    events: Mutex<Vec<Rebalanced>>,
+    failure: Mutex<Option<String>>,
+    metrics: Metrics,
+    inputs: Vec<String>,
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.record_lag(&statistics, &self.inputs);
+    }
+}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions: Vec<Partition> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                // The callback runs on the sink's own thread, never on the runtime's.
+                match self.handle.block_on(self.store.claim(&partitions)) {
+                    Ok(stored) => {
+                        for ((topic, partition), next) in &stored {
+                            let offset = if *next < 0 {
+                                Offset::Beginning
+                            } else {
+                                Offset::Offset(*next)
+                            };
+                            if let Err(error) = tpl.set_partition_offset(topic, *partition, offset)
+                            {
+                                self.fail(format!("offset of {topic}/{partition}: {error}"));
+                            }
+                        }
+                        if let Err(error) = consumer.assign(tpl) {
+                            self.fail(format!("assign: {error}"));
+                        }
+                        self.metrics
+                            .assigned_partitions
+                            .set(i64::try_from(stored.len()).unwrap_or(i64::MAX));
+                        self.metrics.set_ready(true);
+                        self.push(Rebalanced::Assigned(stored));
+                    }
+                    Err(error) => {
+                        self.fail(format!("cannot read the stored offsets: {error}"));
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.push(Rebalanced::Revoked);
+                if let Err(error) = consumer.unassign() {
+                    warn!(%error, "Unassign failed.");
+                }
+                self.metrics.assigned_partitions.set(0);
+            }
+            other => warn!(error = ?other, "Rebalance failed."),
+        }
+    }
+}
+
+impl SinkContext {
+    fn push(&self, event: Rebalanced) {
+        self.events.lock().expect("events lock").push(event);
+    }
+
+    fn fail(&self, message: String) {
+        warn!(%message, "Assignment failed.");
+        *self.failure.lock().expect("failure lock") = Some(message);
+    }
+}
+
+/// The sink with its store, codec and metrics, ready to run.
+pub struct Sink {
+    config: SinkConfig,
+    store: Store,
+    records: Records,
+    metrics: Metrics,
+    handle: Handle,
+    shutdown: Arc<AtomicBool>,
+}
+
+/// Turns consumed records into batch entries: events, tombstones, dead letters.
+pub struct Records {
+    codec: AvroCodec,
+    dead_letter_topics: BTreeSet<String>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Records {
+    /// Records decoded with `codec`; a set `shutdown` ends a wait for the registry.
+    pub fn new(codec: AvroCodec, shutdown: Arc<AtomicBool>) -> Self {
+        let topology = Topology::embedded();
+        let dead_letter_topics = topology
+            .processors
+            .iter()
+            .map(|p| topology.dead_letter_topic(p))
+            .collect();
+        Self {
+            codec,
+            dead_letter_topics,
+            shutdown,
+        }
+    }
+
+    /// Adds `message` to `batch`: a dead letter of a processor, a tombstone, an event,
+    /// or — when it cannot be decoded — the sink's own dead letter.
+    pub fn add(&self, batch: &mut Batch, message: &OwnedMessage) -> Result<(), SinkError> {
+        let at = Coordinates {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let key = message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        if self.dead_letter_topics.contains(message.topic()) {
+            let letter = DeadLetter::from_record(
+                &headers_of(message),
+                message.key().map(<[u8]>::to_vec),
+                message.payload().map(<[u8]>::to_vec),
+            )
+            .unwrap_or_else(|| {
+                own_letter(
+                    at,
+                    message,
+                    "a dead-letter record without its headers".to_owned(),
+                    class::DESERIALIZATION,
+                )
+            });
+            batch.dead_letter(at, &letter);
+            return Ok(());
+        }
+        match message.payload() {
+            None => match &key {
+                Some(key) => batch.tombstone(at, key),
+                None => batch.skip(at),
+            },
+            Some(bytes) => match self.decode(at.topic, bytes)? {
+                Ok(event) => batch.event(at, key.as_deref(), &event),
+                Err(error) => {
+                    let class = match error {
+                        CodecError::UnknownSchema(_) => class::UNKNOWN_SCHEMA,
+                        _ => class::DESERIALIZATION,
+                    };
+                    let letter = own_letter(at, message, error.to_string(), class);
+                    warn!(
+                        topic = at.topic,
+                        partition = at.partition,
+                        offset = at.offset,
+                        class,
+                        error = %letter.message,
+                        "Record dead-lettered."
+                    );
+                    batch.dead_letter(at, &letter);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Decodes, waiting out an unreachable registry (the record cannot be skipped).
+    fn decode(
+        &self,
+        topic: &str,
+        bytes: &[u8],
+    ) -> Result<Result<contracts::records::Event, CodecError>, SinkError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.codec.decode(topic, bytes) {
+                Err(CodecError::Unavailable(error)) => {
+                    if self.shutdown.load(Ordering::SeqCst) {
+                        return Err(SinkError::Other(format!(
+                            "schema registry unavailable: {error}"
+                        )));
+                    }
+                    warn!(%error, "Schema registry unavailable; retrying.");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
+/// A record the sink itself cannot take, as a dead letter.
+fn own_letter(
+    at: Coordinates<'_>,
+    message: &OwnedMessage,
+    error: String,
+    class: &str,
+) -> DeadLetter {
+    DeadLetter {
+        source_topic: at.topic.to_owned(),
+        source_partition: at.partition,
+        source_offset: at.offset,
+        processor: SINK.to_owned(),
+        class: class.to_owned(),
+        message: error,
+        time: Utc::now(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+    }
+}
+
+impl Sink {
+    pub fn new(
+        config: SinkConfig,
+        store: Store,
+        codec: AvroCodec,
+        metrics: Metrics,
+        handle: Handle,
+    ) -> Self {
+        let shutdown = Arc::new(AtomicBool::new(false));
+        Self {
+            config,
+            store,
+            records: Records::new(codec, shutdown.clone()),
+            metrics,
+            handle,
+            shutdown,
+        }
+    }
+
+    /// Set it to stop after the open batch is written.
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    /// Runs until the shutdown flag is set (then writes the open batch and returns) or
+    /// something fails that a restart must fix. Call from a thread outside the async
+    /// runtime.
+    pub fn run(self) -> Result<(), SinkError> {
+        let topics = self.config.topics(&Topology::embedded());
+        let context = SinkContext {
+            store: self.store.clone(),
+            handle: self.handle.clone(),
+            events: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            metrics: self.metrics.clone(),
+            inputs: topics.clone(),
+        };
+        let mut client = ClientConfig::new();
+        _ = client
+            .set("bootstrap.servers", &self.config.bootstrap_servers)
+            .set("group.id", &self.config.group_id)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range")
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout_ms.to_string(),
+            )
+            .set("statistics.interval.ms", "5000")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.max.messages.kbytes", "65536");
+        self.config.kafka.apply(&mut client);
+        let consumer: BaseConsumer<SinkContext> = client.create_with_context(context)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        info!(topics = ?topics, schema = self.store.schema(), "Sink started.");
+        let mut state = Loop {
+            sink: &self,
+            consumer: &consumer,
+            committed: BTreeMap::new(),
+            position: BTreeMap::new(),
+            batch: Batch::default(),
+            opened: None,
+        };
+        let outcome = state.run();
+        consumer.unsubscribe();
+        outcome
+    }
+}
+
+struct Loop<'a> {
+    sink: &'a Sink,
+    consumer: &'a BaseConsumer<SinkContext>,
+    /// What Postgres holds for each assigned partition.
+    committed: BTreeMap<Partition, i64>,
+    /// The next offset to take per assigned partition.
+    position: BTreeMap<Partition, i64>,
+    batch: Batch,
+    opened: Option<Instant>,
+}
+
+impl Loop<'_> {
+    fn run(&mut self) -> Result<(), SinkError> {
+        let max = self.sink.config.batch_max_records as u64;
+        let interval = self.sink.config.batch_interval();
+        loop {
+            if let Some(failure) = self.consumer.context().failure.lock().expect("lock").take() {
+                return Err(SinkError::Other(failure));
+            }
+            self.rebalanced();
+            if self.sink.shutdown.load(Ordering::SeqCst) {
+                info!("Stopping: writing the open batch.");
+                return self.flush();
+            }
+            let wait = match self.opened {
+                Some(opened) => interval.saturating_sub(opened.elapsed()),
+                None => Duration::from_millis(200),
+            };
+            if let Some(message) = self.consumer.poll(wait) {
+                let message = message?.detach();
+                // A rebalance inside this poll may have moved the partition.
+                self.rebalanced();
+                self.take(&message)?;
+            }
+            let due = self.opened.is_some_and(|o| o.elapsed() >= interval);
+            if self.batch.len() >= max || (due && !self.batch.is_empty()) {
+                self.flush()?;
+            }
+        }
+    }
+
+    fn rebalanced(&mut self) {
+        let events = std::mem::take(&mut *self.consumer.context().events.lock().expect("lock"));
+        for event in events {
+            match event {
+                Rebalanced::Revoked => {
+                    if !self.batch.is_empty() {
+                        debug!(
+                            records = self.batch.len(),
+                            "Partitions revoked: open batch dropped."
+                        );
+                    }
+                    self.batch = Batch::default();
+                    self.opened = None;
+                    self.committed.clear();
+                    self.position.clear();
+                }
+                Rebalanced::Assigned(stored) => {
+                    info!(
+                        partitions = stored.len(),
+                        "Partitions assigned at the offsets stored in Postgres."
+                    );
+                    for (partition, next) in stored {
+                        _ = self.committed.insert(partition.clone(), next);
+                        _ = self.position.insert(partition, next.max(0));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds one record to the batch.
+    fn take(&mut self, message: &OwnedMessage) -> Result<(), SinkError> {
+        let partition = (message.topic().to_owned(), message.partition());
+        let Some(next) = self.position.get(&partition).copied() else {
+            return Ok(()); // not (or no longer) assigned
+        };
+        if message.offset() < next {
+            return Ok(()); // already written
+        }
+        self.sink.records.add(&mut self.batch, message)?;
+        _ = self.position.insert(partition, message.offset() + 1);
+        if self.opened.is_none() {
+            self.opened = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Writes the open batch with its offsets.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if self.batch.is_empty() {
+            self.opened = None;
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.opened = None;
+        let metrics = &self.sink.metrics;
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match self
+                .sink
+                .handle
+                .block_on(self.sink.store.write(&batch, &self.committed))
+            {
+                Ok(()) => break,
+                Err(WriteError::Conflict(lost)) => {
+                    metrics.transactions.with_label_values(&["aborted"]).inc();
+                    warn!(partitions = ?lost, "Offsets moved by another instance: batch dropped, re-reading the stored offsets.");
+                    return self.reposition();
+                }
+                Err(WriteError::Database(error)) if attempt < 5 => {
+                    attempt += 1;
+                    metrics.transactions.with_label_values(&["aborted"]).inc();
+                    warn!(%error, attempt, "Batch not written; retrying.");
+                    std::thread::sleep(Duration::from_millis(200 * attempt));
+                }
+                Err(WriteError::Database(error)) => return Err(error.into()),
+            }
+        }
+        let now = Utc::now();
+        metrics.transactions.with_label_values(&["committed"]).inc();
+        metrics
+            .commit_latency
+            .observe(started.elapsed().as_secs_f64());
+        for occurred in &batch.occurred {
+            metrics
+                .end_to_end_latency
+                .observe((now - *occurred).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+        }
+        for (topic, count) in &batch.records {
+            metrics
+                .records_in
+                .with_label_values(&[topic])
+                .inc_by(*count);
+        }
+        for (class, count) in &batch.dead_letter_classes {
+            metrics
+                .dead_letters
+                .with_label_values(&[class])
+                .inc_by(*count);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in &batch.offsets {
+            _ = self.committed.insert((topic.clone(), *partition), *next);
+            _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*next));
+        }
+        debug!(records = batch.len(), "Batch written.");
+        // For lag tools only; Postgres holds the truth.
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+            debug!(%error, "Offsets not committed to Kafka.");
+        }
+        Ok(())
+    }
+
+    /// After a conflict: every assigned partition back to the offsets Postgres holds.
+    fn reposition(&mut self) -> Result<(), SinkError> {
+        let partitions: Vec<Partition> = self.position.keys().cloned().collect();
+        let stored = self
+            .sink
+            .handle
+            .block_on(self.sink.store.claim(&partitions))?;
+        for ((topic, partition), next) in stored {
+            let offset = if next < 0 {
+                Offset::Beginning
+            } else {
+                Offset::Offset(next)
+            };
+            self.consumer
+                .seek(&topic, partition, offset, Duration::from_secs(10))?;
+            _ = self.committed.insert((topic.clone(), partition), next);
+            _ = self.position.insert((topic, partition), next.max(0));
+        }
+        Ok(())
+    }
+}

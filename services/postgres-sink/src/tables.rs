@@ -1,0 +1,230 @@
+//! Which table each record goes to, and the SQL that writes a batch of them.
+//!
+//! The migrations are the one description of the tables: at start the sink reads each
+//! entity table's columns from the catalog and builds its upsert from them. A column
+//! named like a field of the record takes that field (through `jsonb_to_record`, so
+//! decimals arrive as their exact text and never pass through a float); the envelope
+//! columns take the record's key, meta and Kafka coordinates.
+
+use std::collections::{BTreeMap, HashMap};
+
+use contracts::records::CATALOG;
+use sqlx::PgConnection;
+
+/// Entity (the second segment of a record key) → table.
+pub const ENTITIES: &[(&str, &str)] = &[
+    ("member", "members"),
+    ("contribution", "contributions"),
+    ("period", "periods"),
+    ("policy", "patronage_policies"),
+    ("payment-result", "payment_results"),
+    ("transaction", "ledger_transactions"),
+    ("capital", "capital_accounts"),
+    ("loan", "loans"),
+    ("allocation-approval", "allocation_approvals"),
+    ("patronage", "patronage_tallies"),
+    ("patronage-seal", "patronage_seals"),
+    ("late-change", "late_changes"),
+    ("allocation", "allocations"),
+    ("allocation-set", "allocation_sets"),
+    ("schedule", "schedules"),
+    ("payment", "payments"),
+    ("payment-exception", "payment_exceptions"),
+    ("distribution", "distributions"),
+];
+
+/// The ledger's transactions carry their lines, kept in `ledger_lines`.
+pub const LEDGER: &str = "ledger_transactions";
+
+/// Columns every entity table takes from the envelope rather than the record's fields.
+pub const ENVELOPE: &[(&str, &str)] = &[
+    ("record_key", "text"),
+    ("tenant_id", "text"),
+    ("event_id", "text"),
+    ("event_type", "text"),
+    ("occurred_at", "timestamptz"),
+    ("source_topic", "text"),
+    ("source_partition", "integer"),
+    ("source_offset", "bigint"),
+];
+
+/// The entity segment of a key `<tenant>/<entity>/<id…>`.
+pub fn entity_of_key(key: &str) -> Option<&str> {
+    key.split('/').nth(1)
+}
+
+/// The table of an entity.
+pub fn table_of_entity(entity: &str) -> Option<&'static str> {
+    ENTITIES
+        .iter()
+        .find(|(e, _)| *e == entity)
+        .map(|(_, table)| *table)
+}
+
+/// The table of a record type (by full name).
+pub fn table_of_record(full_name: &str) -> Option<&'static str> {
+    static TABLES: std::sync::OnceLock<HashMap<&'static str, &'static str>> =
+        std::sync::OnceLock::new();
+    TABLES.get_or_init(record_tables).get(full_name).copied()
+}
+
+/// Record full name → its table, from the key patterns of the catalog.
+pub fn record_tables() -> HashMap<&'static str, &'static str> {
+    CATALOG
+        .iter()
+        .filter_map(|info| {
+            entity_of_key(info.key_pattern)
+                .and_then(table_of_entity)
+                .map(|table| (info.full_name, table))
+        })
+        .collect()
+}
+
+/// Quotes an identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The upsert of every entity table, built from the catalog of the connection's schema.
+#[derive(Clone, Debug)]
+pub struct Statements {
+    /// Table → `INSERT … ON CONFLICT (record_key) DO UPDATE` taking `$1` = a JSON array of
+    /// rows `{record_key, tenant_id, …, payload: {record}}`.
+    pub upserts: BTreeMap<&'static str, String>,
+    /// Table → its columns in order, for the replay diff.
+    pub columns: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl Statements {
+    pub async fn load(conn: &mut PgConnection) -> Result<Self, sqlx::Error> {
+        let tables: Vec<String> = ENTITIES.iter().map(|(_, t)| (*t).to_owned()).collect();
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+               FROM pg_attribute a
+               JOIN pg_class c ON c.oid = a.attrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = current_schema() AND c.relname = ANY($1)
+                AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY c.relname, a.attnum",
+        )
+        .bind(&tables)
+        .fetch_all(conn)
+        .await?;
+        let mut by_table: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
+        for (table, column, ty) in rows {
+            if let Some((_, name)) = ENTITIES.iter().find(|(_, t)| *t == table) {
+                by_table.entry(name).or_default().push((column, ty));
+            }
+        }
+        if let Some((_, missing)) = ENTITIES.iter().find(|(_, t)| !by_table.contains_key(t)) {
+            return Err(sqlx::Error::Protocol(format!(
+                "table {missing} is missing from the sink's schema: are the migrations applied?"
+            )));
+        }
+        let upserts = by_table
+            .iter()
+            .map(|(table, columns)| (*table, upsert(table, columns)))
+            .collect();
+        let columns = by_table
+            .into_iter()
+            .map(|(table, columns)| (table, columns.into_iter().map(|(c, _)| c).collect()))
+            .collect();
+        Ok(Self { upserts, columns })
+    }
+}
+
+fn upsert(table: &str, columns: &[(String, String)]) -> String {
+    let is_envelope = |c: &str| ENVELOPE.iter().any(|(e, _)| *e == c);
+    let fields: Vec<&(String, String)> = columns.iter().filter(|(c, _)| !is_envelope(c)).collect();
+    let names: Vec<String> = columns.iter().map(|(c, _)| ident(c)).collect();
+    let select: Vec<String> = columns
+        .iter()
+        .map(|(c, _)| {
+            if is_envelope(c) {
+                format!("r.{}", ident(c))
+            } else {
+                format!("p.{}", ident(c))
+            }
+        })
+        .collect();
+    let envelope: Vec<String> = ENVELOPE
+        .iter()
+        .map(|(c, ty)| format!("{} {ty}", ident(c)))
+        .chain(std::iter::once("payload jsonb".to_owned()))
+        .collect();
+    let record: Vec<String> = fields
+        .iter()
+        .map(|(c, ty)| format!("{} {ty}", ident(c)))
+        .collect();
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|(c, _)| c != "record_key")
+        .map(|(c, _)| format!("{0} = EXCLUDED.{0}", ident(c)))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({names}) SELECT {select} \
+         FROM jsonb_to_recordset($1::text::jsonb) AS r({envelope}) \
+         CROSS JOIN LATERAL jsonb_to_record(r.payload) AS p({record}) \
+         ON CONFLICT (record_key) DO UPDATE SET {updates}",
+        table = ident(table),
+        names = names.join(", "),
+        select = select.join(", "),
+        envelope = envelope.join(", "),
+        record = record.join(", "),
+        updates = updates.join(", "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_record_has_a_table() {
+        let tables = record_tables();
+        for info in CATALOG {
+            assert!(
+                tables.contains_key(info.full_name),
+                "{} (key {}) has no table",
+                info.full_name,
+                info.key_pattern
+            );
+        }
+    }
+
+    #[test]
+    fn keys_route_by_their_entity() {
+        assert_eq!(
+            entity_of_key("coop-a/payment-result/0192").and_then(table_of_entity),
+            Some("payment_results")
+        );
+        assert_eq!(
+            entity_of_key("coop-a/allocation/2026/m-1").and_then(table_of_entity),
+            Some("allocations")
+        );
+        assert_eq!(entity_of_key("no-slashes"), None);
+    }
+
+    #[test]
+    fn upsert_takes_envelope_and_record_columns() {
+        let sql = upsert(
+            "members",
+            &[
+                ("record_key".to_owned(), "text".to_owned()),
+                ("tenant_id".to_owned(), "text".to_owned()),
+                ("joined_on".to_owned(), "date".to_owned()),
+            ],
+        );
+        assert_eq!(
+            sql,
+            "INSERT INTO \"members\" (\"record_key\", \"tenant_id\", \"joined_on\") \
+             SELECT r.\"record_key\", r.\"tenant_id\", p.\"joined_on\" \
+             FROM jsonb_to_recordset($1::text::jsonb) AS r(\"record_key\" text, \"tenant_id\" text, \
+             \"event_id\" text, \"event_type\" text, \"occurred_at\" timestamptz, \"source_topic\" text, \
+             \"source_partition\" integer, \"source_offset\" bigint, payload jsonb) \
+             CROSS JOIN LATERAL jsonb_to_record(r.payload) AS p(\"joined_on\" date) \
+             ON CONFLICT (record_key) DO UPDATE SET \"tenant_id\" = EXCLUDED.\"tenant_id\", \
+             \"joined_on\" = EXCLUDED.\"joined_on\""
+        );
+    }
+}

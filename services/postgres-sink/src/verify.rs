@@ -1,0 +1,385 @@
+//! Replay-to-verify, the auditor's check that replaying the topics produces the same
+//! state.
+//!
+//! 1. In one snapshot of the live schema: read the sink's offsets and copy every table
+//!    into `<schema>_verify_live` — the state those offsets produced.
+//! 2. Rebuild: read every partition from the beginning up to those offsets into a fresh,
+//!    migrated `<schema>_verify`, through the same code the sink writes with.
+//! 3. Diff the two table by table and print what differs. `recorded_at` (when the sink
+//!    wrote a log row) is the only column left out. Dead letters are operators' work
+//!    (status, resolutions), not a function of the topics, and are not compared.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::AtomicBool},
+    time::{Duration, Instant},
+};
+
+use habitat_runtime::{avro::AvroCodec, config::KafkaSettings};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use tokio::runtime::Handle;
+
+use crate::{
+    batch::Batch,
+    sink::Records,
+    store::{Partition, Store, options},
+    tables::{ENTITIES, ident},
+};
+
+/// Where to read and write.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub bootstrap_servers: String,
+    pub schema_registry_url: String,
+    pub kafka: KafkaSettings,
+}
+
+/// How many records a rebuild took and how long.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rebuilt {
+    pub records: u64,
+    pub seconds: f64,
+}
+
+/// Rebuilds `store` from the topics: every partition of `targets` from its beginning up to
+/// (not including) its target offset, in batches of `batch_max` records.
+pub fn rebuild(
+    source: &Source,
+    store: &Store,
+    targets: &BTreeMap<Partition, i64>,
+    batch_max: u64,
+    handle: &Handle,
+) -> anyhow::Result<Rebuilt> {
+    let started = Instant::now();
+    let codec = AvroCodec::new(&source.schema_registry_url, handle.clone())?;
+    let records = Records::new(codec, Arc::new(AtomicBool::new(false)));
+    let mut client = ClientConfig::new();
+    _ = client
+        .set("bootstrap.servers", &source.bootstrap_servers)
+        .set("group.id", "habitat-verify")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "20")
+        .set("queued.max.messages.kbytes", "262144")
+        .set("fetch.message.max.bytes", "4194304");
+    source.kafka.apply(&mut client);
+    let consumer: BaseConsumer = client.create()?;
+    let mut list = TopicPartitionList::new();
+    let mut open: BTreeMap<Partition, i64> = BTreeMap::new();
+    for ((topic, partition), target) in targets {
+        if *target > 0 {
+            list.add_partition_offset(topic, *partition, Offset::Beginning)?;
+            _ = open.insert((topic.clone(), *partition), *target);
+        }
+    }
+    consumer.assign(&list)?;
+    let mut committed: BTreeMap<Partition, i64> = store_offsets(store, handle, targets)?;
+    let mut batch = Batch::default();
+    let mut total = 0;
+    let mut flush = |batch: &mut Batch, committed: &mut BTreeMap<Partition, i64>| {
+        if batch.is_empty() {
+            return Ok::<_, anyhow::Error>(());
+        }
+        let taken = std::mem::take(batch);
+        handle.block_on(store.write(&taken, committed))?;
+        committed.extend(taken.offsets.clone());
+        total += taken.len();
+        Ok(())
+    };
+    // The sink's next offset is one past a record it was given, and the same records are
+    // given again here: each partition ends at its target's previous record, or at the
+    // first record past it when compaction removed that one since.
+    let mut progress = Instant::now();
+    while !open.is_empty() {
+        if progress.elapsed() > STALL {
+            anyhow::bail!("replay stalled: no record for {STALL:?} from {open:?}");
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message?;
+        progress = Instant::now();
+        let partition = (message.topic().to_owned(), message.partition());
+        let Some(target) = open.get(&partition).copied() else {
+            continue;
+        };
+        if message.offset() < target {
+            records.add(&mut batch, &message.detach())?;
+        }
+        if message.offset() + 1 >= target {
+            _ = open.remove(&partition);
+        }
+        if batch.len() >= batch_max {
+            flush(&mut batch, &mut committed)?;
+        }
+    }
+    flush(&mut batch, &mut committed)?;
+    Ok(Rebuilt {
+        records: total,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// How long a rebuild waits for the next record before it gives up.
+const STALL: Duration = Duration::from_secs(60);
+
+fn store_offsets(
+    store: &Store,
+    handle: &Handle,
+    targets: &BTreeMap<Partition, i64>,
+) -> anyhow::Result<BTreeMap<Partition, i64>> {
+    let partitions: Vec<Partition> = targets.keys().cloned().collect();
+    Ok(handle.block_on(store.claim(&partitions))?)
+}
+
+/// One row that differs.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Difference {
+    pub table: String,
+    pub key: String,
+    /// `missing in replay`, `missing in live`, or `differs`.
+    pub kind: String,
+    /// Column → (live, replay), for rows in both.
+    pub columns: BTreeMap<String, (Value, Value)>,
+}
+
+/// The outcome of a replay-to-verify.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    pub records_replayed: u64,
+    pub seconds: f64,
+    /// Rows compared per table (live side).
+    pub rows: BTreeMap<String, i64>,
+    /// Differences per table (all counted, at most 100 per table listed).
+    pub counts: BTreeMap<String, i64>,
+    pub differences: Vec<Difference>,
+}
+
+impl Verification {
+    pub fn is_clean(&self) -> bool {
+        self.counts.values().all(|c| *c == 0)
+    }
+
+    /// A human-readable report.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        _ = writeln!(
+            out,
+            "Replayed {} records in {:.1} s.",
+            self.records_replayed, self.seconds
+        );
+        for (table, rows) in &self.rows {
+            let count = self.counts.get(table).copied().unwrap_or(0);
+            let verdict = if count == 0 {
+                "same".to_owned()
+            } else {
+                format!("{count} difference(s)")
+            };
+            _ = writeln!(out, "  {table:<24} {rows:>9} rows  {verdict}");
+        }
+        for d in &self.differences {
+            _ = writeln!(out, "{} {}: {}", d.table, d.key, d.kind);
+            for (column, (live, replay)) in &d.columns {
+                _ = writeln!(out, "    {column}: live {live} / replay {replay}");
+            }
+        }
+        if self.is_clean() {
+            out.push_str("No differences: replaying the topics gives the live tables.\n");
+        }
+        out
+    }
+}
+
+/// Tables compared and the columns that identify their rows.
+fn compared() -> Vec<(&'static str, &'static [&'static str])> {
+    let mut tables: Vec<(&'static str, &'static [&'static str])> = ENTITIES
+        .iter()
+        .map(|(_, t)| (*t, &["record_key"][..]))
+        .collect();
+    tables.push(("ledger_lines", &["record_key", "line_no"]));
+    tables.push((
+        "event_log",
+        &["source_topic", "source_partition", "source_offset"],
+    ));
+    tables
+}
+
+/// Replays the topics into a fresh schema next to `live` and diffs (see the module
+/// docs). Keeps the two verification schemas when `keep`. Call from outside the async
+/// runtime `handle` belongs to.
+pub fn replay(
+    database_url: &str,
+    live: &str,
+    sink: &str,
+    source: &Source,
+    keep: bool,
+    handle: &Handle,
+) -> anyhow::Result<Verification> {
+    let snapshot = format!("{live}_verify_live");
+    let fresh = format!("{live}_verify");
+    crate::store::check_schema_name(&fresh).map_err(anyhow::Error::msg)?;
+    let pool = handle.block_on(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options(database_url, live)?),
+    )?;
+    let targets = handle.block_on(async {
+        for schema in [&snapshot, &fresh] {
+            _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await?;
+        }
+        let mut tx = pool.begin().await?;
+        _ = sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+        let targets: BTreeMap<Partition, i64> =
+            sqlx::query("SELECT topic, partition, next_offset FROM sink_offsets WHERE sink = $1")
+                .bind(sink)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    (
+                        (r.get::<String, _>(0), r.get::<i32, _>(1)),
+                        r.get::<i64, _>(2),
+                    )
+                })
+                .collect();
+        _ = sqlx::query(&format!("CREATE SCHEMA {snapshot}"))
+            .execute(&mut *tx)
+            .await?;
+        for (table, _) in compared() {
+            _ = sqlx::query(&format!(
+                "CREATE TABLE {snapshot}.{t} AS SELECT * FROM {live}.{t}",
+                t = ident(table)
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(targets)
+    })?;
+    let context: BTreeMap<Partition, i64> = targets
+        .into_iter()
+        .filter(|((topic, _), _)| !topic.starts_with("habitat.dlq."))
+        .collect();
+    let store = handle.block_on(Store::connect(database_url, &fresh, "verify"))?;
+    let rebuilt = rebuild(source, &store, &context, 10_000, handle)?;
+    let mut verification = Verification {
+        records_replayed: rebuilt.records,
+        seconds: rebuilt.seconds,
+        rows: BTreeMap::new(),
+        counts: BTreeMap::new(),
+        differences: Vec::new(),
+    };
+    handle.block_on(async {
+        for (table, key) in compared() {
+            let (rows, count, found) = diff(&pool, &snapshot, &fresh, table, key).await?;
+            _ = verification.rows.insert(table.to_owned(), rows);
+            _ = verification.counts.insert(table.to_owned(), count);
+            verification.differences.extend(found);
+        }
+        if !keep {
+            for schema in [&snapshot, &fresh] {
+                _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .execute(&pool)
+                    .await?;
+            }
+        }
+        Ok::<_, sqlx::Error>(())
+    })?;
+    Ok(verification)
+}
+
+async fn diff(
+    pool: &sqlx::PgPool,
+    live: &str,
+    replay: &str,
+    table: &str,
+    key: &[&str],
+) -> Result<(i64, i64, Vec<Difference>), sqlx::Error> {
+    let t = ident(table);
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {live}.{t}"))
+        .fetch_one(pool)
+        .await?;
+    let columns = key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+    let join = key
+        .iter()
+        .map(|k| format!("a.{0} = b.{0}", ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let key_text = key
+        .iter()
+        .map(|k| format!("coalesce(a.{0}, b.{0})::text", ident(k)))
+        .collect::<Vec<_>>()
+        .join(" || '/' || ");
+    let sql = format!(
+        "WITH a AS (SELECT {columns}, to_jsonb(x) - 'recorded_at' AS row FROM {live}.{t} x),
+              b AS (SELECT {columns}, to_jsonb(x) - 'recorded_at' AS row FROM {replay}.{t} x)
+         SELECT {key_text} AS key, a.row AS live, b.row AS replay, count(*) OVER () AS total
+           FROM a FULL JOIN b ON {join}
+          WHERE a.row IS DISTINCT FROM b.row
+          ORDER BY 1 LIMIT 100"
+    );
+    let found = sqlx::query(&sql).fetch_all(pool).await?;
+    let total = found.first().map_or(0, |r| r.get::<i64, _>("total"));
+    let differences = found
+        .into_iter()
+        .map(|r| {
+            let live: Option<Value> = r.get("live");
+            let replay: Option<Value> = r.get("replay");
+            let (kind, columns) = match (&live, &replay) {
+                (Some(_), None) => ("missing in replay", BTreeMap::new()),
+                (None, Some(_)) => ("missing in live", BTreeMap::new()),
+                (Some(a), Some(b)) => ("differs", changed(a, b)),
+                (None, None) => ("differs", BTreeMap::new()),
+            };
+            Difference {
+                table: table.to_owned(),
+                key: r.get("key"),
+                kind: kind.to_owned(),
+                columns,
+            }
+        })
+        .collect();
+    Ok((rows, total, differences))
+}
+
+fn changed(live: &Value, replay: &Value) -> BTreeMap<String, (Value, Value)> {
+    let (Some(a), Some(b)) = (live.as_object(), replay.as_object()) else {
+        return BTreeMap::new();
+    };
+    a.keys()
+        .chain(b.keys())
+        .filter_map(|k| {
+            let (x, y) = (
+                a.get(k).cloned().unwrap_or(Value::Null),
+                b.get(k).cloned().unwrap_or(Value::Null),
+            );
+            (x != y).then(|| (k.clone(), (x, y)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_columns_only() {
+        let live = serde_json::json!({"a": 1, "b": "x", "c": null});
+        let replay = serde_json::json!({"a": 1, "b": "y", "d": 2});
+        let found = changed(&live, &replay);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found["b"], (Value::from("x"), Value::from("y")));
+        assert_eq!(found["d"], (Value::Null, Value::from(2)));
+    }
+}
