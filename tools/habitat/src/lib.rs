@@ -3,9 +3,11 @@
 
 pub mod bench;
 pub mod demo;
+pub mod finance;
 pub mod kafka;
 pub mod runtime_bench;
 pub mod schemas;
+pub mod sink_bench;
 pub mod stack;
 pub mod topics;
 

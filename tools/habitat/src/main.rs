@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use habitat::{StackArgs, bench, demo, runtime_bench, schemas, stack, topics};
+use habitat::{StackArgs, bench, demo, finance, runtime_bench, schemas, stack, topics};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +52,14 @@ enum Command {
     /// The catalog's schemas on a schema registry.
     #[command(subcommand)]
     Schemas(Schemas),
+    /// Export a finance report (CSV or JSON) from the sink's views.
+    Report(finance::ReportArgs),
+    /// Check that replaying the topics gives the live tables.
+    #[command(subcommand)]
+    Verify(finance::Verify),
+    /// Dead letters: list, show, re-drive, resolve.
+    #[command(subcommand)]
+    Dlq(finance::Dlq),
     /// Measure performance (run with optimised builds: `./habitat bench ...`).
     #[command(subcommand)]
     Bench(Bench),
@@ -128,6 +136,8 @@ enum Bench {
     Broker(bench::BrokerBench),
     /// The stream runtime: pass-through and stateful processors, exactly-once on and off.
     Runtime(runtime_bench::RuntimeBench),
+    /// The Postgres sink: rebuild N records from the topics into a fresh schema.
+    Sink(habitat::sink_bench::SinkBench),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +151,16 @@ fn main() -> ExitCode {
     } = cli.command
     {
         return runtime_bench::serve_processor(bootstrap, mode, input, output, exactly_once);
+    }
+    if let Command::Verify(verify) = &cli.command {
+        return match finance::run_verify(verify) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(2)
+            }
+        };
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -172,7 +192,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status { stack } => stack::status(&stack),
         Command::Bench(Bench::Broker(args)) => bench::run(&args),
         Command::Bench(Bench::Runtime(args)) => runtime_bench::run(&args),
-        Command::BenchProcessor { .. } => unreachable!("handled in main"),
+        Command::Bench(Bench::Sink(args)) => habitat::sink_bench::run(&args),
+        Command::BenchProcessor { .. } | Command::Verify(_) => unreachable!("handled in main"),
+        Command::Report(args) => finance::run_report(&args),
+        Command::Dlq(command) => finance::run_dlq(&command),
         Command::Topics(Topics::Apply {
             bootstrap,
             environment,

@@ -1,0 +1,248 @@
+//! `habitat bench sink`: rebuild N records from the context topics into a fresh Postgres
+//! schema, through the sink's own read → decode → batch → write path (the path replay and
+//! recovery take), and report records/s, rows/s and the total time.
+//!
+//! Starts its own devbroker, Postgres cluster (durable: fsync on) and schema registry;
+//! produces the records first (not measured): a mix of members, contributions with
+//! corrections, ledger transactions of three lines and payments across many tenants.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use clap::Args;
+use contracts::records::{
+    ContributionApproved, ContributionKind, ContributionStatus, ContributionUnit, Event,
+    LedgerLine, MemberRegistered, MemberStatus, Meta, PaymentPurpose, PaymentScheduled,
+    PaymentStatus, TransactionPosted,
+};
+use devstack::{
+    postgres::{Cluster, ClusterOptions, PgBin, shell_quote},
+    process::{Guardian, free_port},
+};
+use habitat_runtime::{Codec, avro::AvroCodec, config::KafkaSettings, partition_for};
+use postgres_sink::{
+    store::Store,
+    verify::{Source, rebuild},
+};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    producer::{BaseProducer, BaseRecord, Producer},
+};
+use rust_decimal::Decimal;
+
+use crate::{
+    bench::{bench_broker, machine},
+    kafka::{config, ensure_topic, send},
+};
+
+const TOPICS: [&str; 3] = ["habitat.people", "habitat.treasury", "habitat.agreements"];
+
+#[derive(Clone, Debug, Args)]
+pub struct SinkBench {
+    /// Records to rebuild.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: usize,
+    /// Tenants the records are spread over.
+    #[arg(long, default_value_t = 50)]
+    pub tenants: usize,
+    /// Records per Postgres transaction.
+    #[arg(long, default_value_t = 20_000)]
+    pub batch: u64,
+    /// Partitions of each context topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+}
+
+/// The i-th record of the workload.
+fn record(i: usize, tenants: usize, start: DateTime<Utc>) -> Event {
+    let tenant = format!("coop-{}", i % tenants);
+    let n = i / tenants;
+    let at = start + TimeDelta::milliseconds(i as i64);
+    let meta = |event_type: &str| Meta {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        tenant_id: tenant.clone(),
+        occurred_at: at,
+        producer: "rest:bench".to_owned(),
+        actor: Some("steward:bench".to_owned()),
+        correlation_id: format!("bench-{i}"),
+        causation_id: None,
+    };
+    let member = format!("m-{}", n % 500);
+    let cents = |v: usize| Decimal::new((v % 500_000) as i64 + 1, 2);
+    match i % 10 {
+        0 => MemberRegistered {
+            meta: meta("people.MemberRegistered"),
+            member_id: member.clone(),
+            display_name: format!("Member {member}"),
+            joined_on: NaiveDate::from_ymd_opt(2024, 1, 1).expect("date"),
+            status: MemberStatus::Active,
+            email: Some(format!("{member}@example.coop")),
+        }
+        .into(),
+        1..=6 => ContributionApproved {
+            meta: meta("people.ContributionApproved"),
+            // Every contribution comes about twice: a later record corrects it.
+            contribution_id: format!("c-{}", n / 2),
+            member_id: member.clone(),
+            period_id: "2026".to_owned(),
+            kind: ContributionKind::Labor,
+            quantity: Decimal::new(80_000, 4),
+            unit: ContributionUnit::Hours,
+            value: cents(i * 7),
+            description: "hours of work".to_owned(),
+            status: ContributionStatus::Approved,
+            submitted_by: format!("member:{member}"),
+            submitted_at: at,
+            reviewed_by: Some("steward:bench".to_owned()),
+            reviewed_at: Some(at),
+            rejection_reason: None,
+        }
+        .into(),
+        7 | 8 => {
+            let amount = cents(i * 13);
+            let cash = (amount * Decimal::new(3, 1)).round_dp(2);
+            let line = |account: &str, debit: Decimal, credit: Decimal| LedgerLine {
+                account: account.to_owned(),
+                member_id: (account != "3900").then(|| member.clone()),
+                debit,
+                credit,
+                memo: "allocation".to_owned(),
+            };
+            TransactionPosted {
+                meta: meta("treasury.TransactionPosted"),
+                transaction_id: format!("alloc:{n}"),
+                posted_on: at.date_naive(),
+                currency: "USD".to_owned(),
+                description: "patronage allocation".to_owned(),
+                source_event_id: uuid::Uuid::now_v7().to_string(),
+                lines: vec![
+                    line("3900", amount, Decimal::ZERO),
+                    line("2300", Decimal::ZERO, cash),
+                    line("3100", Decimal::ZERO, amount - cash),
+                ],
+            }
+            .into()
+        }
+        _ => PaymentScheduled {
+            meta: meta("agreements.PaymentScheduled"),
+            payment_id: format!("dist:2026:{member}:{n}"),
+            schedule_id: format!("dist:2026:{member}"),
+            purpose: PaymentPurpose::Distribution,
+            member_id: member.clone(),
+            seq: 0,
+            due_on: NaiveDate::from_ymd_opt(2026, 6, 30).expect("date"),
+            amount: cents(i * 3),
+            principal: Decimal::ZERO,
+            interest: Decimal::ZERO,
+            currency: "USD".to_owned(),
+            status: PaymentStatus::Scheduled,
+        }
+        .into(),
+    }
+}
+
+pub fn run(args: &SinkBench) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (bootstrap, _broker) = bench_broker(None)?;
+    let dir = std::env::temp_dir().join(format!(
+        "habitat-bench-pg-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let cluster = Cluster::new(
+        PgBin::ensure()?,
+        &dir,
+        free_port()?,
+        ClusterOptions { ephemeral: false },
+    );
+    cluster.init()?;
+    cluster.start()?;
+    let _postgres = Guardian::new(&format!(
+        "{}; rm -rf {}",
+        cluster.stop_script(),
+        shell_quote(dir.as_os_str())
+    ))?;
+    cluster.create_database("registry")?;
+    cluster.create_database("sink")?;
+    let registry = runtime
+        .block_on(schema_registry::spawn_local(&cluster.url("registry")))
+        .context("schema registry")?;
+    for topic in TOPICS {
+        ensure_topic(&bootstrap, topic, args.partitions)?;
+    }
+
+    eprintln!("Producing {} records…", args.records);
+    let codec = AvroCodec::new(&registry, runtime.handle().clone())?;
+    let producer: BaseProducer = config(&bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse()?;
+    for i in 0..args.records {
+        let event = record(i, args.tenants, start);
+        let key = event.key();
+        let value = codec.encode(event.topic(), &event)?;
+        send(
+            &producer,
+            BaseRecord::to(event.topic())
+                .key(key.as_str())
+                .payload(value.as_slice())
+                .partition(partition_for(&key, args.partitions)),
+        )?;
+    }
+    producer.flush(Duration::from_secs(300))?;
+
+    let consumer: BaseConsumer = config(&bootstrap).create()?;
+    let mut targets = BTreeMap::new();
+    for topic in TOPICS {
+        for partition in 0..args.partitions {
+            let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+            _ = targets.insert((topic.to_owned(), partition), high);
+        }
+    }
+    let url = cluster.url("sink");
+    let store = runtime.block_on(Store::connect(&url, "bench", "bench"))?;
+    let source = Source {
+        bootstrap_servers: bootstrap.clone(),
+        schema_registry_url: registry,
+        kafka: KafkaSettings::default(),
+    };
+    eprintln!("Rebuilding into Postgres…");
+    let started = Instant::now();
+    let rebuilt = rebuild(&source, &store, &targets, args.batch, runtime.handle())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rows: i64 = runtime.block_on(
+        sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM event_log) + (SELECT count(*) FROM members)
+                  + (SELECT count(*) FROM contributions) + (SELECT count(*) FROM ledger_transactions)
+                  + (SELECT count(*) FROM ledger_lines) + (SELECT count(*) FROM payments)",
+        )
+        .fetch_one(store.pool()),
+    )?;
+    println!(
+        "Sink rebuild: {} records from devbroker into Postgres (durable), {} per transaction, {} tenants",
+        rebuilt.records, args.batch, args.tenants
+    );
+    println!("{}", machine());
+    println!("| records | seconds | records/s | rows in Postgres | rows/s |");
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {:.1} | {:.0} | {} | {:.0} |",
+        rebuilt.records,
+        seconds,
+        rebuilt.records as f64 / seconds,
+        rows,
+        rows as f64 / seconds
+    );
+    Ok(())
+}
