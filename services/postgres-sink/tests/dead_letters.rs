@@ -94,16 +94,47 @@ fn dead_letters_are_listed_redriven_once_fixed_and_resolved_once() {
         end_to_end::PARTITIONS,
     );
 
-    let sink = stack.sink();
+    // Bytes that are not a record at all.
+    send_raw(
+        "habitat.people",
+        &format!("{tenant}/member/m-garbage"),
+        b"not avro",
+        OwnedHeaders::new(),
+        end_to_end::PARTITIONS,
+    );
+
+    let port = devstack::process::free_port().expect("port");
+    let sink = stack.sink_with(&[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{port}"))]);
     stack.caught_up();
-    let letters = wait_for(Duration::from_secs(60), "both dead letters", || {
+    let letters = wait_for(Duration::from_secs(60), "the three dead letters", || {
         let found = stack.query(dlq::list(&stack.pool, None, Some("NEW")));
-        (found.len() == 2).then_some(found)
+        (found.len() == 3).then_some(found)
     });
+    let garbage = letters
+        .iter()
+        .find(|l| l.record_key.as_deref() == Some(&format!("{tenant}/member/m-garbage")))
+        .expect("the undecodable record's letter");
+    assert_eq!(
+        (garbage.processor.as_str(), garbage.error_class.as_str()),
+        ("postgres-sink", class::DESERIALIZATION)
+    );
+    let metrics = devstack::process::http_get(port, "/metrics").expect("metrics");
+    for class in [class::DESERIALIZATION, class::UNKNOWN_SCHEMA, "domain"] {
+        assert_eq!(
+            devstack::process::metric_value(
+                &metrics,
+                "habitat_dead_letters_total",
+                &[("class", class)]
+            ),
+            Some(1.0),
+            "{class} in\n{metrics}"
+        );
+    }
     let own = letters
         .iter()
-        .find(|l| l.processor == "postgres-sink")
-        .expect("the sink's own letter");
+        .find(|l| l.record_key.as_deref() == Some(key.as_str()))
+        .expect("the sink's letter of the unknown schema");
+    assert_eq!(own.processor, "postgres-sink");
     assert_eq!(own.error_class, class::UNKNOWN_SCHEMA);
     assert_eq!(own.source_topic, "habitat.people");
     assert_eq!(own.tenant_id.as_deref(), Some(tenant.as_str()));

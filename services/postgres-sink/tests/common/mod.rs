@@ -65,15 +65,19 @@ impl Stack {
 
     /// The sink as a process on this stack.
     pub fn sink(&self) -> Running {
-        Running::start(
-            "postgres-sink",
-            &self.registry,
-            &[
-                ("HABITAT_DATABASE_URL", self.database_url.clone()),
-                ("HABITAT_GROUP_ID", self.group.clone()),
-                ("HABITAT_LOG", "info".to_owned()),
-            ],
-        )
+        self.sink_with(&[])
+    }
+
+    /// The sink with more settings.
+    pub fn sink_with(&self, extra: &[(&str, String)]) -> Running {
+        let mut env = vec![
+            ("HABITAT_DATABASE_URL", self.database_url.clone()),
+            ("HABITAT_GROUP_ID", self.group.clone()),
+            ("HABITAT_SESSION_TIMEOUT_MS", "6000".to_owned()),
+            ("HABITAT_LOG", "info".to_owned()),
+        ];
+        env.extend(extra.iter().cloned());
+        Running::start("postgres-sink", &self.registry, &env)
     }
 
     /// Runs a database call on the stack's runtime; fails the test on an error.
