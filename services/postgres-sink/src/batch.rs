@@ -1,10 +1,11 @@
 //! A batch: the records of one Postgres transaction, already in the form the SQL takes.
 //!
-//! Every record becomes one JSON row `{source_topic, …, record_key, event_id, event_type,
-//! tenant_id, occurred_at, payload}` — the `event_log` row and, through its payload, the
-//! entity row. Within a batch only the last operation on a key reaches its table (the
-//! same key twice in one upsert would be refused, and the earlier state is overwritten
-//! anyway); the log keeps every record.
+//! Every record becomes one `event_log` row, kept column by column (arrays bound as
+//! parameters; the payload as JSON text that Postgres parses once into JSONB). An entity
+//! row is then built in Postgres from its log row, so no record is sent or parsed twice.
+//! Within a batch only the last operation on a key reaches its table (the same key twice
+//! in one upsert would be refused, and the earlier state is overwritten anyway); the log
+//! keeps every record.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -26,16 +27,41 @@ pub struct Coordinates<'a> {
 /// The last operation of a batch on one key of a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// The row (JSON) to upsert.
-    Upsert(String),
+    /// Upsert the row built from the log row at (topic, partition, offset).
+    Upsert(String, i32, i64),
     Delete,
+}
+
+/// `event_log` rows, column by column.
+#[derive(Debug, Default)]
+pub struct Log {
+    pub topics: Vec<String>,
+    pub partitions: Vec<i32>,
+    pub offsets: Vec<i64>,
+    pub keys: Vec<String>,
+    pub event_ids: Vec<Option<String>>,
+    pub event_types: Vec<Option<String>>,
+    pub tenants: Vec<Option<String>>,
+    pub occurred: Vec<Option<DateTime<Utc>>>,
+    /// The record as JSON (REST conventions); `None` for a tombstone.
+    pub payloads: Vec<Option<String>>,
+}
+
+impl Log {
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
 }
 
 /// The rows and offsets of one transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// `event_log` rows (JSON objects).
-    pub log: Vec<String>,
+    /// `event_log` rows.
+    pub log: Log,
     /// Table → record key → last operation.
     pub entities: BTreeMap<&'static str, HashMap<String, Op>>,
     /// `dead_letters` rows (JSON objects).
@@ -48,19 +74,6 @@ pub struct Batch {
     pub records: BTreeMap<String, u64>,
     /// `occurred_at` of every event, for the end-to-end latency.
     pub occurred: Vec<DateTime<Utc>>,
-}
-
-#[derive(Serialize)]
-struct Row<'a> {
-    source_topic: &'a str,
-    source_partition: i32,
-    source_offset: i64,
-    record_key: &'a str,
-    event_id: Option<&'a str>,
-    event_type: Option<&'a str>,
-    tenant_id: Option<&'a str>,
-    occurred_at: Option<DateTime<Utc>>,
-    payload: Option<&'a Event>,
 }
 
 #[derive(Serialize)]
@@ -108,6 +121,33 @@ impl Batch {
         *self.records.entry(at.topic.to_owned()).or_default() += 1;
     }
 
+    fn logged(&mut self, at: Coordinates<'_>, key: &str, event: Option<&Event>) {
+        let log = &mut self.log;
+        log.topics.push(at.topic.to_owned());
+        log.partitions.push(at.partition);
+        log.offsets.push(at.offset);
+        log.keys.push(key.to_owned());
+        match event {
+            Some(event) => {
+                let meta = event.meta();
+                log.event_ids.push(Some(meta.event_id.clone()));
+                log.event_types.push(Some(meta.event_type.clone()));
+                log.tenants.push(Some(meta.tenant_id.clone()));
+                log.occurred.push(Some(meta.occurred_at));
+                log.payloads.push(Some(
+                    serde_json::to_string(event).expect("an event serializes"),
+                ));
+            }
+            None => {
+                log.event_ids.push(None);
+                log.event_types.push(None);
+                log.tenants.push(key.split('/').next().map(str::to_owned));
+                log.occurred.push(None);
+                log.payloads.push(None);
+            }
+        }
+    }
+
     /// A decoded event: logged, and upserted into its entity's table.
     pub fn event(&mut self, at: Coordinates<'_>, key: Option<&str>, event: &Event) {
         self.read(at);
@@ -119,45 +159,20 @@ impl Batch {
                 &computed
             }
         };
-        let meta = event.meta();
-        let row = serde_json::to_string(&Row {
-            source_topic: at.topic,
-            source_partition: at.partition,
-            source_offset: at.offset,
-            record_key: key,
-            event_id: Some(&meta.event_id),
-            event_type: Some(&meta.event_type),
-            tenant_id: Some(&meta.tenant_id),
-            occurred_at: Some(meta.occurred_at),
-            payload: Some(event),
-        })
-        .expect("an event serializes");
-        self.occurred.push(meta.occurred_at);
+        self.logged(at, key, Some(event));
+        self.occurred.push(event.meta().occurred_at);
         if let Some(table) = table_of_record(event.full_name()) {
-            _ = self
-                .entities
-                .entry(table)
-                .or_default()
-                .insert(key.to_owned(), Op::Upsert(row.clone()));
+            _ = self.entities.entry(table).or_default().insert(
+                key.to_owned(),
+                Op::Upsert(at.topic.to_owned(), at.partition, at.offset),
+            );
         }
-        self.log.push(row);
     }
 
     /// A tombstone: logged, and the key's row deleted.
     pub fn tombstone(&mut self, at: Coordinates<'_>, key: &str) {
         self.read(at);
-        let row = serde_json::to_string(&Row {
-            source_topic: at.topic,
-            source_partition: at.partition,
-            source_offset: at.offset,
-            record_key: key,
-            event_id: None,
-            event_type: None,
-            tenant_id: key.split('/').next(),
-            occurred_at: None,
-            payload: None,
-        })
-        .expect("a tombstone serializes");
+        self.logged(at, key, None);
         if let Some(table) = entity_of_key(key).and_then(table_of_entity) {
             _ = self
                 .entities
@@ -165,7 +180,6 @@ impl Batch {
                 .or_default()
                 .insert(key.to_owned(), Op::Delete);
         }
-        self.log.push(row);
     }
 
     /// A dead letter read at `at` (a processor's dead-letter record, or a record the sink
@@ -246,8 +260,7 @@ mod tests {
         assert_eq!(batch.len(), 2);
         assert_eq!(batch.offsets[&("habitat.people".to_owned(), 2)], 9);
         assert_eq!(batch.entities["members"]["coop-a/member/m-1"], Op::Delete);
-        let row: serde_json::Value = serde_json::from_str(&batch.log[0]).expect("json");
-        assert_eq!(row["tenant_id"], "coop-a");
-        assert_eq!(row["payload"], serde_json::Value::Null);
+        assert_eq!(batch.log.tenants, vec![Some("coop-a".to_owned())]);
+        assert_eq!(batch.log.payloads, vec![None]);
     }
 }

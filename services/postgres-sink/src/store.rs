@@ -201,14 +201,23 @@ impl Store {
             return Err(WriteError::Conflict(lost));
         }
         if !batch.log.is_empty() {
+            let log = &batch.log;
             _ = sqlx::query!(
                 "INSERT INTO event_log (source_topic, source_partition, source_offset, record_key,
                                         event_id, event_type, tenant_id, occurred_at, payload)
-                 SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS r(
-                     source_topic text, source_partition integer, source_offset bigint,
-                     record_key text, event_id text, event_type text, tenant_id text,
-                     occurred_at timestamptz, payload jsonb)",
-                json_array(&batch.log)
+                 SELECT t, p, o, k, i, e, n, w, j::jsonb
+                   FROM unnest($1::text[], $2::int4[], $3::int8[], $4::text[], $5::text[],
+                               $6::text[], $7::text[], $8::timestamptz[], $9::text[])
+                        AS r(t, p, o, k, i, e, n, w, j)",
+                &log.topics,
+                &log.partitions,
+                &log.offsets,
+                &log.keys,
+                &log.event_ids as &[Option<String>],
+                &log.event_types as &[Option<String>],
+                &log.tenants as &[Option<String>],
+                &log.occurred as &[Option<chrono::DateTime<chrono::Utc>>],
+                &log.payloads as &[Option<String>]
             )
             .execute(&mut *tx)
             .await?;
@@ -228,19 +237,23 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            let upserted: Vec<&String> = ops
-                .values()
-                .filter_map(|op| match op {
-                    Op::Upsert(row) => Some(row),
-                    Op::Delete => None,
-                })
-                .collect();
-            if upserted.is_empty() {
+            let mut rows = Rows::default();
+            for op in ops.values() {
+                if let Op::Upsert(topic, partition, offset) = op {
+                    rows.topics.push(topic.clone());
+                    rows.partitions.push(*partition);
+                    rows.offsets.push(*offset);
+                }
+            }
+            if rows.offsets.is_empty() {
                 continue;
             }
-            let rows = json_array(upserted);
-            let sql = &self.statements.upserts[table];
-            _ = sqlx::query(sql).bind(&rows).execute(&mut *tx).await?;
+            _ = sqlx::query(&self.statements.upserts[table])
+                .bind(&rows.topics)
+                .bind(&rows.partitions)
+                .bind(&rows.offsets)
+                .execute(&mut *tx)
+                .await?;
             if *table == LEDGER {
                 write_lines(&mut tx, &rows).await?;
             }
@@ -269,27 +282,43 @@ impl Store {
     }
 }
 
-/// Replaces the lines of the ledger transactions in `rows`.
-async fn write_lines(tx: &mut PgConnection, rows: &str) -> Result<(), sqlx::Error> {
+/// Log rows by their coordinates.
+#[derive(Debug, Default)]
+struct Rows {
+    topics: Vec<String>,
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
+}
+
+/// Replaces the lines of the ledger transactions logged at `rows`.
+async fn write_lines(tx: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
     _ = sqlx::query!(
         "DELETE FROM ledger_lines WHERE record_key IN
-             (SELECT record_key FROM jsonb_to_recordset($1::text::jsonb) AS r(record_key text))",
-        rows
+             (SELECT e.record_key FROM event_log e
+               WHERE (e.source_topic, e.source_partition, e.source_offset) IN
+                     (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[])))",
+        &rows.topics,
+        &rows.partitions,
+        &rows.offsets
     )
     .execute(&mut *tx)
     .await?;
     _ = sqlx::query!(
         "INSERT INTO ledger_lines (record_key, line_no, tenant_id, transaction_id, posted_on,
                                    currency, account, member_id, debit, credit, memo)
-         SELECT r.record_key, l.line_no::int, r.tenant_id, t.transaction_id, t.posted_on,
+         SELECT e.record_key, l.line_no::int, e.tenant_id, t.transaction_id, t.posted_on,
                 t.currency, l.account, l.member_id, l.debit, l.credit, l.memo
-           FROM jsonb_to_recordset($1::text::jsonb) AS r(record_key text, tenant_id text, payload jsonb)
-          CROSS JOIN LATERAL jsonb_to_record(r.payload)
+           FROM event_log e
+          CROSS JOIN LATERAL jsonb_to_record(e.payload)
                 AS t(transaction_id text, posted_on date, currency text, lines jsonb)
           CROSS JOIN LATERAL ROWS FROM (jsonb_to_recordset(t.lines)
                 AS (account text, member_id text, debit numeric, credit numeric, memo text))
-                WITH ORDINALITY AS l(account, member_id, debit, credit, memo, line_no)",
-        rows
+                WITH ORDINALITY AS l(account, member_id, debit, credit, memo, line_no)
+          WHERE (e.source_topic, e.source_partition, e.source_offset) IN
+                (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[]))",
+        &rows.topics,
+        &rows.partitions,
+        &rows.offsets
     )
     .execute(&mut *tx)
     .await?;

@@ -1,10 +1,11 @@
 //! Which table each record goes to, and the SQL that writes a batch of them.
 //!
 //! The migrations are the one description of the tables: at start the sink reads each
-//! entity table's columns from the catalog and builds its upsert from them. A column
-//! named like a field of the record takes that field (through `jsonb_to_record`, so
-//! decimals arrive as their exact text and never pass through a float); the envelope
-//! columns take the record's key, meta and Kafka coordinates.
+//! entity table's columns from the catalog and builds its upsert from them. The row is
+//! built from the record's `event_log` row, written earlier in the same transaction: a
+//! column named like a field of the record takes that field (through `jsonb_to_record`,
+//! so decimals arrive as their exact text and never pass through a float); the envelope
+//! columns take the log row's key, meta and Kafka coordinates.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -36,16 +37,16 @@ pub const ENTITIES: &[(&str, &str)] = &[
 /// The ledger's transactions carry their lines, kept in `ledger_lines`.
 pub const LEDGER: &str = "ledger_transactions";
 
-/// Columns every entity table takes from the envelope rather than the record's fields.
-pub const ENVELOPE: &[(&str, &str)] = &[
-    ("record_key", "text"),
-    ("tenant_id", "text"),
-    ("event_id", "text"),
-    ("event_type", "text"),
-    ("occurred_at", "timestamptz"),
-    ("source_topic", "text"),
-    ("source_partition", "integer"),
-    ("source_offset", "bigint"),
+/// Columns every entity table takes from its log row rather than the record's fields.
+pub const ENVELOPE: &[&str] = &[
+    "record_key",
+    "tenant_id",
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "source_topic",
+    "source_partition",
+    "source_offset",
 ];
 
 /// The entity segment of a key `<tenant>/<entity>/<id…>`.
@@ -88,8 +89,8 @@ pub fn ident(name: &str) -> String {
 /// The upsert of every entity table, built from the catalog of the connection's schema.
 #[derive(Clone, Debug)]
 pub struct Statements {
-    /// Table → `INSERT … ON CONFLICT (record_key) DO UPDATE` taking `$1` = a JSON array of
-    /// rows `{record_key, tenant_id, …, payload: {record}}`.
+    /// Table → `INSERT … ON CONFLICT (record_key) DO UPDATE` of the rows built from the
+    /// log rows at `($1 topics, $2 partitions, $3 offsets)`.
     pub upserts: BTreeMap<&'static str, String>,
     /// Table → its columns in order, for the replay diff.
     pub columns: BTreeMap<&'static str, Vec<String>>,
@@ -134,26 +135,18 @@ impl Statements {
 }
 
 fn upsert(table: &str, columns: &[(String, String)]) -> String {
-    let is_envelope = |c: &str| ENVELOPE.iter().any(|(e, _)| *e == c);
-    let fields: Vec<&(String, String)> = columns.iter().filter(|(c, _)| !is_envelope(c)).collect();
+    let is_envelope = |c: &str| ENVELOPE.contains(&c);
     let names: Vec<String> = columns.iter().map(|(c, _)| ident(c)).collect();
     let select: Vec<String> = columns
         .iter()
         .map(|(c, _)| {
-            if is_envelope(c) {
-                format!("r.{}", ident(c))
-            } else {
-                format!("p.{}", ident(c))
-            }
+            let side = if is_envelope(c) { "e" } else { "p" };
+            format!("{side}.{}", ident(c))
         })
         .collect();
-    let envelope: Vec<String> = ENVELOPE
+    let record: Vec<String> = columns
         .iter()
-        .map(|(c, ty)| format!("{} {ty}", ident(c)))
-        .chain(std::iter::once("payload jsonb".to_owned()))
-        .collect();
-    let record: Vec<String> = fields
-        .iter()
+        .filter(|(c, _)| !is_envelope(c))
         .map(|(c, ty)| format!("{} {ty}", ident(c)))
         .collect();
     let updates: Vec<String> = columns
@@ -163,13 +156,13 @@ fn upsert(table: &str, columns: &[(String, String)]) -> String {
         .collect();
     format!(
         "INSERT INTO {table} ({names}) SELECT {select} \
-         FROM jsonb_to_recordset($1::text::jsonb) AS r({envelope}) \
-         CROSS JOIN LATERAL jsonb_to_record(r.payload) AS p({record}) \
+         FROM event_log e CROSS JOIN LATERAL jsonb_to_record(e.payload) AS p({record}) \
+         WHERE (e.source_topic, e.source_partition, e.source_offset) IN \
+         (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[])) \
          ON CONFLICT (record_key) DO UPDATE SET {updates}",
         table = ident(table),
         names = names.join(", "),
         select = select.join(", "),
-        envelope = envelope.join(", "),
         record = record.join(", "),
         updates = updates.join(", "),
     )
@@ -218,11 +211,10 @@ mod tests {
         assert_eq!(
             sql,
             "INSERT INTO \"members\" (\"record_key\", \"tenant_id\", \"joined_on\") \
-             SELECT r.\"record_key\", r.\"tenant_id\", p.\"joined_on\" \
-             FROM jsonb_to_recordset($1::text::jsonb) AS r(\"record_key\" text, \"tenant_id\" text, \
-             \"event_id\" text, \"event_type\" text, \"occurred_at\" timestamptz, \"source_topic\" text, \
-             \"source_partition\" integer, \"source_offset\" bigint, payload jsonb) \
-             CROSS JOIN LATERAL jsonb_to_record(r.payload) AS p(\"joined_on\" date) \
+             SELECT e.\"record_key\", e.\"tenant_id\", p.\"joined_on\" \
+             FROM event_log e CROSS JOIN LATERAL jsonb_to_record(e.payload) AS p(\"joined_on\" date) \
+             WHERE (e.source_topic, e.source_partition, e.source_offset) IN \
+             (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[])) \
              ON CONFLICT (record_key) DO UPDATE SET \"tenant_id\" = EXCLUDED.\"tenant_id\", \
              \"joined_on\" = EXCLUDED.\"joined_on\""
         );

@@ -234,15 +234,19 @@ pub fn run(args: &SinkBench) -> Result<()> {
         rebuilt.records, args.batch, args.tenants
     );
     println!("{}", machine());
-    println!("| records | seconds | records/s | rows in Postgres | rows/s |");
-    println!("|---:|---:|---:|---:|---:|");
     println!(
-        "| {} | {:.1} | {:.0} | {} | {:.0} |",
+        "| records | seconds | records/s | rows in Postgres | rows/s | transactions | waiting for Postgres (s) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {:.1} | {:.0} | {} | {:.0} | {} | {:.1} |",
         rebuilt.records,
         seconds,
         rebuilt.records as f64 / seconds,
         rows,
-        rows as f64 / seconds
+        rows as f64 / seconds,
+        rebuilt.transactions,
+        rebuilt.waiting_seconds
     );
     Ok(())
 }
