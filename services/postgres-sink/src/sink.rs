@@ -338,6 +338,7 @@ impl Sink {
             position: BTreeMap::new(),
             batch: Batch::default(),
             opened: None,
+            writing: None,
         };
         let outcome = state.run();
         consumer.unsubscribe();
@@ -354,6 +355,13 @@ struct Loop<'a> {
     position: BTreeMap<Partition, i64>,
     batch: Batch,
     opened: Option<Instant>,
+    /// The batch Postgres is writing.
+    writing: Option<Writing>,
+}
+
+struct Writing {
+    started: Instant,
+    task: tokio::task::JoinHandle<(Batch, Result<(), WriteError>)>,
 }
 
 impl Loop<'_> {
@@ -364,10 +372,11 @@ impl Loop<'_> {
             if let Some(failure) = self.consumer.context().failure.lock().expect("lock").take() {
                 return Err(SinkError::Other(failure));
             }
-            self.rebalanced();
+            self.rebalanced()?;
             if self.sink.shutdown.load(Ordering::SeqCst) {
                 info!("Stopping: writing the open batch.");
-                return self.flush();
+                self.flush()?;
+                return self.settle(false);
             }
             let wait = match self.opened {
                 Some(opened) => interval.saturating_sub(opened.elapsed()),
@@ -376,8 +385,11 @@ impl Loop<'_> {
             if let Some(message) = self.consumer.poll(wait) {
                 let message = message?.detach();
                 // A rebalance inside this poll may have moved the partition.
-                self.rebalanced();
+                self.rebalanced()?;
                 self.take(&message)?;
+            }
+            if self.writing.as_ref().is_some_and(|w| w.task.is_finished()) {
+                self.settle(true)?;
             }
             let due = self.opened.is_some_and(|o| o.elapsed() >= interval);
             if self.batch.len() >= max || (due && !self.batch.is_empty()) {
@@ -386,11 +398,13 @@ impl Loop<'_> {
         }
     }
 
-    fn rebalanced(&mut self) {
+    fn rebalanced(&mut self) -> Result<(), SinkError> {
         let events = std::mem::take(&mut *self.consumer.context().events.lock().expect("lock"));
         for event in events {
             match event {
                 Rebalanced::Revoked => {
+                    // The batch being written finishes (or finds its offsets moved).
+                    self.settle(false)?;
                     if !self.batch.is_empty() {
                         debug!(
                             records = self.batch.len(),
@@ -414,6 +428,7 @@ impl Loop<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Adds one record to the batch.
@@ -433,34 +448,64 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Writes the open batch with its offsets.
+    /// Hands the open batch to a writer task (after the one before it has finished): the
+    /// next batch is read and decoded while Postgres writes this one.
     fn flush(&mut self) -> Result<(), SinkError> {
+        self.settle(true)?;
+        self.opened = None;
         if self.batch.is_empty() {
-            self.opened = None;
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        self.opened = None;
+        let store = self.sink.store.clone();
+        let expected = self.committed.clone();
+        self.writing = Some(Writing {
+            started: Instant::now(),
+            task: self.sink.handle.spawn(async move {
+                let outcome = store.write(&batch, &expected).await;
+                (batch, outcome)
+            }),
+        });
+        Ok(())
+    }
+
+    /// Waits for the batch being written. A failed write is retried; a conflict (another
+    /// instance moved the offsets) drops it and the open batch, and — when `reposition` —
+    /// moves every assigned partition back to the offsets Postgres holds.
+    fn settle(&mut self, reposition: bool) -> Result<(), SinkError> {
+        let Some(writing) = self.writing.take() else {
+            return Ok(());
+        };
+        let (batch, mut outcome) = self
+            .sink
+            .handle
+            .block_on(writing.task)
+            .map_err(|e| SinkError::Other(format!("writer task: {e}")))?;
         let metrics = &self.sink.metrics;
-        let started = Instant::now();
         let mut attempt = 0;
         loop {
-            match self
-                .sink
-                .handle
-                .block_on(self.sink.store.write(&batch, &self.committed))
-            {
+            match outcome {
                 Ok(()) => break,
                 Err(WriteError::Conflict(lost)) => {
                     metrics.transactions.with_label_values(&["aborted"]).inc();
-                    warn!(partitions = ?lost, "Offsets moved by another instance: batch dropped, re-reading the stored offsets.");
-                    return self.reposition();
+                    warn!(partitions = ?lost, "Offsets moved since the batch was read (another instance, or a rebalance): batch dropped, re-reading the stored offsets.");
+                    self.batch = Batch::default();
+                    self.opened = None;
+                    return if reposition {
+                        self.reposition()
+                    } else {
+                        Ok(())
+                    };
                 }
                 Err(WriteError::Database(error)) if attempt < 5 => {
                     attempt += 1;
                     metrics.transactions.with_label_values(&["aborted"]).inc();
                     warn!(%error, attempt, "Batch not written; retrying.");
                     std::thread::sleep(Duration::from_millis(200 * attempt));
+                    outcome = self
+                        .sink
+                        .handle
+                        .block_on(self.sink.store.write(&batch, &self.committed));
                 }
                 Err(WriteError::Database(error)) => return Err(error.into()),
             }
@@ -469,7 +514,7 @@ impl Loop<'_> {
         metrics.transactions.with_label_values(&["committed"]).inc();
         metrics
             .commit_latency
-            .observe(started.elapsed().as_secs_f64());
+            .observe(writing.started.elapsed().as_secs_f64());
         for occurred in &batch.occurred {
             metrics
                 .end_to_end_latency

@@ -118,17 +118,19 @@ fn dead_letters_are_listed_redriven_once_fixed_and_resolved_once() {
         (garbage.processor.as_str(), garbage.error_class.as_str()),
         ("postgres-sink", class::DESERIALIZATION)
     );
-    let metrics = devstack::process::http_get(port, "/metrics").expect("metrics");
+    // Counted once the batch is settled (just after its commit).
+    let counted = |metrics: &str, class: &str| {
+        devstack::process::metric_value(metrics, "habitat_dead_letters_total", &[("class", class)])
+    };
+    let metrics = wait_for(Duration::from_secs(30), "the dead letters counted", || {
+        let metrics = devstack::process::http_get(port, "/metrics")?;
+        [class::DESERIALIZATION, class::UNKNOWN_SCHEMA, "domain"]
+            .iter()
+            .all(|c| counted(&metrics, c).is_some())
+            .then_some(metrics)
+    });
     for class in [class::DESERIALIZATION, class::UNKNOWN_SCHEMA, "domain"] {
-        assert_eq!(
-            devstack::process::metric_value(
-                &metrics,
-                "habitat_dead_letters_total",
-                &[("class", class)]
-            ),
-            Some(1.0),
-            "{class} in\n{metrics}"
-        );
+        assert_eq!(counted(&metrics, class), Some(1.0), "{class} in\n{metrics}");
     }
     let own = letters
         .iter()
