@@ -29,11 +29,19 @@ CREATE TABLE event_log (
     event_type       text,
     tenant_id        text,
     occurred_at      timestamptz,
+    schema_version   integer,
+    producer         text,
+    actor            text,
+    correlation_id   text,
+    causation_id     text,
+    -- The record's fields without `meta` (whose fields are the columns above).
     payload          jsonb,
     recorded_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source_topic, source_partition, source_offset)
 );
-CREATE INDEX event_log_tenant_type ON event_log (tenant_id, event_type);
+-- The exceptions view reads rejected approvals from the log.
+CREATE INDEX event_log_set_status ON event_log (tenant_id)
+    WHERE event_type = 'agreements.AllocationSetStatusChanged';
 
 CREATE TABLE members (
     record_key       text PRIMARY KEY,
@@ -125,9 +133,9 @@ CREATE TABLE ledger_transactions (
     source_topic     text, source_partition integer, source_offset bigint
 );
 
--- The lines of a ledger transaction, replaced with it.
+-- The lines of a ledger transaction, replaced (and deleted) with it.
 CREATE TABLE ledger_lines (
-    record_key       text    NOT NULL REFERENCES ledger_transactions (record_key) ON DELETE CASCADE,
+    record_key       text    NOT NULL,
     line_no          integer NOT NULL,
     tenant_id        text    NOT NULL,
     transaction_id   text,

@@ -43,7 +43,12 @@ pub struct Log {
     pub event_types: Vec<Option<String>>,
     pub tenants: Vec<Option<String>>,
     pub occurred: Vec<Option<DateTime<Utc>>>,
-    /// The record as JSON (REST conventions); `None` for a tombstone.
+    pub schema_versions: Vec<Option<i32>>,
+    pub producers: Vec<Option<String>>,
+    pub actors: Vec<Option<String>>,
+    pub correlations: Vec<Option<String>>,
+    pub causations: Vec<Option<String>>,
+    /// The record's fields but `meta` as JSON (REST conventions); `None` for a tombstone.
     pub payloads: Vec<Option<String>>,
 }
 
@@ -134,15 +139,24 @@ impl Batch {
                 log.event_types.push(Some(meta.event_type.clone()));
                 log.tenants.push(Some(meta.tenant_id.clone()));
                 log.occurred.push(Some(meta.occurred_at));
-                log.payloads.push(Some(
-                    serde_json::to_string(event).expect("an event serializes"),
-                ));
+                log.schema_versions.push(Some(meta.schema_version));
+                log.producers.push(Some(meta.producer.clone()));
+                log.actors.push(meta.actor.clone());
+                log.correlations.push(Some(meta.correlation_id.clone()));
+                log.causations.push(meta.causation_id.clone());
+                let json = serde_json::to_string(event).expect("an event serializes");
+                log.payloads.push(Some(without_meta(&json)));
             }
             None => {
                 log.event_ids.push(None);
                 log.event_types.push(None);
                 log.tenants.push(key.split('/').next().map(str::to_owned));
                 log.occurred.push(None);
+                log.schema_versions.push(None);
+                log.producers.push(None);
+                log.actors.push(None);
+                log.correlations.push(None);
+                log.causations.push(None);
                 log.payloads.push(None);
             }
         }
@@ -221,6 +235,35 @@ impl Batch {
     }
 }
 
+/// A record's JSON without its leading `"meta"` member. Every event record serializes
+/// `meta` first, and `meta` holds only scalars, so its object ends at the first `}`
+/// outside a string. Anything else is returned unchanged.
+pub fn without_meta(json: &str) -> String {
+    const PREFIX: &str = "{\"meta\":{";
+    let Some(rest) = json.strip_prefix(PREFIX) else {
+        return json.to_owned();
+    };
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '{' | '[' if !in_string => return json.to_owned(),
+            '}' if !in_string => {
+                let after = &rest[i + 1..];
+                return match after.strip_prefix(',') {
+                    Some(fields) => format!("{{{fields}"),
+                    None => "{}".to_owned(),
+                };
+            }
+            _ => {}
+        }
+    }
+    json.to_owned()
+}
+
 /// `[row, row, …]` from JSON object texts.
 pub fn json_array<'a>(rows: impl IntoIterator<Item = &'a String>) -> String {
     let mut out = String::from("[");
@@ -237,6 +280,23 @@ pub fn json_array<'a>(rows: impl IntoIterator<Item = &'a String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_is_cut_from_the_front() {
+        let json = r#"{"meta":{"event_id":"e-1","actor":"steward:}\"{,","causation_id":null},"member_id":"m-1","lines":[{"a":1}]}"#;
+        assert_eq!(
+            without_meta(json),
+            r#"{"member_id":"m-1","lines":[{"a":1}]}"#
+        );
+        assert_eq!(without_meta(r#"{"meta":{"a":1}}"#), "{}");
+        for unchanged in [
+            r#"{"member_id":"m-1"}"#,
+            r#"{"meta":{"nested":{"x":1}},"b":2}"#,
+            "{\"meta\":{\"a\":\"open",
+        ] {
+            assert_eq!(without_meta(unchanged), unchanged);
+        }
+    }
 
     #[test]
     fn hex_and_arrays() {

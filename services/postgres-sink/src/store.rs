@@ -204,11 +204,13 @@ impl Store {
             let log = &batch.log;
             _ = sqlx::query!(
                 "INSERT INTO event_log (source_topic, source_partition, source_offset, record_key,
-                                        event_id, event_type, tenant_id, occurred_at, payload)
-                 SELECT t, p, o, k, i, e, n, w, j::jsonb
+                                        event_id, event_type, tenant_id, occurred_at, schema_version,
+                                        producer, actor, correlation_id, causation_id, payload)
+                 SELECT t, p, o, k, i, e, n, w, v, r, a, c, u, j::jsonb
                    FROM unnest($1::text[], $2::int4[], $3::int8[], $4::text[], $5::text[],
-                               $6::text[], $7::text[], $8::timestamptz[], $9::text[])
-                        AS r(t, p, o, k, i, e, n, w, j)",
+                               $6::text[], $7::text[], $8::timestamptz[], $9::int4[], $10::text[],
+                               $11::text[], $12::text[], $13::text[], $14::text[])
+                        AS x(t, p, o, k, i, e, n, w, v, r, a, c, u, j)",
                 &log.topics,
                 &log.partitions,
                 &log.offsets,
@@ -217,6 +219,11 @@ impl Store {
                 &log.event_types as &[Option<String>],
                 &log.tenants as &[Option<String>],
                 &log.occurred as &[Option<chrono::DateTime<chrono::Utc>>],
+                &log.schema_versions as &[Option<i32>],
+                &log.producers as &[Option<String>],
+                &log.actors as &[Option<String>],
+                &log.correlations as &[Option<String>],
+                &log.causations as &[Option<String>],
                 &log.payloads as &[Option<String>]
             )
             .execute(&mut *tx)
@@ -234,6 +241,16 @@ impl Store {
                     crate::tables::ident(table)
                 ))
                 .bind(&deleted)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if *table == LEDGER {
+                // A transaction's lines go with it, and are replaced when it is.
+                let replaced: Vec<&String> = ops.keys().collect();
+                _ = sqlx::query!(
+                    "DELETE FROM ledger_lines WHERE record_key = ANY($1)",
+                    &replaced as &[&String]
+                )
                 .execute(&mut *tx)
                 .await?;
             }
@@ -290,32 +307,22 @@ struct Rows {
     offsets: Vec<i64>,
 }
 
-/// Replaces the lines of the ledger transactions logged at `rows`.
+/// Writes the lines of the ledger transactions logged at `rows`.
 async fn write_lines(tx: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    _ = sqlx::query!(
-        "DELETE FROM ledger_lines WHERE record_key IN
-             (SELECT e.record_key FROM event_log e
-               WHERE (e.source_topic, e.source_partition, e.source_offset) IN
-                     (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[])))",
-        &rows.topics,
-        &rows.partitions,
-        &rows.offsets
-    )
-    .execute(&mut *tx)
-    .await?;
     _ = sqlx::query!(
         "INSERT INTO ledger_lines (record_key, line_no, tenant_id, transaction_id, posted_on,
                                    currency, account, member_id, debit, credit, memo)
          SELECT e.record_key, l.line_no::int, e.tenant_id, t.transaction_id, t.posted_on,
                 t.currency, l.account, l.member_id, l.debit, l.credit, l.memo
-           FROM event_log e
+           FROM unnest($1::text[], $2::int4[], $3::int8[]) AS at(topic, part, pos)
+          CROSS JOIN LATERAL (SELECT * FROM event_log
+                               WHERE source_topic = at.topic AND source_partition = at.part
+                                 AND source_offset = at.pos) AS e
           CROSS JOIN LATERAL jsonb_to_record(e.payload)
                 AS t(transaction_id text, posted_on date, currency text, lines jsonb)
           CROSS JOIN LATERAL ROWS FROM (jsonb_to_recordset(t.lines)
                 AS (account text, member_id text, debit numeric, credit numeric, memo text))
-                WITH ORDINALITY AS l(account, member_id, debit, credit, memo, line_no)
-          WHERE (e.source_topic, e.source_partition, e.source_offset) IN
-                (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[]))",
+                WITH ORDINALITY AS l(account, member_id, debit, credit, memo, line_no)",
         &rows.topics,
         &rows.partitions,
         &rows.offsets

@@ -156,9 +156,10 @@ fn upsert(table: &str, columns: &[(String, String)]) -> String {
         .collect();
     format!(
         "INSERT INTO {table} ({names}) SELECT {select} \
-         FROM event_log e CROSS JOIN LATERAL jsonb_to_record(e.payload) AS p({record}) \
-         WHERE (e.source_topic, e.source_partition, e.source_offset) IN \
-         (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[])) \
+         FROM unnest($1::text[], $2::int4[], $3::int8[]) AS at(topic, part, pos) \
+         CROSS JOIN LATERAL (SELECT * FROM event_log WHERE source_topic = at.topic \
+         AND source_partition = at.part AND source_offset = at.pos) AS e \
+         CROSS JOIN LATERAL jsonb_to_record(e.payload) AS p({record}) \
          ON CONFLICT (record_key) DO UPDATE SET {updates}",
         table = ident(table),
         names = names.join(", "),
@@ -212,9 +213,10 @@ mod tests {
             sql,
             "INSERT INTO \"members\" (\"record_key\", \"tenant_id\", \"joined_on\") \
              SELECT e.\"record_key\", e.\"tenant_id\", p.\"joined_on\" \
-             FROM event_log e CROSS JOIN LATERAL jsonb_to_record(e.payload) AS p(\"joined_on\" date) \
-             WHERE (e.source_topic, e.source_partition, e.source_offset) IN \
-             (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[])) \
+             FROM unnest($1::text[], $2::int4[], $3::int8[]) AS at(topic, part, pos) \
+             CROSS JOIN LATERAL (SELECT * FROM event_log WHERE source_topic = at.topic \
+             AND source_partition = at.part AND source_offset = at.pos) AS e \
+             CROSS JOIN LATERAL jsonb_to_record(e.payload) AS p(\"joined_on\" date) \
              ON CONFLICT (record_key) DO UPDATE SET \"tenant_id\" = EXCLUDED.\"tenant_id\", \
              \"joined_on\" = EXCLUDED.\"joined_on\""
         );
