@@ -147,6 +147,12 @@ pub struct BenchBroker {
     _guardian: Guardian,
 }
 
+impl BenchBroker {
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap_or(0)
+    }
+}
+
 impl Drop for BenchBroker {
     fn drop(&mut self) {
         _ = self.child.kill();
@@ -171,6 +177,46 @@ pub fn bench_broker(bootstrap: Option<&str>) -> Result<(String, Option<BenchBrok
             )
         }
     })
+}
+
+/// User + system CPU time of a process so far.
+pub fn cpu_time(pid: i32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    Ok(stat_cpu(&stat).1)
+}
+
+/// (parent pid, user + system time) from a `/proc/<pid>/stat` line.
+fn stat_cpu(stat: &str) -> (i32, Duration) {
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command name: state is field 3, ppid 4, utime 14 and stime 15 (1-based).
+    let parent = fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let ticks: u64 = fields
+        .get(11..13)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    // Clock ticks of USER_HZ, 100 on Linux.
+    (parent, Duration::from_secs_f64(ticks as f64 / 100.0))
+}
+
+/// CPU time of a process and its live children (Postgres: the postmaster and its
+/// backends).
+pub fn tree_cpu_time(pid: i32) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let (parent, cpu) = stat_cpu(&stat);
+            (p == pid || parent == pid).then_some(cpu)
+        })
+        .sum()
 }
 
 /// One line describing the machine: CPU model, cores, memory.

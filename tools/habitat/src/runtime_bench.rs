@@ -235,7 +235,7 @@ fn scenario(
         }
         let first = Instant::now();
         let last = outputs.wait_for(args.records, Duration::from_secs(600), &mut child)?;
-        let cpu = cpu_time(pid).context("read the processor's CPU time")?;
+        let cpu = crate::bench::cpu_time(pid).context("read the processor's CPU time")?;
         let span = last
             .saturating_duration_since(first)
             .max(Duration::from_millis(1));
@@ -335,23 +335,6 @@ fn spawn(
 }
 
 /// User + system CPU time of a process, from /proc.
-fn cpu_time(pid: i32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
-    let ticks: u64 = fields
-        .get(11..13)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    // Clock ticks of USER_HZ, 100 on Linux.
-    Ok(Duration::from_secs_f64(ticks as f64 / 100.0))
-}
-
 /// Reads the output topic under read_committed, noting arrival times and latencies.
 struct Reader {
     consumer: BaseConsumer,

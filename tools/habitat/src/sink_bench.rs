@@ -35,7 +35,7 @@ use rdkafka::{
 use rust_decimal::Decimal;
 
 use crate::{
-    bench::{bench_broker, machine},
+    bench::{bench_broker, cpu_time, machine, tree_cpu_time},
     kafka::{config, ensure_topic, send},
 };
 
@@ -152,7 +152,8 @@ pub fn run(args: &SinkBench) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (bootstrap, _broker) = bench_broker(None)?;
+    let (bootstrap, broker) = bench_broker(None)?;
+    let broker_pid = broker.as_ref().map_or(0, |b| b.pid());
     let dir = std::env::temp_dir().join(format!(
         "habitat-bench-pg-{}",
         uuid::Uuid::new_v4().simple()
@@ -218,9 +219,29 @@ pub fn run(args: &SinkBench) -> Result<()> {
         kafka: KafkaSettings::default(),
     };
     eprintln!("Rebuilding into Postgres…");
+    let postmaster: i32 = std::fs::read_to_string(cluster.dir().join("data/postmaster.pid"))?
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .context("postmaster.pid")?;
+    let me = i32::try_from(std::process::id())?;
+    let cpu = || {
+        Ok::<_, anyhow::Error>([
+            cpu_time(me)?,
+            tree_cpu_time(postmaster),
+            cpu_time(broker_pid).unwrap_or_default(),
+        ])
+    };
+    let before = cpu()?;
     let started = Instant::now();
     let rebuilt = rebuild(&source, &store, &targets, args.batch, runtime.handle())?;
     let seconds = started.elapsed().as_secs_f64();
+    let after = cpu()?;
+    let used: Vec<f64> = after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a.saturating_sub(b).as_secs_f64())
+        .collect();
     let rows: i64 = runtime.block_on(
         sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM event_log) + (SELECT count(*) FROM members)
@@ -247,6 +268,15 @@ pub fn run(args: &SinkBench) -> Result<()> {
         rows as f64 / seconds,
         rebuilt.transactions,
         rebuilt.waiting_seconds
+    );
+    println!(
+        "CPU seconds during the rebuild: sink path (read, decode, batch) {:.1}, Postgres {:.1}, devbroker {:.1}; {:.1} of {:.1} available on {} cores",
+        used[0],
+        used[1],
+        used[2],
+        used.iter().sum::<f64>(),
+        seconds * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     Ok(())
 }
