@@ -29,7 +29,16 @@ pub struct Coordinates<'a> {
 pub enum Op {
     /// Upsert the row built from the log row at (topic, partition, offset).
     Upsert(String, i32, i64),
-    Delete,
+    /// Delete the row (a tombstone read at topic, partition).
+    Delete(String, i32),
+}
+
+impl Op {
+    fn partition(&self) -> (&str, i32) {
+        match self {
+            Op::Upsert(topic, partition, _) | Op::Delete(topic, partition) => (topic, *partition),
+        }
+    }
 }
 
 /// `event_log` rows, column by column.
@@ -69,8 +78,8 @@ pub struct Batch {
     pub log: Log,
     /// Table → record key → last operation.
     pub entities: BTreeMap<&'static str, HashMap<String, Op>>,
-    /// `dead_letters` rows (JSON objects).
-    pub dead_letters: Vec<String>,
+    /// `dead_letters` rows (JSON objects), with the partition they were read from.
+    pub dead_letters: Vec<((String, i32), String)>,
     /// Dead letters by error class, for the metrics.
     pub dead_letter_classes: BTreeMap<String, u64>,
     /// (topic, partition) → the next offset to read once this batch is committed.
@@ -188,11 +197,10 @@ impl Batch {
         self.read(at);
         self.logged(at, key, None);
         if let Some(table) = entity_of_key(key).and_then(table_of_entity) {
-            _ = self
-                .entities
-                .entry(table)
-                .or_default()
-                .insert(key.to_owned(), Op::Delete);
+            _ = self.entities.entry(table).or_default().insert(
+                key.to_owned(),
+                Op::Delete(at.topic.to_owned(), at.partition),
+            );
         }
     }
 
@@ -226,7 +234,65 @@ impl Batch {
             .dead_letter_classes
             .entry(letter.class.clone())
             .or_default() += 1;
-        self.dead_letters.push(row);
+        self.dead_letters
+            .push(((at.topic.to_owned(), at.partition), row));
+    }
+
+    /// Splits the batch into `n` batches by partition, each to be written in a transaction
+    /// of its own (a key always lives in one partition, so they never touch the same row).
+    pub fn split(self, n: usize) -> Vec<Batch> {
+        let n = n.max(1);
+        let part = |topic: &str, partition: i32| {
+            let hash = topic
+                .bytes()
+                .fold(u64::from(partition.unsigned_abs()), |h, b| {
+                    h.wrapping_mul(31).wrapping_add(u64::from(b))
+                });
+            usize::try_from(hash % n as u64).unwrap_or(0)
+        };
+        let mut parts: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
+        let log = self.log;
+        for i in 0..log.len() {
+            let target = &mut parts[part(&log.topics[i], log.partitions[i])].log;
+            target.topics.push(log.topics[i].clone());
+            target.partitions.push(log.partitions[i]);
+            target.offsets.push(log.offsets[i]);
+            target.keys.push(log.keys[i].clone());
+            target.event_ids.push(log.event_ids[i].clone());
+            target.event_types.push(log.event_types[i].clone());
+            target.tenants.push(log.tenants[i].clone());
+            target.occurred.push(log.occurred[i]);
+            target.schema_versions.push(log.schema_versions[i]);
+            target.producers.push(log.producers[i].clone());
+            target.actors.push(log.actors[i].clone());
+            target.correlations.push(log.correlations[i].clone());
+            target.causations.push(log.causations[i].clone());
+            target.payloads.push(log.payloads[i].clone());
+        }
+        for (table, ops) in self.entities {
+            for (key, op) in ops {
+                let (topic, partition) = op.partition();
+                _ = parts[part(topic, partition)]
+                    .entities
+                    .entry(table)
+                    .or_default()
+                    .insert(key, op);
+            }
+        }
+        for ((topic, partition), row) in self.dead_letters {
+            parts[part(&topic, partition)]
+                .dead_letters
+                .push(((topic, partition), row));
+        }
+        for ((topic, partition), next) in self.offsets {
+            _ = parts[part(&topic, partition)]
+                .offsets
+                .insert((topic, partition), next);
+        }
+        parts[0].records = self.records;
+        parts[0].dead_letter_classes = self.dead_letter_classes;
+        parts[0].occurred = self.occurred;
+        parts
     }
 
     /// A record taken without any row (nothing to write, but its offset moves on).
@@ -319,8 +385,39 @@ mod tests {
         assert_eq!(batch.log.len(), 1);
         assert_eq!(batch.len(), 2);
         assert_eq!(batch.offsets[&("habitat.people".to_owned(), 2)], 9);
-        assert_eq!(batch.entities["members"]["coop-a/member/m-1"], Op::Delete);
+        assert_eq!(
+            batch.entities["members"]["coop-a/member/m-1"],
+            Op::Delete("habitat.people".to_owned(), 2)
+        );
         assert_eq!(batch.log.tenants, vec![Some("coop-a".to_owned())]);
         assert_eq!(batch.log.payloads, vec![None]);
+    }
+
+    #[test]
+    fn a_split_keeps_each_partition_whole() {
+        let mut batch = Batch::default();
+        for (partition, offset) in [(0, 1), (1, 5), (2, 9), (1, 6), (0, 2)] {
+            let at = Coordinates {
+                topic: "habitat.people",
+                partition,
+                offset,
+            };
+            batch.tombstone(at, &format!("coop-{partition}/member/m-{offset}"));
+        }
+        let parts = batch.split(2);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts.iter().map(|p| p.log.len()).sum::<usize>(), 5);
+        assert_eq!(parts.iter().map(|p| p.offsets.len()).sum::<usize>(), 3);
+        assert_eq!(parts.iter().map(Batch::len).sum::<u64>(), 5);
+        for part in &parts {
+            for (i, partition) in part.log.partitions.iter().enumerate() {
+                let key = &part.log.keys[i];
+                assert!(
+                    part.offsets
+                        .contains_key(&("habitat.people".to_owned(), *partition))
+                );
+                assert!(part.entities["members"].contains_key(key), "{key}");
+            }
+        }
     }
 }

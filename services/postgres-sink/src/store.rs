@@ -232,7 +232,7 @@ impl Store {
         for (table, ops) in &batch.entities {
             let deleted: Vec<String> = ops
                 .iter()
-                .filter(|(_, op)| **op == Op::Delete)
+                .filter(|(_, op)| matches!(op, Op::Delete(..)))
                 .map(|(key, _)| key.clone())
                 .collect();
             if !deleted.is_empty() {
@@ -289,7 +289,7 @@ impl Store {
                         record_key text, record_value text, first_seen timestamptz,
                         read_topic text, read_partition integer, read_offset bigint)
                  ON CONFLICT (read_topic, read_partition, read_offset) DO NOTHING",
-                json_array(&batch.dead_letters)
+                json_array(batch.dead_letters.iter().map(|(_, row)| row))
             )
             .execute(&mut *tx)
             .await?;

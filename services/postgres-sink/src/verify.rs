@@ -88,11 +88,13 @@ pub fn rebuild(
     let mut total = 0;
     let mut transactions = 0;
     let mut waiting = Duration::ZERO;
-    // One batch is written while the next one is read and decoded.
-    let mut writing: Option<tokio::task::JoinHandle<Result<(), crate::store::WriteError>>> = None;
+    // One batch is written while the next one is read and decoded, in `WRITERS`
+    // transactions on disjoint partitions so that Postgres may use more than one core.
+    let mut writing: Vec<tokio::task::JoinHandle<Result<(), crate::store::WriteError>>> =
+        Vec::new();
     let mut flush = |batch: &mut Batch, committed: &mut BTreeMap<Partition, i64>| {
         let before = Instant::now();
-        if let Some(write) = writing.take() {
+        for write in writing.drain(..) {
             handle.block_on(write)??;
             transactions += 1;
         }
@@ -101,11 +103,16 @@ pub fn rebuild(
             return Ok::<_, anyhow::Error>(());
         }
         let taken = std::mem::take(batch);
-        let expected = committed.clone();
-        committed.extend(taken.offsets.clone());
         total += taken.len();
-        let store = store.clone();
-        writing = Some(handle.spawn(async move { store.write(&taken, &expected).await }));
+        for part in taken.split(WRITERS) {
+            if part.is_empty() {
+                continue;
+            }
+            let expected = committed.clone();
+            committed.extend(part.offsets.clone());
+            let store = store.clone();
+            writing.push(handle.spawn(async move { store.write(&part, &expected).await }));
+        }
         Ok(())
     };
     // The sink's next offset is one past a record it was given, and the same records are
@@ -144,6 +151,9 @@ pub fn rebuild(
         transactions,
     })
 }
+
+/// Transactions a rebuild writes at once (on disjoint partitions).
+const WRITERS: usize = 2;
 
 /// How long a rebuild waits for the next record before it gives up.
 const STALL: Duration = Duration::from_secs(60);
