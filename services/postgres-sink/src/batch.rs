@@ -252,22 +252,57 @@ impl Batch {
         };
         let mut parts: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
         let log = self.log;
-        for i in 0..log.len() {
-            let target = &mut parts[part(&log.topics[i], log.partitions[i])].log;
-            target.topics.push(log.topics[i].clone());
-            target.partitions.push(log.partitions[i]);
-            target.offsets.push(log.offsets[i]);
-            target.keys.push(log.keys[i].clone());
-            target.event_ids.push(log.event_ids[i].clone());
-            target.event_types.push(log.event_types[i].clone());
-            target.tenants.push(log.tenants[i].clone());
-            target.occurred.push(log.occurred[i]);
-            target.schema_versions.push(log.schema_versions[i]);
-            target.producers.push(log.producers[i].clone());
-            target.actors.push(log.actors[i].clone());
-            target.correlations.push(log.correlations[i].clone());
-            target.causations.push(log.causations[i].clone());
-            target.payloads.push(log.payloads[i].clone());
+        let rows = log
+            .topics
+            .into_iter()
+            .zip(log.partitions)
+            .zip(log.offsets)
+            .zip(log.keys)
+            .zip(log.event_ids)
+            .zip(log.event_types)
+            .zip(log.tenants)
+            .zip(log.occurred)
+            .zip(log.schema_versions)
+            .zip(log.producers)
+            .zip(log.actors)
+            .zip(log.correlations)
+            .zip(log.causations)
+            .zip(log.payloads);
+        for (
+            (
+                (
+                    (
+                        (
+                            (
+                                (((((((topic, partition), offset), key), id), ty), tenant), at),
+                                version,
+                            ),
+                            producer,
+                        ),
+                        actor,
+                    ),
+                    correlation,
+                ),
+                causation,
+            ),
+            payload,
+        ) in rows
+        {
+            let target = &mut parts[part(&topic, partition)].log;
+            target.topics.push(topic);
+            target.partitions.push(partition);
+            target.offsets.push(offset);
+            target.keys.push(key);
+            target.event_ids.push(id);
+            target.event_types.push(ty);
+            target.tenants.push(tenant);
+            target.occurred.push(at);
+            target.schema_versions.push(version);
+            target.producers.push(producer);
+            target.actors.push(actor);
+            target.correlations.push(correlation);
+            target.causations.push(causation);
+            target.payloads.push(payload);
         }
         for (table, ops) in self.entities {
             for (key, op) in ops {
