@@ -585,6 +585,15 @@ fn gen_event_enum(out: &mut String, bindings: &BTreeMap<String, (String, RecordD
         );
     }
     out.push_str("            other => Err(DecodeError::new(other, \"not an event record of the catalog\".to_owned())),\n        }\n    }\n\n");
+    out.push_str("    /// Deserializes a record of the named type from its JSON form (`meta` included);\n    /// `Ok(None)` when the name is not an event record of the catalog.\n    pub fn deserialize_as<'de, D: serde::Deserializer<'de>>(full_name: &str, deserializer: D) -> Result<Option<Self>, D::Error> {\n        match full_name {\n");
+    for full in bindings.keys() {
+        _ = writeln!(
+            out,
+            "            \"{full}\" => <{0} as serde::Deserialize>::deserialize(deserializer).map(|r| Some(Self::{0}(r))),",
+            short(full)
+        );
+    }
+    out.push_str("            _ => Ok(None),\n        }\n    }\n\n");
     for (method, ret, body) in [
         ("full_name", "&'static str", "FULL_NAME"),
         ("event_type", "&'static str", "EVENT_TYPE"),

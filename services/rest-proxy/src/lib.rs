@@ -1,0 +1,8 @@
+//! The REST proxy of Habitat Streams: producers that do not speak Kafka post domain
+//! events over HTTP.
+//!
+//! - [`validate`]: a posted event (`{event_type, tenant_id, actor?, correlation_id?,
+//!   payload}`) checked against its record type in the REST JSON conventions and against
+//!   the domain rules the SPEC puts at the door, with the path of every problem.
+
+pub mod validate;
