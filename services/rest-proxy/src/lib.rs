@@ -4,5 +4,8 @@
 //! - [`validate`]: a posted event (`{event_type, tenant_id, actor?, correlation_id?,
 //!   payload}`) checked against its record type in the REST JSON conventions and against
 //!   the domain rules the SPEC puts at the door, with the path of every problem.
+//! - [`writer`]: accepted events written to Kafka in transactions, all or nothing, with
+//!   group commit across concurrent requests.
 
 pub mod validate;
+pub mod writer;

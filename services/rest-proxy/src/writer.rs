@@ -1,0 +1,251 @@
+//! Writes accepted events to Kafka, all or nothing, with group commit.
+//!
+//! Every request — one event or a batch — is a job. A writer thread takes the jobs that
+//! arrive within `linger` of each other and writes them in one Kafka transaction
+//! (idempotent, acks=all): either every record of every job becomes visible to
+//! read_committed readers, or none does and every job is told the broker is unavailable.
+//! A request therefore never leaves half a batch behind, and transactions cost a few
+//! round trips per group rather than per request.
+
+use std::{
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    ClientConfig, ClientContext, Message,
+    error::KafkaError,
+    producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext},
+};
+use tokio::sync::oneshot;
+use tracing::warn;
+
+/// A record to write: topic, partition, key, value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// Where a record was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+}
+
+/// The records were not written; none of them is visible.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("broker unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+struct Job {
+    records: Vec<Record>,
+    reply: oneshot::Sender<Result<Vec<Written>, Unavailable>>,
+}
+
+/// Settings of the writer.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    pub bootstrap_servers: String,
+    /// The transactional id; one per proxy instance.
+    pub transactional_id: String,
+    /// How long a group waits for more jobs after its first.
+    pub linger: Duration,
+    /// How long a transaction may take before the request is answered 503.
+    pub timeout: Duration,
+    /// librdkafka settings that win over the writer's own.
+    pub kafka: Vec<(String, String)>,
+}
+
+/// A handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// One delivery report: (job, record) → offset or error.
+type Delivered = (usize, usize, Result<i64, String>);
+
+/// Delivery reports of the transaction in flight.
+#[derive(Default)]
+struct Reports {
+    delivered: Mutex<Vec<Delivered>>,
+}
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<(usize, usize)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (job, record) = *opaque;
+        let outcome = match result {
+            Ok(message) => Ok(message.offset()),
+            Err((error, _)) => Err(error.to_string()),
+        };
+        self.delivered
+            .lock()
+            .expect("reports lock")
+            .push((job, record, outcome));
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread.
+    pub fn start(config: WriterConfig) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        _ = thread::Builder::new()
+            .name("kafka-writer".to_owned())
+            .spawn(move || run(&config, &queue))
+            .expect("spawn the writer thread");
+        Self { jobs }
+    }
+
+    /// Writes `records` in one transaction (shared with concurrent requests).
+    pub async fn write(&self, records: Vec<Record>) -> Result<Vec<Written>, Unavailable> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { records, reply })
+            .map_err(|_| Unavailable("the writer has stopped".to_owned()))?;
+        answer
+            .await
+            .map_err(|_| Unavailable("the writer has stopped".to_owned()))?
+    }
+}
+
+fn producer(config: &WriterConfig) -> Result<BaseProducer<Reports>, KafkaError> {
+    let mut client = ClientConfig::new();
+    _ = client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("transactional.id", &config.transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set(
+            "transaction.timeout.ms",
+            (config.timeout.as_millis().max(1000) * 2).to_string(),
+        )
+        .set("message.timeout.ms", config.timeout.as_millis().to_string());
+    for (key, value) in &config.kafka {
+        _ = client.set(key, value);
+    }
+    let producer: BaseProducer<Reports> = client.create_with_context(Reports::default())?;
+    producer.init_transactions(config.timeout)?;
+    Ok(producer)
+}
+
+fn run(config: &WriterConfig, queue: &mpsc::Receiver<Job>) {
+    let mut current: Option<BaseProducer<Reports>> = None;
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        let deadline = Instant::now() + config.linger;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match queue.recv_timeout(left) {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        if current.is_none() {
+            match producer(config) {
+                Ok(p) => current = Some(p),
+                Err(error) => {
+                    answer_all(group, &Unavailable(error.to_string()));
+                    continue;
+                }
+            }
+        }
+        let Some(producer) = current.as_ref() else {
+            continue;
+        };
+        match transaction(producer, &group, config.timeout) {
+            Ok(written) => {
+                for (job, result) in group.into_iter().zip(written) {
+                    _ = job.reply.send(Ok(result));
+                }
+            }
+            Err(error) => {
+                warn!(%error, "Transaction failed; nothing of it is visible.");
+                if producer.abort_transaction(config.timeout).is_err() {
+                    current = None; // a fatal or fenced producer is made anew
+                }
+                answer_all(group, &Unavailable(error));
+            }
+        }
+    }
+}
+
+fn answer_all(group: Vec<Job>, error: &Unavailable) {
+    for job in group {
+        _ = job.reply.send(Err(error.clone()));
+    }
+}
+
+fn transaction(
+    producer: &BaseProducer<Reports>,
+    group: &[Job],
+    timeout: Duration,
+) -> Result<Vec<Vec<Written>>, String> {
+    producer
+        .context()
+        .delivered
+        .lock()
+        .expect("reports lock")
+        .clear();
+    producer.begin_transaction().map_err(|e| e.to_string())?;
+    for (j, job) in group.iter().enumerate() {
+        for (r, record) in job.records.iter().enumerate() {
+            let mut out = BaseRecord::with_opaque_to(&record.topic, Box::new((j, r)))
+                .partition(record.partition)
+                .key(record.key.as_str())
+                .payload(record.value.as_slice());
+            loop {
+                match producer.send(out) {
+                    Ok(()) => break,
+                    Err((
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        back,
+                    )) => {
+                        producer.poll(Duration::from_millis(5));
+                        out = back;
+                    }
+                    Err((error, _)) => return Err(error.to_string()),
+                }
+            }
+        }
+    }
+    producer.flush(timeout).map_err(|e| e.to_string())?;
+    let delivered =
+        std::mem::take(&mut *producer.context().delivered.lock().expect("reports lock"));
+    let mut written: Vec<Vec<Option<Written>>> = group
+        .iter()
+        .map(|job| vec![None; job.records.len()])
+        .collect();
+    for (j, r, outcome) in delivered {
+        let offset = outcome?;
+        let record = &group[j].records[r];
+        written[j][r] = Some(Written {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset,
+            key: record.key.clone(),
+        });
+    }
+    let written = written
+        .into_iter()
+        .map(|job| job.into_iter().collect::<Option<Vec<_>>>())
+        .collect::<Option<Vec<_>>>()
+        .ok_or("a record was not acknowledged")?;
+    producer
+        .commit_transaction(timeout)
+        .map_err(|e| e.to_string())?;
+    Ok(written)
+}
+
+/// The writer shared by the handlers.
+pub type SharedWriter = Arc<Writer>;
