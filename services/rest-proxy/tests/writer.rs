@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use rdkafka::{
-    Message,
-    consumer::{BaseConsumer, Consumer},
-};
+use rdkafka::{Message, consumer::BaseConsumer};
 use rest_proxy::writer::{Record, Writer, WriterConfig};
 use test_support::{committed_reader, create_topic_blocking, kafka, unique, wait_for};
 
