@@ -7,5 +7,8 @@
 //! - [`writer`]: accepted events written to Kafka in transactions, all or nothing, with
 //!   group commit across concurrent requests.
 
+//! - [`app`]: the HTTP routes and their JSON errors.
+
+pub mod app;
 pub mod validate;
 pub mod writer;

@@ -160,6 +160,15 @@ pub fn event_of(submission: &Submission, stamp: &Stamp<'_>) -> Result<Event, Ref
             )]));
         }
     };
+    // Decimals must fit their schema's scale and precision (checked by the Avro form).
+    if let Err(error) = event.to_value() {
+        let field = error
+            .path
+            .strip_prefix(info.full_name)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or_else(|| error.path.rsplit('.').next().unwrap_or_default());
+        problems.push(Problem::new(format!("payload.{field}"), error.problem));
+    }
     domain_rules(&event, &mut problems);
     if problems.is_empty() {
         Ok(event)
@@ -399,6 +408,14 @@ mod tests {
         let found = problems(submit("agreements.LoanFunded", bad));
         let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["payload.currency", "payload.member_id"]);
+        let mut precise = contribution();
+        precise["value"] = json!("12.345");
+        let found = problems(submit("people.ContributionApproved", precise));
+        assert_eq!(found[0].path, "payload.value");
+        assert!(
+            found[0].problem.contains("more than 2 decimal places"),
+            "{found:?}"
+        );
         let mut negative = contribution();
         negative["value"] = json!("-1.00");
         assert_eq!(

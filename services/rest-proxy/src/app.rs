@@ -1,0 +1,470 @@
+//! The HTTP API: `POST /v1/events`, `POST /v1/events:batch`, `/healthz`, `/readyz`,
+//! `/metrics`. Errors are JSON `{error_code, message, details: [{path, problem}]}`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::Utc;
+use contracts::records::Event;
+use habitat_runtime::{Codec, CodecError, avro::AvroCodec, partition_for};
+use prometheus::{IntCounterVec, Opts, Registry, TextEncoder};
+use rdkafka::{
+    ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    validate::{Problem, Refusal, Stamp, Submission, event_of},
+    writer::{Record, Writer},
+};
+
+/// Limits of a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes of a request body (413 above).
+    pub body_bytes: usize,
+    /// Events of a batch (422 above).
+    pub batch_events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 1024 * 1024,
+            batch_events: 500,
+        }
+    }
+}
+
+/// Partition counts of the topics, asked of the broker once per topic.
+pub struct Partitions {
+    client: ClientConfig,
+    known: RwLock<HashMap<String, i32>>,
+}
+
+impl Partitions {
+    pub fn new(client: ClientConfig) -> Self {
+        Self {
+            client,
+            known: RwLock::new(HashMap::new()),
+        }
+    }
+
+    async fn of(self: &Arc<Self>, topic: &str) -> Result<i32, String> {
+        if let Some(n) = self.known.read().expect("partitions lock").get(topic) {
+            return Ok(*n);
+        }
+        let this = self.clone();
+        let name = topic.to_owned();
+        let count = tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = this.client.create().map_err(|e| e.to_string())?;
+            let metadata = consumer
+                .fetch_metadata(Some(&name), Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            let partitions = metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len());
+            i32::try_from(partitions)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("topic {name} has no partitions (does it exist?)"))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        _ = self
+            .known
+            .write()
+            .expect("partitions lock")
+            .insert(topic.to_owned(), count);
+        Ok(count)
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub writer: Writer,
+    pub codec: Arc<AvroCodec>,
+    pub partitions: Arc<Partitions>,
+    pub limits: Limits,
+    pub metrics: HttpMetrics,
+}
+
+/// Requests by route and status, and the registry `/metrics` renders.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "habitat_http_requests_total",
+                "HTTP requests by route and status.",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("unique metric");
+        Self { registry, requests }
+    }
+}
+
+/// An error answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error_code: String,
+    pub message: String,
+    #[serde(default)]
+    pub details: Vec<Problem>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error_code: code.to_owned(),
+                message: message.into(),
+                details: Vec::new(),
+            },
+            retry_after: None,
+        }
+    }
+
+    fn with_details(mut self, details: Vec<Problem>) -> Self {
+        self.body.details = details;
+        self
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            message,
+        );
+        error.retry_after = Some(5);
+        error
+    }
+
+    fn from_refusal(refusal: Refusal, prefix: &str) -> Self {
+        match refusal {
+            Refusal::UnknownEventType(name) => Self::new(
+                StatusCode::NOT_FOUND,
+                "unknown_event_type",
+                format!("{name:?} is not an event type of the catalog"),
+            ),
+            Refusal::Invalid(problems) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_event",
+                "the event does not match its schema or breaks a rule",
+            )
+            .with_details(
+                problems
+                    .into_iter()
+                    .map(|p| Problem {
+                        path: format!("{prefix}{}", p.path),
+                        problem: p.problem,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            _ = response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// The answer for one accepted event.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Accepted {
+    pub event_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    events: Vec<Submission>,
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    let limit = state.limits.body_bytes;
+    Router::new()
+        .route("/v1/events", post(post_event))
+        .route("/v1/events:batch", post(post_batch))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn body(bytes: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    bytes.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {limit} bytes"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                rejection.body_text(),
+            )
+        }
+    })
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let path = error.path().to_string();
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the body is not a valid request",
+        )
+        .with_details(vec![Problem {
+            path: if path == "." { String::new() } else { path },
+            problem: error.into_inner().to_string(),
+        }])
+    })
+}
+
+fn stamp_event(submission: &Submission, prefix: &str) -> Result<(String, Event), ApiError> {
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let event = event_of(
+        submission,
+        &Stamp {
+            event_id: &event_id,
+            producer: "rest:anonymous",
+            occurred_at: Utc::now(),
+        },
+    )
+    .map_err(|refusal| ApiError::from_refusal(refusal, prefix))?;
+    Ok((event_id, event))
+}
+
+async fn record(state: &AppState, event: Event) -> Result<Record, ApiError> {
+    let topic = event.topic();
+    let key = event.key();
+    let partitions = state
+        .partitions
+        .of(topic)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let codec = state.codec.clone();
+    let value = tokio::task::spawn_blocking(move || codec.encode(topic, &event))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|error| match error {
+            CodecError::Unavailable(m) => {
+                let mut e =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", m);
+                e.retry_after = Some(5);
+                e
+            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encode_failed",
+                other.to_string(),
+            ),
+        })?;
+    Ok(Record {
+        topic: topic.to_owned(),
+        partition: partition_for(&key, partitions),
+        key,
+        value,
+    })
+}
+
+fn count(state: &AppState, route: &str, status: StatusCode) {
+    state
+        .metrics
+        .requests
+        .with_label_values(&[route, status.as_str()])
+        .inc();
+}
+
+async fn post_event(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let outcome: Result<(StatusCode, Json<Accepted>), ApiError> = async {
+        let bytes = body(bytes, state.limits.body_bytes)?;
+        let submission: Submission = parse(&bytes)?;
+        let (event_id, event) = stamp_event(&submission, "")?;
+        let record = record(&state, event).await?;
+        let written = state
+            .writer
+            .write(vec![record])
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let w = written
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::unavailable("no acknowledgement"))?;
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(Accepted {
+                event_id,
+                topic: w.topic,
+                partition: w.partition,
+                offset: w.offset,
+                key: w.key,
+            }),
+        ))
+    }
+    .await;
+    count(
+        &state,
+        "/v1/events",
+        outcome
+            .as_ref()
+            .map_or_else(|e: &ApiError| e.status, |o| o.0),
+    );
+    outcome
+}
+
+async fn post_batch(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Vec<Accepted>>), ApiError> {
+    let outcome: Result<(StatusCode, Json<Vec<Accepted>>), ApiError> = async {
+        let bytes = body(bytes, state.limits.body_bytes)?;
+        let batch: BatchBody = parse(&bytes)?;
+        if batch.events.is_empty() || batch.events.len() > state.limits.batch_events {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_batch",
+                format!(
+                    "a batch holds 1 to {} events; this one has {}",
+                    state.limits.batch_events,
+                    batch.events.len()
+                ),
+            )
+            .with_details(vec![Problem {
+                path: "events".to_owned(),
+                problem: format!("{} events", batch.events.len()),
+            }]));
+        }
+        // Every event is checked before anything is written.
+        let mut stamped = Vec::with_capacity(batch.events.len());
+        let mut problems = Vec::new();
+        for (i, submission) in batch.events.iter().enumerate() {
+            match stamp_event(submission, &format!("events[{i}].")) {
+                Ok(ok) => stamped.push(ok),
+                Err(error) if error.status == StatusCode::NOT_FOUND => {
+                    problems.push(Problem {
+                        path: format!("events[{i}].event_type"),
+                        problem: error.body.message,
+                    });
+                }
+                Err(error) => problems.extend(error.body.details),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_event",
+                "no event of the batch was written: some do not match their schema or break a rule",
+            )
+            .with_details(problems));
+        }
+        let mut records = Vec::with_capacity(stamped.len());
+        let mut ids = Vec::with_capacity(stamped.len());
+        for (event_id, event) in stamped {
+            records.push(record(&state, event).await?);
+            ids.push(event_id);
+        }
+        let written = state
+            .writer
+            .write(records)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(
+                ids.into_iter()
+                    .zip(written)
+                    .map(|(event_id, w)| Accepted {
+                        event_id,
+                        topic: w.topic,
+                        partition: w.partition,
+                        offset: w.offset,
+                        key: w.key,
+                    })
+                    .collect(),
+            ),
+        ))
+    }
+    .await;
+    count(
+        &state,
+        "/v1/events:batch",
+        outcome
+            .as_ref()
+            .map_or_else(|e: &ApiError| e.status, |o| o.0),
+    );
+    outcome
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.partitions.of("habitat.people").await {
+        Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {error}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        TextEncoder::new()
+            .encode_to_string(&state.metrics.registry.gather())
+            .unwrap_or_default(),
+    )
+}

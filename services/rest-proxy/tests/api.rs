@@ -1,0 +1,220 @@
+//! The HTTP API on devbroker with the registry: what is accepted is read back exactly; every
+//! refusal has its status and its JSON body; a batch with one bad event writes nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use contracts::records::Event;
+use end_to_end::TopicReader;
+use habitat_runtime::avro::AvroCodec;
+use rdkafka::ClientConfig;
+use rest_proxy::{
+    app::{Accepted, AppState, ErrorBody, HttpMetrics, Limits, Partitions, router},
+    writer::{Writer, WriterConfig},
+};
+use serde_json::{Value, json};
+use test_support::{kafka, unique};
+
+struct Proxy {
+    rt: tokio::runtime::Runtime,
+    url: String,
+    codec: AvroCodec,
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    _ = config
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4");
+    config
+}
+
+fn start(bootstrap: &str) -> Proxy {
+    let rt = end_to_end::runtime();
+    let (registry, codec) = end_to_end::stack(&rt);
+    let writer = Writer::start(WriterConfig {
+        bootstrap_servers: bootstrap.to_owned(),
+        transactional_id: unique("rest-proxy"),
+        linger: Duration::from_millis(2),
+        timeout: Duration::from_secs(5),
+        kafka: vec![("broker.address.family".to_owned(), "v4".to_owned())],
+    });
+    let state = AppState {
+        writer,
+        codec: Arc::new(AvroCodec::new(&registry, rt.handle().clone()).expect("codec")),
+        partitions: Arc::new(Partitions::new(client(bootstrap))),
+        limits: Limits {
+            body_bytes: 16 * 1024,
+            batch_events: 10,
+        },
+        metrics: HttpMetrics::default(),
+    };
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    _ = rt.spawn(async move { axum::serve(listener, router(state)).await });
+    Proxy { rt, url, codec }
+}
+
+impl Proxy {
+    fn post(&self, path: &str, body: &Value) -> (u16, Option<String>, Value) {
+        self.post_raw(path, serde_json::to_vec(body).expect("json"))
+    }
+
+    fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
+        self.rt.block_on(async {
+            let response = reqwest::Client::new()
+                .post(format!("{}{path}", self.url))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            let status = response.status().as_u16();
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            let body = response.json::<Value>().await.unwrap_or(Value::Null);
+            (status, retry, body)
+        })
+    }
+}
+
+fn contribution(id: &str, value: &str) -> Value {
+    json!({"contribution_id": id, "member_id": "m-1", "period_id": "2026", "kind": "LABOR",
+           "quantity": "8.5000", "unit": "HOURS", "value": value, "description": "barn roof",
+           "status": "APPROVED", "submitted_by": "member:m-1",
+           "submitted_at": "2026-02-01T09:00:00Z", "reviewed_by": "steward:ana",
+           "reviewed_at": "2026-02-02T10:00:00Z"})
+}
+
+fn submission(tenant: &str, payload: Value) -> Value {
+    json!({"event_type": "people.ContributionApproved", "tenant_id": tenant,
+           "actor": "steward:ana", "payload": payload})
+}
+
+fn without_meta(event: &Event) -> Value {
+    let mut value = serde_json::to_value(event).expect("json");
+    _ = value.as_object_mut().expect("object").remove("meta");
+    value
+}
+
+#[test]
+fn accepted_events_are_read_back_exactly_and_refusals_say_why() {
+    let proxy = start(&kafka().bootstrap);
+    let tenant = unique("coop");
+
+    // Accepted: 202 with where it went; the record read back is what was sent.
+    let payload = contribution("c-1", "1234.50");
+    let (status, _, body) = proxy.post("/v1/events", &submission(&tenant, payload.clone()));
+    assert_eq!(status, 202, "{body}");
+    let accepted: Accepted = serde_json::from_value(body).expect("accepted body");
+    assert_eq!(accepted.topic, "habitat.people");
+    assert_eq!(accepted.key, format!("{tenant}/contribution/c-1"));
+    assert_eq!(
+        accepted.partition,
+        habitat_runtime::partition_for(&accepted.key, end_to_end::PARTITIONS)
+    );
+    let mut people = TopicReader::new("habitat.people");
+    let read = people.until(&proxy.codec, &tenant, "the posted event", |events| {
+        events.first().cloned()
+    });
+    assert_eq!(without_meta(&read), payload);
+    let meta = read.meta();
+    assert_eq!(meta.event_id, accepted.event_id);
+    assert_eq!(meta.event_type, "people.ContributionApproved");
+    assert_eq!(meta.actor.as_deref(), Some("steward:ana"));
+    assert_eq!(meta.correlation_id, accepted.event_id);
+
+    // 404, 422 with paths, 413, malformed body.
+    let (status, _, body) = proxy.post(
+        "/v1/events",
+        &json!({"event_type": "people.Nope", "tenant_id": tenant, "payload": {}}),
+    );
+    assert_eq!(status, 404);
+    let error: ErrorBody = serde_json::from_value(body).expect("error body");
+    assert_eq!(error.error_code, "unknown_event_type");
+    let (status, _, body) = proxy.post(
+        "/v1/events",
+        &submission(&tenant, contribution("c-2", "12.345")),
+    );
+    assert_eq!(status, 422, "{body}");
+    let error: ErrorBody = serde_json::from_value(body).expect("error body");
+    assert_eq!(
+        (error.error_code.as_str(), error.details[0].path.as_str()),
+        ("invalid_event", "payload.value")
+    );
+    let (status, _, body) = proxy.post_raw("/v1/events", vec![b' '; 20 * 1024]);
+    assert_eq!(status, 413);
+    assert_eq!(body["error_code"], "payload_too_large");
+    let (status, _, body) = proxy.post_raw("/v1/events", b"{\"event_type\": 7}".to_vec());
+    assert_eq!(status, 422);
+    assert_eq!(body["details"][0]["path"], "event_type");
+
+    // A batch with one bad event writes nothing; a good batch is written whole.
+    let batch = json!({"events": [
+        submission(&tenant, contribution("c-10", "1.00")),
+        submission(&tenant, contribution("c-11", "-5.00")),
+        submission(&tenant, contribution("c-12", "3.00")),
+    ]});
+    let (status, _, body) = proxy.post("/v1/events:batch", &batch);
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["details"][0]["path"], "events[1].payload.value");
+    let good = json!({"events": [
+        submission(&tenant, contribution("c-20", "1.00")),
+        submission(&tenant, contribution("c-21", "2.00")),
+    ]});
+    let (status, _, body) = proxy.post("/v1/events:batch", &good);
+    assert_eq!(status, 202, "{body}");
+    let accepted: Vec<Accepted> = serde_json::from_value(body).expect("list");
+    assert_eq!(accepted.len(), 2);
+    let ids = people.until(&proxy.codec, &tenant, "the good batch", |events| {
+        (events.len() == 3).then(|| {
+            events
+                .iter()
+                .map(|e| match e {
+                    Event::ContributionApproved(c) => c.contribution_id.clone(),
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    assert_eq!(ids, ["c-1", "c-20", "c-21"], "nothing of the refused batch");
+    let (status, _, _) = proxy.post("/v1/events:batch", &json!({"events": (0..11).map(|i| submission(&tenant, contribution(&format!("c-{i}"), "1.00"))).collect::<Vec<_>>()}));
+    assert_eq!(status, 422, "more than the batch limit");
+
+    let metrics = proxy.rt.block_on(async {
+        reqwest::get(format!("{}/metrics", proxy.url))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    });
+    assert!(
+        metrics.contains("habitat_http_requests_total{route=\"/v1/events\",status=\"202\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_unreachable_broker_is_a_503_with_retry_after() {
+    let closed = format!("127.0.0.1:{}", devstack_port());
+    let proxy = start(&closed);
+    let (status, retry, body) = proxy.post(
+        "/v1/events",
+        &submission(&unique("coop"), contribution("c-1", "1.00")),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry.as_deref(), Some("5"));
+    assert_eq!(body["error_code"], "broker_unavailable");
+}
+
+/// A loopback port nothing listens on.
+fn devstack_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
