@@ -11,7 +11,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, State, rejection::BytesRejection},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -26,6 +26,7 @@ use rdkafka::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    keys::{ApiKey, Keys, Unauthorized},
     validate::{Problem, Refusal, Stamp, Submission, event_of},
     writer::{Record, Writer},
 };
@@ -96,6 +97,7 @@ impl Partitions {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
+    pub keys: Arc<Keys>,
     pub writer: Writer,
     pub codec: Arc<AvroCodec>,
     pub partitions: Arc<Partitions>,
@@ -272,17 +274,46 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn stamp_event(submission: &Submission, prefix: &str) -> Result<(String, Event), ApiError> {
+async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    state.keys.check(token).await.map_err(|refused| {
+        let mut error = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            refused.to_string(),
+        );
+        if refused == Unauthorized::Missing {
+            error.body.details = vec![Problem {
+                path: "Authorization".to_owned(),
+                problem: "missing".to_owned(),
+            }];
+        }
+        error
+    })
+}
+
+fn stamp_event(
+    key: &ApiKey,
+    submission: &Submission,
+    prefix: &str,
+) -> Result<(String, Event), ApiError> {
     let event_id = uuid::Uuid::now_v7().to_string();
+    let producer = format!("rest:{}", key.name);
     let event = event_of(
         submission,
         &Stamp {
             event_id: &event_id,
-            producer: "rest:anonymous",
+            producer: &producer,
             occurred_at: Utc::now(),
         },
     )
     .map_err(|refusal| ApiError::from_refusal(refusal, prefix))?;
+    key.may_write(&submission.tenant_id, &submission.event_type)
+        .map_err(|denied| ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied))?;
     Ok((event_id, event))
 }
 
@@ -329,12 +360,14 @@ fn count(state: &AppState, route: &str, status: StatusCode) {
 
 async fn post_event(
     State(state): State<AppState>,
+    headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let outcome: Result<(StatusCode, Json<Accepted>), ApiError> = async {
+        let key = authorize(&state, &headers).await?;
         let bytes = body(bytes, state.limits.body_bytes)?;
         let submission: Submission = parse(&bytes)?;
-        let (event_id, event) = stamp_event(&submission, "")?;
+        let (event_id, event) = stamp_event(&key, &submission, "")?;
         let record = record(&state, event).await?;
         let written = state
             .writer
@@ -369,9 +402,11 @@ async fn post_event(
 
 async fn post_batch(
     State(state): State<AppState>,
+    headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Vec<Accepted>>), ApiError> {
     let outcome: Result<(StatusCode, Json<Vec<Accepted>>), ApiError> = async {
+        let key = authorize(&state, &headers).await?;
         let bytes = body(bytes, state.limits.body_bytes)?;
         let batch: BatchBody = parse(&bytes)?;
         if batch.events.is_empty() || batch.events.len() > state.limits.batch_events {
@@ -393,8 +428,9 @@ async fn post_batch(
         let mut stamped = Vec::with_capacity(batch.events.len());
         let mut problems = Vec::new();
         for (i, submission) in batch.events.iter().enumerate() {
-            match stamp_event(submission, &format!("events[{i}].")) {
+            match stamp_event(&key, submission, &format!("events[{i}].")) {
                 Ok(ok) => stamped.push(ok),
+                Err(error) if error.status == StatusCode::FORBIDDEN => return Err(error),
                 Err(error) if error.status == StatusCode::NOT_FOUND => {
                     problems.push(Problem {
                         path: format!("events[{i}].event_type"),

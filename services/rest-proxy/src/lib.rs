@@ -8,7 +8,9 @@
 //!   group commit across concurrent requests.
 
 //! - [`app`]: the HTTP routes and their JSON errors.
+//! - [`keys`]: API keys bound to tenants and event types, stored hashed.
 
 pub mod app;
+pub mod keys;
 pub mod validate;
 pub mod writer;

@@ -9,15 +9,21 @@ use habitat_runtime::avro::AvroCodec;
 use rdkafka::ClientConfig;
 use rest_proxy::{
     app::{Accepted, AppState, ErrorBody, HttpMetrics, Limits, Partitions, router},
+    keys::{self, ANY, Keys},
     writer::{Writer, WriterConfig},
 };
 use serde_json::{Value, json};
 use test_support::{kafka, unique};
 
 struct Proxy {
-    rt: tokio::runtime::Runtime,
+    rt: &'static tokio::runtime::Runtime,
     url: String,
     codec: AvroCodec,
+    pool: sqlx::PgPool,
+    /// The tenant of `token`.
+    tenant: String,
+    /// A key for `tenant`, every event type.
+    token: String,
 }
 
 fn client(bootstrap: &str) -> ClientConfig {
@@ -28,9 +34,21 @@ fn client(bootstrap: &str) -> ClientConfig {
     config
 }
 
+/// One runtime and registry for the binary: its tests share the topics, so they must share
+/// the schema ids too.
+fn shared() -> &'static (tokio::runtime::Runtime, String) {
+    static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, String)> =
+        std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let rt = end_to_end::runtime();
+        let (registry, _) = end_to_end::stack(&rt);
+        (rt, registry)
+    })
+}
+
 fn start(bootstrap: &str) -> Proxy {
-    let rt = end_to_end::runtime();
-    let (registry, codec) = end_to_end::stack(&rt);
+    let (rt, registry) = shared();
+    let codec = AvroCodec::new(registry, rt.handle().clone()).expect("codec");
     let writer = Writer::start(WriterConfig {
         bootstrap_servers: bootstrap.to_owned(),
         transactional_id: unique("rest-proxy"),
@@ -38,9 +56,23 @@ fn start(bootstrap: &str) -> Proxy {
         timeout: Duration::from_secs(5),
         kafka: vec![("broker.address.family".to_owned(), "v4".to_owned())],
     });
+    let pool = rt
+        .block_on(sqlx::PgPool::connect(&test_support::database()))
+        .expect("pool");
+    rt.block_on(keys::migrate(&pool)).expect("migrate");
+    let tenant = unique("coop");
+    let (_, token) = rt
+        .block_on(keys::create(
+            &pool,
+            &unique("apps"),
+            &[tenant.clone()],
+            &[ANY.to_owned()],
+        ))
+        .expect("key");
     let state = AppState {
+        keys: Arc::new(Keys::new(pool.clone(), Duration::ZERO)),
         writer,
-        codec: Arc::new(AvroCodec::new(&registry, rt.handle().clone()).expect("codec")),
+        codec: Arc::new(AvroCodec::new(registry, rt.handle().clone()).expect("codec")),
         partitions: Arc::new(Partitions::new(client(bootstrap))),
         limits: Limits {
             body_bytes: 16 * 1024,
@@ -53,23 +85,44 @@ fn start(bootstrap: &str) -> Proxy {
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     _ = rt.spawn(async move { axum::serve(listener, router(state)).await });
-    Proxy { rt, url, codec }
+    Proxy {
+        rt,
+        url,
+        codec,
+        pool,
+        tenant,
+        token,
+    }
 }
 
 impl Proxy {
     fn post(&self, path: &str, body: &Value) -> (u16, Option<String>, Value) {
-        self.post_raw(path, serde_json::to_vec(body).expect("json"))
+        self.post_as(
+            Some(&self.token),
+            path,
+            serde_json::to_vec(body).expect("json"),
+        )
     }
 
     fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
+        self.post_as(Some(&self.token), path, body)
+    }
+
+    fn post_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (u16, Option<String>, Value) {
         self.rt.block_on(async {
-            let response = reqwest::Client::new()
+            let mut request = reqwest::Client::new()
                 .post(format!("{}{path}", self.url))
                 .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("request");
+                .body(body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("request");
             let status = response.status().as_u16();
             let retry = response
                 .headers()
@@ -103,7 +156,7 @@ fn without_meta(event: &Event) -> Value {
 #[test]
 fn accepted_events_are_read_back_exactly_and_refusals_say_why() {
     let proxy = start(&kafka().bootstrap);
-    let tenant = unique("coop");
+    let tenant = proxy.tenant.clone();
 
     // Accepted: 202 with where it went; the record read back is what was sent.
     let payload = contribution("c-1", "1234.50");
@@ -126,6 +179,7 @@ fn accepted_events_are_read_back_exactly_and_refusals_say_why() {
     assert_eq!(meta.event_type, "people.ContributionApproved");
     assert_eq!(meta.actor.as_deref(), Some("steward:ana"));
     assert_eq!(meta.correlation_id, accepted.event_id);
+    assert!(meta.producer.starts_with("rest:apps-"), "{}", meta.producer);
 
     // 404, 422 with paths, 413, malformed body.
     let (status, _, body) = proxy.post(
@@ -204,7 +258,7 @@ fn an_unreachable_broker_is_a_503_with_retry_after() {
     let proxy = start(&closed);
     let (status, retry, body) = proxy.post(
         "/v1/events",
-        &submission(&unique("coop"), contribution("c-1", "1.00")),
+        &submission(&proxy.tenant, contribution("c-1", "1.00")),
     );
     assert_eq!(status, 503, "{body}");
     assert_eq!(retry.as_deref(), Some("5"));
@@ -217,4 +271,71 @@ fn devstack_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+#[test]
+fn keys_are_required_bound_to_tenants_and_event_types_and_revocable() {
+    let proxy = start(&kafka().bootstrap);
+    let body =
+        serde_json::to_vec(&submission(&proxy.tenant, contribution("c-1", "1.00"))).expect("json");
+    let (status, _, error) = proxy.post_as(None, "/v1/events", body.clone());
+    assert_eq!(
+        (status, error["error_code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _, _) = proxy.post_as(Some("hsk_nope_nope"), "/v1/events", body.clone());
+    assert_eq!(status, 401);
+    let forged = format!("{}0", proxy.token);
+    let (status, _, _) = proxy.post_as(Some(&forged), "/v1/events", body.clone());
+    assert_eq!(status, 401);
+
+    // Tenant A's key cannot write for tenant B.
+    let other = serde_json::to_vec(&submission(&unique("coop-b"), contribution("c-1", "1.00")))
+        .expect("json");
+    let (status, _, error) = proxy.post_as(Some(&proxy.token), "/v1/events", other);
+    assert_eq!(
+        (status, error["error_code"].as_str()),
+        (403, Some("forbidden"))
+    );
+
+    // A key for one event type only.
+    let name = unique("stewards");
+    let (_, narrow) = proxy
+        .rt
+        .block_on(keys::create(
+            &proxy.pool,
+            &name,
+            &[proxy.tenant.clone()],
+            &["treasury.PeriodOpened".to_owned()],
+        ))
+        .expect("key");
+    let (status, _, error) = proxy.post_as(Some(&narrow), "/v1/events", body.clone());
+    assert_eq!(status, 403, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("people.ContributionApproved"),
+        "{error}"
+    );
+    let (status, _, _) = proxy.post_as(Some(&proxy.token), "/v1/events", body.clone());
+    assert_eq!(status, 202);
+
+    assert!(
+        proxy
+            .rt
+            .block_on(keys::revoke(&proxy.pool, &name))
+            .expect("revoke")
+    );
+    let (status, _, error) = proxy.post_as(Some(&narrow), "/v1/events", body);
+    assert_eq!(
+        (status, error["message"].as_str()),
+        (401, Some("the API key was revoked"))
+    );
+    let listed = proxy.rt.block_on(keys::list(&proxy.pool)).expect("list");
+    assert!(
+        listed
+            .iter()
+            .any(|k| k.name == name && k.revoked_at.is_some())
+    );
 }
