@@ -104,15 +104,8 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ApiKey>, sqlx::Error> {
     )
     .fetch_all(pool)
     .await?
-    .into_iter()
-    .map(|r| ApiKey {
-        id: r.get(0),
-        name: r.get(1),
-        tenants: r.get(2),
-        event_types: r.get(3),
-        created_at: r.get(4),
-        revoked_at: r.get(5),
-    })
+    .iter()
+    .map(key_of)
     .collect())
 }
 
@@ -135,7 +128,22 @@ pub async fn revoke(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
 pub struct Keys {
     pool: PgPool,
     ttl: Duration,
-    cache: RwLock<HashMap<String, (Instant, Option<(ApiKey, Vec<u8>)>)>>,
+    cache: RwLock<HashMap<String, (Instant, Found)>>,
+}
+
+/// A key id's row: the key and the digest of its secret; `None` when there is none.
+type Found = Option<(ApiKey, Vec<u8>)>;
+
+/// A key from a row of `id, name, tenants, event_types, created_at, revoked_at`.
+fn key_of(row: &sqlx::postgres::PgRow) -> ApiKey {
+    ApiKey {
+        id: row.get(0),
+        name: row.get(1),
+        tenants: row.get(2),
+        event_types: row.get(3),
+        created_at: row.get(4),
+        revoked_at: row.get(5),
+    }
 }
 
 /// Why a token was refused (401).
@@ -183,19 +191,7 @@ impl Keys {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|_| Unauthorized::Invalid)?
-                .map(|r| {
-                    (
-                        ApiKey {
-                            id: r.get(0),
-                            name: r.get(1),
-                            tenants: r.get(2),
-                            event_types: r.get(3),
-                            created_at: r.get(4),
-                            revoked_at: r.get(5),
-                        },
-                        r.get::<Vec<u8>, _>(6),
-                    )
-                });
+                .map(|r| (key_of(&r), r.get::<Vec<u8>, _>(6)));
                 _ = self
                     .cache
                     .write()
