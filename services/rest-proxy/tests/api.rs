@@ -65,7 +65,7 @@ fn start(bootstrap: &str) -> Proxy {
         .block_on(keys::create(
             &pool,
             &unique("apps"),
-            &[tenant.clone()],
+            std::slice::from_ref(&tenant),
             &[ANY.to_owned()],
         ))
         .expect("key");
@@ -305,7 +305,7 @@ fn keys_are_required_bound_to_tenants_and_event_types_and_revocable() {
         .block_on(keys::create(
             &proxy.pool,
             &name,
-            &[proxy.tenant.clone()],
+            std::slice::from_ref(&proxy.tenant),
             &["treasury.PeriodOpened".to_owned()],
         ))
         .expect("key");
