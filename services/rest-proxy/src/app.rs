@@ -26,6 +26,7 @@ use rdkafka::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    idempotency::{Claim, Idempotency},
     keys::{ApiKey, Keys, Unauthorized},
     validate::{Problem, Refusal, Stamp, Submission, event_of},
     writer::{Record, Writer},
@@ -98,6 +99,7 @@ impl Partitions {
 #[derive(Clone)]
 pub struct AppState {
     pub keys: Arc<Keys>,
+    pub idempotency: Idempotency,
     pub writer: Writer,
     pub codec: Arc<AvroCodec>,
     pub partitions: Arc<Partitions>,
@@ -358,132 +360,206 @@ fn count(state: &AppState, route: &str, status: StatusCode) {
         .inc();
 }
 
+/// The answer to a request: its status and JSON body.
+type Answer = (StatusCode, serde_json::Value);
+
+fn answer<T: Serialize>(value: &T) -> Answer {
+    (
+        StatusCode::ACCEPTED,
+        serde_json::to_value(value).unwrap_or_default(),
+    )
+}
+
 async fn post_event(
     State(state): State<AppState>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let outcome: Result<(StatusCode, Json<Accepted>), ApiError> = async {
-        let key = authorize(&state, &headers).await?;
-        let bytes = body(bytes, state.limits.body_bytes)?;
-        let submission: Submission = parse(&bytes)?;
-        let (event_id, event) = stamp_event(&key, &submission, "")?;
-        let record = record(&state, event).await?;
-        let written = state
-            .writer
-            .write(vec![record])
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        let w = written
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::unavailable("no acknowledgement"))?;
-        Ok((
-            StatusCode::ACCEPTED,
-            Json(Accepted {
+) -> Response {
+    handle(
+        &state,
+        "/v1/events",
+        &headers,
+        bytes,
+        |state, key, bytes| async move {
+            let submission: Submission = parse(&bytes)?;
+            let (event_id, event) = stamp_event(&key, &submission, "")?;
+            let record = record(&state, event).await?;
+            let written = state
+                .writer
+                .write(vec![record])
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            let w = written
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::unavailable("no acknowledgement"))?;
+            Ok(answer(&Accepted {
                 event_id,
                 topic: w.topic,
                 partition: w.partition,
                 offset: w.offset,
                 key: w.key,
-            }),
-        ))
-    }
-    .await;
-    count(
-        &state,
-        "/v1/events",
-        outcome
-            .as_ref()
-            .map_or_else(|e: &ApiError| e.status, |o| o.0),
-    );
-    outcome
+            }))
+        },
+    )
+    .await
 }
 
 async fn post_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Vec<Accepted>>), ApiError> {
-    let outcome: Result<(StatusCode, Json<Vec<Accepted>>), ApiError> = async {
-        let key = authorize(&state, &headers).await?;
-        let bytes = body(bytes, state.limits.body_bytes)?;
-        let batch: BatchBody = parse(&bytes)?;
-        if batch.events.is_empty() || batch.events.len() > state.limits.batch_events {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_batch",
-                format!(
-                    "a batch holds 1 to {} events; this one has {}",
-                    state.limits.batch_events,
-                    batch.events.len()
-                ),
-            )
-            .with_details(vec![Problem {
-                path: "events".to_owned(),
-                problem: format!("{} events", batch.events.len()),
-            }]));
-        }
-        // Every event is checked before anything is written.
-        let mut stamped = Vec::with_capacity(batch.events.len());
-        let mut problems = Vec::new();
-        for (i, submission) in batch.events.iter().enumerate() {
-            match stamp_event(&key, submission, &format!("events[{i}].")) {
-                Ok(ok) => stamped.push(ok),
-                Err(error) if error.status == StatusCode::FORBIDDEN => return Err(error),
-                Err(error) if error.status == StatusCode::NOT_FOUND => {
-                    problems.push(Problem {
-                        path: format!("events[{i}].event_type"),
-                        problem: error.body.message,
-                    });
-                }
-                Err(error) => problems.extend(error.body.details),
+) -> Response {
+    handle(
+        &state,
+        "/v1/events:batch",
+        &headers,
+        bytes,
+        |state, key, bytes| async move {
+            let batch: BatchBody = parse(&bytes)?;
+            if batch.events.is_empty() || batch.events.len() > state.limits.batch_events {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_batch",
+                    format!(
+                        "a batch holds 1 to {} events; this one has {}",
+                        state.limits.batch_events,
+                        batch.events.len()
+                    ),
+                )
+                .with_details(vec![Problem {
+                    path: "events".to_owned(),
+                    problem: format!("{} events", batch.events.len()),
+                }]));
             }
-        }
-        if !problems.is_empty() {
-            return Err(ApiError::new(
+            // Every event is checked before anything is written.
+            let mut stamped = Vec::with_capacity(batch.events.len());
+            let mut problems = Vec::new();
+            for (i, submission) in batch.events.iter().enumerate() {
+                match stamp_event(&key, submission, &format!("events[{i}].")) {
+                    Ok(ok) => stamped.push(ok),
+                    Err(error) if error.status == StatusCode::FORBIDDEN => return Err(error),
+                    Err(error) if error.status == StatusCode::NOT_FOUND => {
+                        problems.push(Problem {
+                            path: format!("events[{i}].event_type"),
+                            problem: error.body.message,
+                        });
+                    }
+                    Err(error) => problems.extend(error.body.details),
+                }
+            }
+            if !problems.is_empty() {
+                return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_event",
                 "no event of the batch was written: some do not match their schema or break a rule",
             )
             .with_details(problems));
-        }
-        let mut records = Vec::with_capacity(stamped.len());
-        let mut ids = Vec::with_capacity(stamped.len());
-        for (event_id, event) in stamped {
-            records.push(record(&state, event).await?);
-            ids.push(event_id);
-        }
-        let written = state
-            .writer
-            .write(records)
+            }
+            let mut records = Vec::with_capacity(stamped.len());
+            let mut ids = Vec::with_capacity(stamped.len());
+            for (event_id, event) in stamped {
+                records.push(record(&state, event).await?);
+                ids.push(event_id);
+            }
+            let written = state
+                .writer
+                .write(records)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            let accepted: Vec<Accepted> = ids
+                .into_iter()
+                .zip(written)
+                .map(|(event_id, w)| Accepted {
+                    event_id,
+                    topic: w.topic,
+                    partition: w.partition,
+                    offset: w.offset,
+                    key: w.key,
+                })
+                .collect();
+            Ok(answer(&accepted))
+        },
+    )
+    .await
+}
+
+/// The pipeline of a write: authorize, read the body, then — once per `Idempotency-Key`
+/// — run `work`; count the answer by route and status.
+async fn handle<F, Fut>(
+    state: &AppState,
+    route: &str,
+    headers: &HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+    work: F,
+) -> Response
+where
+    F: FnOnce(AppState, ApiKey, Bytes) -> Fut,
+    Fut: std::future::Future<Output = Result<Answer, ApiError>>,
+{
+    let outcome = async {
+        let key = authorize(state, headers).await?;
+        let bytes = body(bytes, state.limits.body_bytes)?;
+        let Some(idempotency) = idempotency_key(headers)? else {
+            return work(state.clone(), key, bytes).await;
+        };
+        let request = crate::idempotency::request_digest(route, &bytes);
+        match state
+            .idempotency
+            .claim(&key.id, &idempotency, &request)
             .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        Ok((
-            StatusCode::ACCEPTED,
-            Json(
-                ids.into_iter()
-                    .zip(written)
-                    .map(|(event_id, w)| Accepted {
-                        event_id,
-                        topic: w.topic,
-                        partition: w.partition,
-                        offset: w.offset,
-                        key: w.key,
-                    })
-                    .collect(),
-            ),
-        ))
+            .map_err(|e| ApiError::unavailable(e.to_string()))?
+        {
+            Claim::Answered(status, body) => Ok((
+                StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED),
+                body,
+            )),
+            Claim::Conflict => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with another request",
+            )),
+            Claim::Mine => {
+                let outcome = work(state.clone(), key.clone(), bytes).await;
+                let kept = match &outcome {
+                    Ok((status, body)) => Some((status.as_u16(), body.clone())),
+                    // Nothing was written: a retry may try again.
+                    Err(error) if error.status.is_server_error() => None,
+                    Err(error) => Some((
+                        error.status.as_u16(),
+                        serde_json::to_value(&error.body).unwrap_or_default(),
+                    )),
+                };
+                state
+                    .idempotency
+                    .finish(&key.id, &idempotency, kept)
+                    .await
+                    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+                outcome
+            }
+        }
     }
     .await;
-    count(
-        &state,
-        "/v1/events:batch",
-        outcome
-            .as_ref()
-            .map_or_else(|e: &ApiError| e.status, |o| o.0),
-    );
-    outcome
+    let response = match outcome {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(error) => error.into_response(),
+    };
+    count(state, route, response.status());
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(text) if (1..=255).contains(&text.len()) => Ok(Some(text.to_owned())),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_idempotency_key",
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        )),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

@@ -9,8 +9,10 @@
 
 //! - [`app`]: the HTTP routes and their JSON errors.
 //! - [`keys`]: API keys bound to tenants and event types, stored hashed.
+//! - [`idempotency`]: `Idempotency-Key` — a retried request gets the first answer.
 
 pub mod app;
+pub mod idempotency;
 pub mod keys;
 pub mod validate;
 pub mod writer;

@@ -9,6 +9,7 @@ use habitat_runtime::avro::AvroCodec;
 use rdkafka::ClientConfig;
 use rest_proxy::{
     app::{Accepted, AppState, ErrorBody, HttpMetrics, Limits, Partitions, router},
+    idempotency::Idempotency,
     keys::{self, ANY, Keys},
     writer::{Writer, WriterConfig},
 };
@@ -71,6 +72,7 @@ fn start(bootstrap: &str) -> Proxy {
         .expect("key");
     let state = AppState {
         keys: Arc::new(Keys::new(pool.clone(), Duration::ZERO)),
+        idempotency: Idempotency::new(pool.clone()),
         writer,
         codec: Arc::new(AvroCodec::new(registry, rt.handle().clone()).expect("codec")),
         partitions: Arc::new(Partitions::new(client(bootstrap))),
@@ -338,4 +340,79 @@ fn keys_are_required_bound_to_tenants_and_event_types_and_revocable() {
             .iter()
             .any(|k| k.name == name && k.revoked_at.is_some())
     );
+}
+
+#[test]
+fn twenty_concurrent_retries_with_one_idempotency_key_write_one_record() {
+    let proxy = start(&kafka().bootstrap);
+    let body = serde_json::to_vec(&submission(&proxy.tenant, contribution("c-once", "7.00")))
+        .expect("json");
+    let answers: Vec<(u16, Value)> = proxy.rt.block_on(async {
+        let client = reqwest::Client::new();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let request = client
+                    .post(format!("{}/v1/events", proxy.url))
+                    .bearer_auth(&proxy.token)
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", "retry-me")
+                    .body(body.clone());
+                tokio::spawn(async move {
+                    let response = request.send().await.expect("request");
+                    let status = response.status().as_u16();
+                    (status, response.json::<Value>().await.expect("json"))
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.expect("task"));
+        }
+        answers
+    });
+    let first = &answers[0];
+    assert_eq!(first.0, 202, "{}", first.1);
+    assert!(answers.iter().all(|a| a == first), "{answers:?}");
+
+    // The same key with another body is a conflict; nothing is written for it.
+    let other = serde_json::to_vec(&submission(&proxy.tenant, contribution("c-other", "8.00")))
+        .expect("json");
+    let (status, _, error) = proxy.rt.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/events", proxy.url))
+            .bearer_auth(&proxy.token)
+            .header("idempotency-key", "retry-me")
+            .body(other)
+            .send()
+            .await
+            .expect("request");
+        (
+            response.status().as_u16(),
+            (),
+            response.json::<Value>().await.expect("json"),
+        )
+    });
+    assert_eq!(
+        (status, error["error_code"].as_str()),
+        (409, Some("idempotency_key_reused"))
+    );
+
+    // A marker after them: exactly one c-once before it.
+    let (status, _, _) = proxy.post(
+        "/v1/events",
+        &submission(&proxy.tenant, contribution("c-marker", "1.00")),
+    );
+    assert_eq!(status, 202);
+    let mut people = TopicReader::new("habitat.people");
+    let ids = people.until(&proxy.codec, &proxy.tenant, "the marker", |events| {
+        let ids: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                Event::ContributionApproved(c) => c.contribution_id.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        ids.iter().any(|i| i == "c-marker").then_some(ids)
+    });
+    assert_eq!(ids, ["c-once", "c-marker"]);
 }
