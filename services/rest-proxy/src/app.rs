@@ -95,10 +95,48 @@ impl Partitions {
     }
 }
 
+/// Requests per API key per second or minute (a burst of as many), or none.
+pub struct RateLimit {
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+impl RateLimit {
+    pub fn per_second(rate: u32) -> Self {
+        Self {
+            limiter: std::num::NonZeroU32::new(rate)
+                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n))),
+        }
+    }
+
+    pub fn per_minute(rate: u32) -> Self {
+        Self {
+            limiter: std::num::NonZeroU32::new(rate)
+                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
+        }
+    }
+
+    pub fn unlimited() -> Self {
+        Self { limiter: None }
+    }
+
+    /// `Err(wait)` when the key must wait before its next request.
+    fn check(&self, key: &str) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&key.to_owned()).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+        })
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub keys: Arc<Keys>,
+    pub rate: Arc<RateLimit>,
     pub idempotency: Idempotency,
     pub writer: Writer,
     pub codec: Arc<AvroCodec>,
@@ -499,6 +537,18 @@ where
 {
     let outcome = async {
         let key = authorize(state, headers).await?;
+        if let Err(wait) = state.rate.check(&key.id) {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many requests for key {}; retry after {wait:?}",
+                    key.name
+                ),
+            );
+            error.retry_after = Some(wait.as_secs() + 1);
+            return Err(error);
+        }
         let bytes = body(bytes, state.limits.body_bytes)?;
         let Some(idempotency) = idempotency_key(headers)? else {
             return work(state.clone(), key, bytes).await;

@@ -8,7 +8,7 @@ use end_to_end::TopicReader;
 use habitat_runtime::avro::AvroCodec;
 use rdkafka::ClientConfig;
 use rest_proxy::{
-    app::{Accepted, AppState, ErrorBody, HttpMetrics, Limits, Partitions, router},
+    app::{Accepted, AppState, ErrorBody, HttpMetrics, Limits, Partitions, RateLimit, router},
     idempotency::Idempotency,
     keys::{self, ANY, Keys},
     writer::{Writer, WriterConfig},
@@ -48,6 +48,10 @@ fn shared() -> &'static (tokio::runtime::Runtime, String) {
 }
 
 fn start(bootstrap: &str) -> Proxy {
+    start_with(bootstrap, RateLimit::unlimited())
+}
+
+fn start_with(bootstrap: &str, rate: RateLimit) -> Proxy {
     let (rt, registry) = shared();
     let codec = AvroCodec::new(registry, rt.handle().clone()).expect("codec");
     let writer = Writer::start(WriterConfig {
@@ -72,6 +76,7 @@ fn start(bootstrap: &str) -> Proxy {
         .expect("key");
     let state = AppState {
         keys: Arc::new(Keys::new(pool.clone(), Duration::ZERO)),
+        rate: Arc::new(rate),
         idempotency: Idempotency::new(pool.clone()),
         writer,
         codec: Arc::new(AvroCodec::new(registry, rt.handle().clone()).expect("codec")),
@@ -415,4 +420,26 @@ fn twenty_concurrent_retries_with_one_idempotency_key_write_one_record() {
         ids.iter().any(|i| i == "c-marker").then_some(ids)
     });
     assert_eq!(ids, ["c-once", "c-marker"]);
+}
+
+#[test]
+fn a_key_over_its_rate_gets_429_with_retry_after() {
+    // Two a minute: the third request cannot have earned a new token.
+    let proxy = start_with(&kafka().bootstrap, RateLimit::per_minute(2));
+    let body = submission(&proxy.tenant, contribution("c-r", "1.00"));
+    let statuses: Vec<(u16, Option<String>)> = (0..3)
+        .map(|_| {
+            let (status, retry, _) = proxy.post("/v1/events", &body);
+            (status, retry)
+        })
+        .collect();
+    assert_eq!(statuses[0].0, 202);
+    assert_eq!(statuses[1].0, 202);
+    assert_eq!(statuses[2].0, 429, "{statuses:?}");
+    let retry: u64 = statuses[2]
+        .1
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .expect("Retry-After seconds");
+    assert!((1..=31).contains(&retry), "{retry}");
 }
