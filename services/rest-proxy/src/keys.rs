@@ -44,10 +44,29 @@ impl ApiKey {
     }
 }
 
+/// The Postgres schema of the proxy's tables.
+pub const SCHEMA: &str = "rest_proxy";
+
 /// Creates the proxy's tables when missing.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::migrate!("./migrations").run(pool).await?;
     Ok(())
+}
+
+/// A pool on `url` with the proxy's schema (created and migrated) first on the path.
+pub async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {
+    use std::str::FromStr;
+    let options =
+        sqlx::postgres::PgConnectOptions::from_str(url)?.options([("search_path", SCHEMA)]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?;
+    _ = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+        .execute(&pool)
+        .await?;
+    migrate(&pool).await?;
+    Ok(pool)
 }
 
 fn digest(secret: &str) -> Vec<u8> {

@@ -60,6 +60,9 @@ enum Command {
     /// Dead letters: list, show, re-drive, resolve.
     #[command(subcommand)]
     Dlq(finance::Dlq),
+    /// The REST proxy's API keys: create, list, revoke.
+    #[command(subcommand)]
+    Keys(finance::Keys),
     /// Measure performance (run with optimised builds: `./habitat bench ...`).
     #[command(subcommand)]
     Bench(Bench),
@@ -196,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchProcessor { .. } | Command::Verify(_) => unreachable!("handled in main"),
         Command::Report(args) => finance::run_report(&args),
         Command::Dlq(command) => finance::run_dlq(&command),
+        Command::Keys(command) => finance::run_keys(&command),
         Command::Topics(Topics::Apply {
             bootstrap,
             environment,

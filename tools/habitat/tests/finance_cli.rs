@@ -141,3 +141,32 @@ fn verify_report_and_dlq_from_the_command_line() {
     assert_eq!(code, 1);
     assert!(out.contains("no dead letter 7"), "{out}");
 }
+
+#[test]
+fn api_keys_from_the_command_line() {
+    let database_url = test_support::database();
+    let run = |args: &[&str]| habitat(args, &database_url, "http://127.0.0.1:9");
+    let (code, out) = run(&[
+        "keys",
+        "create",
+        "--name",
+        "apps",
+        "--tenant",
+        "coop-a",
+        "--event-type",
+        "people.MemberRegistered",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let secret = out.lines().last().unwrap_or_default();
+    assert!(secret.starts_with("hsk_") && secret.len() > 60, "{out}");
+    let (code, out) = run(&["keys", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("apps") && out.contains("coop-a") && !out.contains(secret),
+        "{out}"
+    );
+    assert_eq!(run(&["keys", "revoke", "apps"]).0, 0);
+    let (code, out) = run(&["keys", "revoke", "apps"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("no live key named apps"), "{out}");
+}
