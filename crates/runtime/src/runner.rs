@@ -161,16 +161,9 @@ where
     C: Codec<In = P::In, Out = P::Out>,
     F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, String>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let runtime = match async_runtime(1) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let codec = match make(&config, runtime.handle()) {
         Ok(codec) => codec,
@@ -224,4 +217,17 @@ pub fn stop_on_signal(handle: &Handle, flag: std::sync::Arc<std::sync::atomic::A
         info!("Signal received: finishing the open batch.");
         flag.store(true, Ordering::SeqCst);
     });
+}
+
+/// A multi-threaded async runtime with `workers` worker threads; the exit code to return
+/// (after saying why) when it cannot start.
+pub fn async_runtime(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("error: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })
 }

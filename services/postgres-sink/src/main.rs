@@ -89,16 +89,9 @@ fn main() -> ExitCode {
         eprintln!("error: database_url is not set (HABITAT_DATABASE_URL or --database-url)");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match habitat_runtime::runner::async_runtime(2) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Some(Command::Migrate) = args.command {
         return match runtime.block_on(migrate(&database_url, &config.schema)) {

@@ -64,16 +64,9 @@ fn main() -> ExitCode {
             kafka.apply_env(field, value);
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match habitat_runtime::runner::async_runtime(2) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let pool = match runtime.block_on(keys::connect(&args.database_url)) {
         Ok(pool) => pool,
