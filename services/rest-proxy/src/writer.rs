@@ -5,7 +5,8 @@
 //! (idempotent, acks=all): either every record of every job becomes visible to
 //! read_committed readers, or none does and every job is told the broker is unavailable.
 //! A request therefore never leaves half a batch behind, and transactions cost a few
-//! round trips per group rather than per request.
+//! round trips per group rather than per request. A commit whose answer is lost is retried
+//! until the broker answers it, so an error always means nothing became visible.
 
 use std::{
     sync::{Arc, Mutex, mpsc},
@@ -171,10 +172,16 @@ fn run(config: &WriterConfig, queue: &mpsc::Receiver<Job>) {
             }
             Err(error) => {
                 warn!(%error, "Transaction failed; nothing of it is visible.");
-                if producer.abort_transaction(config.timeout).is_err() {
-                    current = None; // a fatal or fenced producer is made anew
-                }
+                let aborted = producer.abort_transaction(config.timeout).is_ok();
                 answer_all(group, &Unavailable(error));
+                if !aborted {
+                    // A fatal or fenced producer is made anew (its transaction is aborted
+                    // when the next one initialises). Closing it may wait on the broker,
+                    // so it closes on a thread of its own.
+                    if let Some(old) = current.take() {
+                        _ = thread::spawn(move || drop(old));
+                    }
+                }
             }
         }
     }
@@ -241,10 +248,18 @@ fn transaction(
         .map(|job| job.into_iter().collect::<Option<Vec<_>>>())
         .collect::<Option<Vec<_>>>()
         .ok_or("a record was not acknowledged")?;
-    producer
-        .commit_transaction(timeout)
-        .map_err(|e| e.to_string())?;
-    Ok(written)
+    // A commit that timed out may still have reached the broker: its outcome is only known
+    // once a retry answers. The commit is retried until it is definite, so that a 503 always
+    // means nothing became visible.
+    loop {
+        match producer.commit_transaction(timeout) {
+            Ok(()) => return Ok(written),
+            Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                warn!(%error, "Commit outcome not known yet; retrying the commit.");
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
 }
 
 /// The writer shared by the handlers.

@@ -1,16 +1,18 @@
 //! The HTTP API on devbroker with the registry: what is accepted is read back exactly; every
 //! refusal has its status and its JSON body; a batch with one bad event writes nothing.
 
+mod common;
+
+use common::client;
 use std::{sync::Arc, time::Duration};
 
 use contracts::records::Event;
 use end_to_end::TopicReader;
 use habitat_runtime::avro::AvroCodec;
-use rdkafka::ClientConfig;
 use rest_proxy::{
     app::{Accepted, AppState, ErrorBody, HttpMetrics, Limits, Partitions, RateLimit, router},
     idempotency::Idempotency,
-    keys::{self, ANY, Keys},
+    keys::{self, Keys},
     writer::{Writer, WriterConfig},
 };
 use serde_json::{Value, json};
@@ -25,14 +27,6 @@ struct Proxy {
     tenant: String,
     /// A key for `tenant`, every event type.
     token: String,
-}
-
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    _ = config
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4");
-    config
 }
 
 /// One runtime and registry for the binary: its tests share the topics, so they must share
@@ -61,19 +55,8 @@ fn start_with(bootstrap: &str, rate: RateLimit) -> Proxy {
         timeout: Duration::from_secs(5),
         kafka: vec![("broker.address.family".to_owned(), "v4".to_owned())],
     });
-    let pool = rt
-        .block_on(sqlx::PgPool::connect(&test_support::database()))
-        .expect("pool");
-    rt.block_on(keys::migrate(&pool)).expect("migrate");
     let tenant = unique("coop");
-    let (_, token) = rt
-        .block_on(keys::create(
-            &pool,
-            &unique("apps"),
-            std::slice::from_ref(&tenant),
-            &[ANY.to_owned()],
-        ))
-        .expect("key");
+    let (pool, token) = common::key_store(rt, &unique("apps"), std::slice::from_ref(&tenant));
     let state = AppState {
         keys: Arc::new(Keys::new(pool.clone(), Duration::ZERO)),
         rate: Arc::new(rate),
