@@ -6,7 +6,8 @@
 //! read_committed readers, or none does and every job is told the broker is unavailable.
 //! A request therefore never leaves half a batch behind, and transactions cost a few
 //! round trips per group rather than per request. A commit whose answer is lost is retried
-//! until the broker answers it, so an error always means nothing became visible.
+//! until the broker answers it (for as long as the broker keeps an open transaction), so
+//! an error means nothing became visible.
 
 use std::{
     sync::{Arc, Mutex, mpsc},
@@ -49,6 +50,11 @@ struct Job {
     records: Vec<Record>,
     reply: oneshot::Sender<Result<Vec<Written>, Unavailable>>,
 }
+
+/// How long the broker keeps an unfinished transaction before aborting it. A new producer
+/// (after a failure) aborts its predecessor's at once, so this only bounds how long a
+/// commit whose answer was lost is retried.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of the writer.
 #[derive(Clone, Debug)]
@@ -130,7 +136,7 @@ fn producer(config: &WriterConfig) -> Result<BaseProducer<Reports>, KafkaError> 
         .set("linger.ms", "1")
         .set(
             "transaction.timeout.ms",
-            (config.timeout.as_millis().max(1000) * 2).to_string(),
+            TRANSACTION_TIMEOUT.as_millis().to_string(),
         )
         .set("message.timeout.ms", config.timeout.as_millis().to_string());
     for (key, value) in &config.kafka {
@@ -251,10 +257,13 @@ fn transaction(
     // A commit that timed out may still have reached the broker: its outcome is only known
     // once a retry answers. The commit is retried until it is definite, so that a 503 always
     // means nothing became visible.
+    let started = Instant::now();
     loop {
         match producer.commit_transaction(timeout) {
             Ok(()) => return Ok(written),
-            Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+            Err(KafkaError::Transaction(error))
+                if error.is_retriable() && started.elapsed() < TRANSACTION_TIMEOUT + timeout =>
+            {
                 warn!(%error, "Commit outcome not known yet; retrying the commit.");
             }
             Err(error) => return Err(error.to_string()),
