@@ -62,17 +62,23 @@ fn key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {text}"))
 }
 
+/// The defaults, or the YAML file at `path` over them.
+pub fn read_config<T>(path: Option<&std::path::Path>) -> Result<T, String>
+where
+    T: Default + serde::de::DeserializeOwned,
+{
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Reads the configuration: defaults, the YAML file, `HABITAT_*` variables, flags.
 pub fn load_config() -> Result<RuntimeConfig, String> {
     let args = Args::parse();
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            RuntimeConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => RuntimeConfig::default(),
-    };
+    let mut config: RuntimeConfig = read_config(args.config.as_deref())?;
     config.apply_env(std::env::vars())?;
     if let Some(v) = args.bootstrap_servers {
         config.bootstrap_servers = v;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use habitat_runtime::{
     avro::AvroCodec,
     metrics::Metrics,
-    runner::{init_tracing, stop_on_signal},
+    runner::{init_tracing, read_config, stop_on_signal},
 };
 use postgres_sink::{
     SINK,
@@ -48,14 +48,7 @@ enum Command {
 }
 
 fn load(args: &Args) -> Result<SinkConfig, String> {
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            SinkConfig::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => SinkConfig::default(),
-    };
+    let mut config: SinkConfig = read_config(args.config.as_deref())?;
     config.apply_env(std::env::vars())?;
     if let Some(v) = &args.bootstrap_servers {
         config.bootstrap_servers.clone_from(v);
