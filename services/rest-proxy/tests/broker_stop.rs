@@ -38,7 +38,6 @@ fn batch(tenant: &str, round: usize) -> Value {
 }
 
 #[test]
-#[ignore = "intermittently hangs after the freezes (devbroker's answers to a retried commit under investigation, issue #8); run with --ignored"]
 fn a_batch_interrupted_by_a_broker_stop_writes_nothing_visible() {
     let broker = broker::start(
         &broker::binary().expect("devbroker"),
@@ -169,6 +168,8 @@ fn a_batch_interrupted_by_a_broker_stop_writes_nothing_visible() {
         let expected = if *status == 202 { 100 } else { 0 };
         assert_eq!(found, expected, "round {round} answered {status}");
     }
+    // A group consumer's close waits for its coordinator: closed while the broker still runs.
+    drop(consumer);
     _ = child.kill();
     _ = child.wait();
 }
