@@ -1,5 +1,7 @@
-//! The HTTP API: `POST /v1/events`, `POST /v1/events:batch`, `/healthz`, `/readyz`,
-//! `/metrics`. Errors are JSON `{error_code, message, details: [{path, problem}]}`.
+//! The HTTP API: `POST /v1/events`, `POST /v1/events:batch`, the Confluent REST v3 records
+//! API ([`crate::v3`]), `/openapi.json`, `/healthz`, `/readyz`, `/metrics`. Errors are JSON
+//! `{error_code, message, details: [{path, problem}]}` (`error_code` a number on v3 routes,
+//! as Confluent's clients expect).
 
 use std::{
     collections::HashMap,
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     idempotency::{Claim, Idempotency},
     keys::{ApiKey, Keys, Unauthorized},
+    registry::Schemas,
     validate::{Problem, Refusal, Stamp, Submission, event_of},
     writer::{Record, Writer},
 };
@@ -50,10 +53,18 @@ impl Default for Limits {
     }
 }
 
-/// Partition counts of the topics, asked of the broker once per topic.
+/// What the broker says of a topic: its partitions and their replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicShape {
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// The cluster's id and the shape of its topics, asked of the broker once each.
 pub struct Partitions {
     client: ClientConfig,
-    known: RwLock<HashMap<String, i32>>,
+    known: RwLock<HashMap<String, TopicShape>>,
+    cluster: RwLock<Option<String>>,
 }
 
 impl Partitions {
@@ -61,37 +72,78 @@ impl Partitions {
         Self {
             client,
             known: RwLock::new(HashMap::new()),
+            cluster: RwLock::new(None),
         }
     }
 
-    async fn of(self: &Arc<Self>, topic: &str) -> Result<i32, String> {
-        if let Some(n) = self.known.read().expect("partitions lock").get(topic) {
-            return Ok(*n);
+    /// The partition count of `topic`.
+    pub async fn of(self: &Arc<Self>, topic: &str) -> Result<i32, String> {
+        Ok(self.shape(topic).await?.partitions)
+    }
+
+    /// Partitions and replication factor of `topic`.
+    pub async fn shape(self: &Arc<Self>, topic: &str) -> Result<TopicShape, String> {
+        if let Some(shape) = self.known.read().expect("partitions lock").get(topic) {
+            return Ok(*shape);
         }
-        let this = self.clone();
         let name = topic.to_owned();
-        let count = tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = this.client.create().map_err(|e| e.to_string())?;
-            let metadata = consumer
-                .fetch_metadata(Some(&name), Duration::from_secs(5))
-                .map_err(|e| e.to_string())?;
-            let partitions = metadata
-                .topics()
-                .first()
-                .map_or(0, |t| t.partitions().len());
-            i32::try_from(partitions)
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("topic {name} has no partitions (does it exist?)"))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let shape = self
+            .ask(move |consumer| {
+                let metadata = consumer
+                    .fetch_metadata(Some(&name), Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                let topic = metadata.topics().first();
+                let partitions = topic.map_or(0, |t| t.partitions().len());
+                let replicas = topic
+                    .and_then(|t| t.partitions().first())
+                    .map_or(0, |p| p.replicas().len());
+                Ok(TopicShape {
+                    partitions: i32::try_from(partitions)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            format!("topic {name} has no partitions (does it exist?)")
+                        })?,
+                    replication_factor: i32::try_from(replicas).unwrap_or(i32::MAX),
+                })
+            })
+            .await?;
         _ = self
             .known
             .write()
             .expect("partitions lock")
-            .insert(topic.to_owned(), count);
-        Ok(count)
+            .insert(topic.to_owned(), shape);
+        Ok(shape)
+    }
+
+    /// The id the broker gives its cluster.
+    pub async fn cluster_id(self: &Arc<Self>) -> Result<String, String> {
+        if let Some(id) = self.cluster.read().expect("cluster lock").clone() {
+            return Ok(id);
+        }
+        let id = self
+            .ask(|consumer| {
+                consumer
+                    .client()
+                    .fetch_cluster_id(Duration::from_secs(5))
+                    .ok_or_else(|| "the broker did not tell its cluster id".to_owned())
+            })
+            .await?;
+        *self.cluster.write().expect("cluster lock") = Some(id.clone());
+        Ok(id)
+    }
+
+    async fn ask<T: Send + 'static>(
+        self: &Arc<Self>,
+        question: impl FnOnce(&BaseConsumer) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = this.client.create().map_err(|e| e.to_string())?;
+            question(&consumer)
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 }
 
@@ -141,6 +193,8 @@ pub struct AppState {
     pub writer: Writer,
     pub codec: Arc<AvroCodec>,
     pub partitions: Arc<Partitions>,
+    /// Schemas named by v3 requests.
+    pub schemas: Arc<Schemas>,
     pub limits: Limits,
     pub metrics: HttpMetrics,
 }
@@ -179,15 +233,27 @@ pub struct ErrorBody {
     pub details: Vec<Problem>,
 }
 
+/// How a route words its errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `error_code` a word: `invalid_event`.
+    Habitat,
+    /// `error_code` a number, as Confluent's REST Proxy: the status, or a finer code such as
+    /// 40403 (no such topic).
+    Confluent,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    body: ErrorBody,
-    retry_after: Option<u64>,
+    pub(crate) status: StatusCode,
+    pub(crate) body: ErrorBody,
+    pub(crate) retry_after: Option<u64>,
+    /// The v3 `error_code` when it is not the status.
+    pub(crate) confluent_code: Option<u32>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
             body: ErrorBody {
@@ -196,22 +262,63 @@ impl ApiError {
                 details: Vec::new(),
             },
             retry_after: None,
+            confluent_code: None,
         }
     }
 
-    fn with_details(mut self, details: Vec<Problem>) -> Self {
+    pub(crate) fn with_details(mut self, details: Vec<Problem>) -> Self {
         self.body.details = details;
         self
     }
 
-    fn unavailable(message: impl Into<String>) -> Self {
-        let mut error = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker_unavailable",
-            message,
-        );
+    /// 422 with one problem.
+    pub(crate) fn invalid(path: &str, problem: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "the request is not valid",
+        )
+        .with_details(vec![Problem {
+            path: path.to_owned(),
+            problem: problem.into(),
+        }])
+    }
+
+    /// The body in `dialect`.
+    pub(crate) fn json(&self, dialect: Dialect) -> serde_json::Value {
+        match dialect {
+            Dialect::Habitat => serde_json::to_value(&self.body).unwrap_or_default(),
+            Dialect::Confluent => serde_json::json!({
+                "error_code": self.confluent_code.unwrap_or(u32::from(self.status.as_u16())),
+                "message": self.body.message,
+                "details": self.body.details,
+            }),
+        }
+    }
+
+    pub(crate) fn response(self, dialect: Dialect) -> Response {
+        let mut response = (self.status, Json(self.json(dialect))).into_response();
+        if let Some(seconds) = self.retry_after {
+            _ = response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+
+    /// 503 with `Retry-After`: nothing was written.
+    fn retry_later(code: &str, message: impl Into<String>) -> Self {
+        let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
         error.retry_after = Some(5);
         error
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self::retry_later("broker_unavailable", message)
+    }
+
+    pub(crate) fn registry_unavailable(message: impl Into<String>) -> Self {
+        Self::retry_later("registry_unavailable", message)
     }
 
     fn from_refusal(refusal: Refusal, prefix: &str) -> Self {
@@ -241,13 +348,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body)).into_response();
-        if let Some(seconds) = self.retry_after {
-            _ = response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
+        self.response(Dialect::Habitat)
     }
 }
 
@@ -273,6 +374,17 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(post_event))
         .route("/v1/events:batch", post(post_batch))
+        .route("/v3/clusters", get(crate::v3::list_clusters))
+        .route("/v3/clusters/{cluster_id}", get(crate::v3::get_cluster))
+        .route(
+            "/v3/clusters/{cluster_id}/topics",
+            get(crate::v3::list_topics),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic_name}/records",
+            post(crate::v3::produce),
+        )
+        .route("/openapi.json", get(crate::openapi::serve))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -298,7 +410,7 @@ fn body(bytes: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Api
     })
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut json).map_err(|error| {
         let path = error.path().to_string();
@@ -314,7 +426,7 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
+pub(crate) async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -357,7 +469,8 @@ fn stamp_event(
     Ok((event_id, event))
 }
 
-async fn record(state: &AppState, event: Event) -> Result<Record, ApiError> {
+/// The record of `event`: its topic, key, tenant partition and Avro value (current schema).
+pub(crate) async fn record(state: &AppState, event: Event) -> Result<Record, ApiError> {
     let topic = event.topic();
     let key = event.key();
     let partitions = state
@@ -370,12 +483,7 @@ async fn record(state: &AppState, event: Event) -> Result<Record, ApiError> {
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|error| match error {
-            CodecError::Unavailable(m) => {
-                let mut e =
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", m);
-                e.retry_after = Some(5);
-                e
-            }
+            CodecError::Unavailable(m) => ApiError::registry_unavailable(m),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "encode_failed",
@@ -387,10 +495,11 @@ async fn record(state: &AppState, event: Event) -> Result<Record, ApiError> {
         partition: partition_for(&key, partitions),
         key,
         value,
+        headers: Vec::new(),
     })
 }
 
-fn count(state: &AppState, route: &str, status: StatusCode) {
+pub(crate) fn count(state: &AppState, route: &str, status: StatusCode) {
     state
         .metrics
         .requests
@@ -399,7 +508,7 @@ fn count(state: &AppState, route: &str, status: StatusCode) {
 }
 
 /// The answer to a request: its status and JSON body.
-type Answer = (StatusCode, serde_json::Value);
+pub(crate) type Answer = (StatusCode, serde_json::Value);
 
 fn answer<T: Serialize>(value: &T) -> Answer {
     (
@@ -416,6 +525,7 @@ async fn post_event(
     handle(
         &state,
         "/v1/events",
+        Dialect::Habitat,
         &headers,
         bytes,
         |state, key, bytes| async move {
@@ -451,6 +561,7 @@ async fn post_batch(
     handle(
         &state,
         "/v1/events:batch",
+        Dialect::Habitat,
         &headers,
         bytes,
         |state, key, bytes| async move {
@@ -524,9 +635,10 @@ async fn post_batch(
 
 /// The pipeline of a write: authorize, read the body, then — once per `Idempotency-Key`
 /// — run `work`; count the answer by route and status.
-async fn handle<F, Fut>(
+pub(crate) async fn handle<F, Fut>(
     state: &AppState,
     route: &str,
+    dialect: Dialect,
     headers: &HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
     work: F,
@@ -575,10 +687,7 @@ where
                     Ok((status, body)) => Some((status.as_u16(), body.clone())),
                     // Nothing was written: a retry may try again.
                     Err(error) if error.status.is_server_error() => None,
-                    Err(error) => Some((
-                        error.status.as_u16(),
-                        serde_json::to_value(&error.body).unwrap_or_default(),
-                    )),
+                    Err(error) => Some((error.status.as_u16(), error.json(dialect))),
                 };
                 state
                     .idempotency
@@ -592,7 +701,7 @@ where
     .await;
     let response = match outcome {
         Ok((status, body)) => (status, Json(body)).into_response(),
-        Err(error) => error.into_response(),
+        Err(error) => error.response(dialect),
     };
     count(state, route, response.status());
     response

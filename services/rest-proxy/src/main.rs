@@ -9,6 +9,7 @@ use rest_proxy::{
     app::{AppState, HttpMetrics, Limits, Partitions, RateLimit, router},
     idempotency::Idempotency,
     keys::{self, Keys},
+    registry::Schemas,
     writer::{Writer, WriterConfig},
 };
 use tracing::info;
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
         writer,
         codec: Arc::new(codec),
         partitions: Arc::new(Partitions::new(client)),
+        schemas: Arc::new(Schemas::new(&args.schema_registry_url)),
         limits: Limits {
             body_bytes: args.max_body_bytes,
             batch_events: args.max_batch_events,

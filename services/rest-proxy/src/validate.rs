@@ -160,16 +160,7 @@ pub fn event_of(submission: &Submission, stamp: &Stamp<'_>) -> Result<Event, Ref
             )]));
         }
     };
-    // Decimals must fit their schema's scale and precision (checked by the Avro form).
-    if let Err(error) = event.to_value() {
-        let field = error
-            .path
-            .strip_prefix(info.full_name)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .unwrap_or_else(|| error.path.rsplit('.').next().unwrap_or_default());
-        problems.push(Problem::new(format!("payload.{field}"), error.problem));
-    }
-    domain_rules(&event, &mut problems);
+    problems.extend(rules(&event, "payload"));
     if problems.is_empty() {
         Ok(event)
     } else {
@@ -177,8 +168,25 @@ pub fn event_of(submission: &Submission, stamp: &Stamp<'_>) -> Result<Event, Ref
     }
 }
 
+/// The checks of a whole record at the door: decimals that fit their schema's scale and
+/// precision, and the domain rules; paths under `prefix` (the record's JSON path).
+pub fn rules(event: &Event, prefix: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    // Decimals must fit their schema's scale and precision (checked by the Avro form).
+    if let Err(error) = event.to_value() {
+        let field = error
+            .path
+            .strip_prefix(event.full_name())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or_else(|| error.path.rsplit('.').next().unwrap_or_default());
+        problems.push(Problem::new(format!("{prefix}.{field}"), error.problem));
+    }
+    domain_rules(event, prefix, &mut problems);
+    problems
+}
+
 /// Every `*_id` string must be an id, every `currency` an ISO 4217 code, at any depth.
-fn ids_and_currencies(path: &str, value: &Value, problems: &mut Vec<Problem>) {
+pub fn ids_and_currencies(path: &str, value: &Value, problems: &mut Vec<Problem>) {
     match value {
         Value::Object(fields) => {
             for (name, field) in fields {
@@ -210,10 +218,10 @@ fn ids_and_currencies(path: &str, value: &Value, problems: &mut Vec<Problem>) {
 }
 
 /// The rules SPEC §5 and §7a put at the door.
-fn domain_rules(event: &Event, problems: &mut Vec<Problem>) {
+fn domain_rules(event: &Event, prefix: &str, problems: &mut Vec<Problem>) {
     let mut rule = |ok: bool, path: &str, problem: &str| {
         if !ok {
-            problems.push(Problem::new(format!("payload.{path}"), problem));
+            problems.push(Problem::new(format!("{prefix}.{path}"), problem));
         }
     };
     let min_cash = Decimal::new(20, 2);

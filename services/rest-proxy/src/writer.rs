@@ -18,27 +18,30 @@ use std::{
 use rdkafka::{
     ClientConfig, ClientContext, Message,
     error::KafkaError,
+    message::{Header, OwnedHeaders},
     producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext},
 };
 use tokio::sync::oneshot;
 use tracing::warn;
 
-/// A record to write: topic, partition, key, value.
+/// A record to write: topic, partition, key, value and headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub topic: String,
     pub partition: i32,
     pub key: String,
     pub value: Vec<u8>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
-/// Where a record was written.
+/// Where a record was written, and its timestamp (milliseconds since the epoch).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub key: String,
+    pub timestamp_ms: Option<i64>,
 }
 
 /// The records were not written; none of them is visible.
@@ -76,8 +79,8 @@ pub struct Writer {
     jobs: mpsc::Sender<Job>,
 }
 
-/// One delivery report: (job, record) → offset or error.
-type Delivered = (usize, usize, Result<i64, String>);
+/// One delivery report: (job, record) → (offset, timestamp) or error.
+type Delivered = (usize, usize, Result<(i64, Option<i64>), String>);
 
 /// Delivery reports of the transaction in flight.
 #[derive(Default)]
@@ -93,7 +96,7 @@ impl ProducerContext for Reports {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         let (job, record) = *opaque;
         let outcome = match result {
-            Ok(message) => Ok(message.offset()),
+            Ok(message) => Ok((message.offset(), message.timestamp().to_millis())),
             Err((error, _)) => Err(error.to_string()),
         };
         self.delivered
@@ -217,6 +220,16 @@ fn transaction(
                 .partition(record.partition)
                 .key(record.key.as_str())
                 .payload(record.value.as_slice());
+            if !record.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+                for (name, value) in &record.headers {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: value.as_deref(),
+                    });
+                }
+                out = out.headers(headers);
+            }
             loop {
                 match producer.send(out) {
                     Ok(()) => break,
@@ -240,13 +253,14 @@ fn transaction(
         .map(|job| vec![None; job.records.len()])
         .collect();
     for (j, r, outcome) in delivered {
-        let offset = outcome?;
+        let (offset, timestamp_ms) = outcome?;
         let record = &group[j].records[r];
         written[j][r] = Some(Written {
             topic: record.topic.clone(),
             partition: record.partition,
             offset,
             key: record.key.clone(),
+            timestamp_ms,
         });
     }
     let written = written

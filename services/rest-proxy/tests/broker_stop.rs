@@ -21,6 +21,7 @@ use rest_proxy::{
     app::{AppState, HttpMetrics, Limits, Partitions, RateLimit, router},
     idempotency::Idempotency,
     keys::{ANY, Keys},
+    registry::Schemas,
     writer::{Writer, WriterConfig},
 };
 use serde_json::{Value, json};
@@ -81,6 +82,7 @@ fn a_batch_interrupted_by_a_broker_stop_writes_nothing_visible() {
         }),
         codec: Arc::new(AvroCodec::new(&registry, rt.handle().clone()).expect("codec")),
         partitions: Arc::new(Partitions::new(client(&bootstrap))),
+        schemas: Arc::new(Schemas::new(&registry)),
         limits: Limits::default(),
         metrics: HttpMetrics::default(),
     };

@@ -35,6 +35,7 @@ fn concurrent_requests_get_their_own_offsets_and_all_is_committed() {
                     partition: (r + i) % 3,
                     key: format!("k-{r}-{i}"),
                     value: format!("v-{r}-{i}").into_bytes(),
+                    headers: Vec::new(),
                 })
                 .collect()
         })
