@@ -137,6 +137,10 @@ fn producer(config: &WriterConfig) -> Result<BaseProducer<Reports>, KafkaError> 
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
+        // A transaction's partitions are added while the previous commit may still be
+        // settling; retry that quickly rather than after librdkafka's default 100 ms.
+        .set("retry.backoff.ms", "10")
+        .set("retry.backoff.max.ms", "100")
         .set(
             "transaction.timeout.ms",
             TRANSACTION_TIMEOUT.as_millis().to_string(),
@@ -202,6 +206,23 @@ fn answer_all(group: Vec<Job>, error: &Unavailable) {
     }
 }
 
+/// Waits until every record sent is acknowledged and its report served. (rdkafka's
+/// `flush` polls in 100 ms steps — `BaseProducer::poll` runs to its timeout — which would
+/// add 100 ms to every transaction.)
+fn settle(producer: &BaseProducer<Reports>, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} records not acknowledged within {timeout:?}",
+                producer.in_flight_count()
+            ));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 fn transaction(
     producer: &BaseProducer<Reports>,
     group: &[Job],
@@ -245,7 +266,7 @@ fn transaction(
             }
         }
     }
-    producer.flush(timeout).map_err(|e| e.to_string())?;
+    settle(producer, timeout)?;
     let delivered =
         std::mem::take(&mut *producer.context().delivered.lock().expect("reports lock"));
     let mut written: Vec<Vec<Option<Written>>> = group

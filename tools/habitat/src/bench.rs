@@ -6,9 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use devstack::{broker, process::Guardian};
+use devstack::{
+    broker,
+    postgres::{Cluster, ClusterOptions, PgBin, shell_quote},
+    process::{Guardian, free_port},
+};
 
 use crate::kafka::{config, ensure_topic, send};
 use rdkafka::{
@@ -158,6 +162,75 @@ impl Drop for BenchBroker {
         _ = self.child.kill();
         _ = self.child.wait();
     }
+}
+
+/// What the service benchmarks run on: a runtime, an in-memory devbroker with the context
+/// topics, a durable Postgres with a `registry` database and the schema registry on it.
+pub struct BenchStack {
+    pub runtime: tokio::runtime::Runtime,
+    pub bootstrap: String,
+    pub broker: Option<BenchBroker>,
+    pub cluster: Cluster,
+    pub registry: String,
+    _postgres: Guardian,
+}
+
+impl BenchStack {
+    /// Starts the stack; the context topics get `partitions` partitions each.
+    pub fn start(name: &str, partitions: i32) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let (bootstrap, broker) = bench_broker(None)?;
+        let (cluster, postgres) = bench_postgres(name)?;
+        cluster.create_database("registry")?;
+        let registry = runtime
+            .block_on(schema_registry::spawn_local(&cluster.url("registry")))
+            .context("schema registry")?;
+        for topic in CONTEXT_TOPICS {
+            ensure_topic(&bootstrap, topic, partitions)?;
+        }
+        Ok(Self {
+            runtime,
+            bootstrap,
+            broker,
+            cluster,
+            registry,
+            _postgres: postgres,
+        })
+    }
+
+    /// The broker's process id (0 when measuring a broker given by address).
+    pub fn broker_pid(&self) -> i32 {
+        self.broker.as_ref().map_or(0, BenchBroker::pid)
+    }
+}
+
+/// The context topics.
+pub const CONTEXT_TOPICS: [&str; 3] = ["habitat.people", "habitat.treasury", "habitat.agreements"];
+
+/// A fresh durable Postgres cluster (fsync on) in a temporary directory, stopped and
+/// removed when the guardian drops (or this process dies).
+pub fn bench_postgres(name: &str) -> Result<(Cluster, Guardian)> {
+    let dir = std::env::temp_dir().join(format!(
+        "habitat-bench-{name}-pg-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let cluster = Cluster::new(
+        PgBin::ensure()?,
+        &dir,
+        free_port()?,
+        ClusterOptions { ephemeral: false },
+    );
+    cluster.init()?;
+    cluster.start()?;
+    let guardian = Guardian::new(&format!(
+        "{}; rm -rf {}",
+        cluster.stop_script(),
+        shell_quote(dir.as_os_str())
+    ))?;
+    Ok((cluster, guardian))
 }
 
 /// The broker to measure on: `bootstrap` when given, else a fresh in-memory devbroker.

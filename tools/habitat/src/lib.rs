@@ -5,6 +5,7 @@ pub mod bench;
 pub mod demo;
 pub mod finance;
 pub mod kafka;
+pub mod proxy_bench;
 pub mod runtime_bench;
 pub mod schemas;
 pub mod sink_bench;

@@ -141,6 +141,8 @@ enum Bench {
     Runtime(runtime_bench::RuntimeBench),
     /// The Postgres sink: rebuild N records from the topics into a fresh schema.
     Sink(habitat::sink_bench::SinkBench),
+    /// The REST proxy: events/s and p50/p99 latency of single posts and 100-event batches.
+    Proxy(habitat::proxy_bench::ProxyBench),
 }
 
 fn main() -> ExitCode {
@@ -196,6 +198,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(Bench::Broker(args)) => bench::run(&args),
         Command::Bench(Bench::Runtime(args)) => runtime_bench::run(&args),
         Command::Bench(Bench::Sink(args)) => habitat::sink_bench::run(&args),
+        Command::Bench(Bench::Proxy(args)) => habitat::proxy_bench::run(&args),
         Command::BenchProcessor { .. } | Command::Verify(_) => unreachable!("handled in main"),
         Command::Report(args) => finance::run_report(&args),
         Command::Dlq(command) => finance::run_dlq(&command),

@@ -19,10 +19,6 @@ use contracts::records::{
     LedgerLine, MemberRegistered, MemberStatus, Meta, PaymentPurpose, PaymentScheduled,
     PaymentStatus, TransactionPosted,
 };
-use devstack::{
-    postgres::{Cluster, ClusterOptions, PgBin, shell_quote},
-    process::{Guardian, free_port},
-};
 use habitat_runtime::{Codec, avro::AvroCodec, config::KafkaSettings, partition_for};
 use postgres_sink::{
     store::Store,
@@ -35,11 +31,9 @@ use rdkafka::{
 use rust_decimal::Decimal;
 
 use crate::{
-    bench::{bench_broker, cpu_time, machine, tree_cpu_time},
-    kafka::{config, ensure_topic, send},
+    bench::{BenchStack, CONTEXT_TOPICS, cpu_time, machine, tree_cpu_time},
+    kafka::{config, send},
 };
-
-const TOPICS: [&str; 3] = ["habitat.people", "habitat.treasury", "habitat.agreements"];
 
 #[derive(Clone, Debug, Args)]
 pub struct SinkBench {
@@ -148,41 +142,15 @@ fn record(i: usize, tenants: usize, start: DateTime<Utc>) -> Event {
 }
 
 pub fn run(args: &SinkBench) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let (bootstrap, broker) = bench_broker(None)?;
-    let broker_pid = broker.as_ref().map_or(0, |b| b.pid());
-    let dir = std::env::temp_dir().join(format!(
-        "habitat-bench-pg-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let cluster = Cluster::new(
-        PgBin::ensure()?,
-        &dir,
-        free_port()?,
-        ClusterOptions { ephemeral: false },
-    );
-    cluster.init()?;
-    cluster.start()?;
-    let _postgres = Guardian::new(&format!(
-        "{}; rm -rf {}",
-        cluster.stop_script(),
-        shell_quote(dir.as_os_str())
-    ))?;
-    cluster.create_database("registry")?;
+    let stack = BenchStack::start("sink", args.partitions)?;
+    let (runtime, bootstrap, registry) = (&stack.runtime, &stack.bootstrap, &stack.registry);
+    let broker_pid = stack.broker_pid();
+    let cluster = &stack.cluster;
     cluster.create_database("sink")?;
-    let registry = runtime
-        .block_on(schema_registry::spawn_local(&cluster.url("registry")))
-        .context("schema registry")?;
-    for topic in TOPICS {
-        ensure_topic(&bootstrap, topic, args.partitions)?;
-    }
 
     eprintln!("Producing {} records…", args.records);
-    let codec = AvroCodec::new(&registry, runtime.handle().clone())?;
-    let producer: BaseProducer = config(&bootstrap)
+    let codec = AvroCodec::new(registry, runtime.handle().clone())?;
+    let producer: BaseProducer = config(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
@@ -203,9 +171,9 @@ pub fn run(args: &SinkBench) -> Result<()> {
     }
     producer.flush(Duration::from_secs(300))?;
 
-    let consumer: BaseConsumer = config(&bootstrap).create()?;
+    let consumer: BaseConsumer = config(bootstrap).create()?;
     let mut targets = BTreeMap::new();
-    for topic in TOPICS {
+    for topic in CONTEXT_TOPICS {
         for partition in 0..args.partitions {
             let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
             _ = targets.insert((topic.to_owned(), partition), high);
@@ -215,7 +183,7 @@ pub fn run(args: &SinkBench) -> Result<()> {
     let store = runtime.block_on(Store::connect(&url, "bench", "bench"))?;
     let source = Source {
         bootstrap_servers: bootstrap.clone(),
-        schema_registry_url: registry,
+        schema_registry_url: registry.clone(),
         kafka: KafkaSettings::default(),
     };
     eprintln!("Rebuilding into Postgres…");
