@@ -385,24 +385,32 @@ fn twenty_concurrent_retries_with_one_idempotency_key_write_one_record() {
     // The same key with another body is a conflict; nothing is written for it.
     let other = serde_json::to_vec(&submission(&proxy.tenant, contribution("c-other", "8.00")))
         .expect("json");
-    let (status, _, error) = proxy.rt.block_on(async {
-        let response = reqwest::Client::new()
-            .post(format!("{}/v1/events", proxy.url))
-            .bearer_auth(&proxy.token)
-            .header("idempotency-key", "retry-me")
-            .body(other)
-            .send()
-            .await
-            .expect("request");
-        (
-            response.status().as_u16(),
-            (),
-            response.json::<Value>().await.expect("json"),
-        )
-    });
+    let with_key = |key: String, body: Vec<u8>| {
+        proxy.rt.block_on(async {
+            let response = reqwest::Client::new()
+                .post(format!("{}/v1/events", proxy.url))
+                .bearer_auth(&proxy.token)
+                .header("idempotency-key", key)
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.expect("json"),
+            )
+        })
+    };
+    let (status, error) = with_key("retry-me".to_owned(), other.clone());
     assert_eq!(
         (status, error["error_code"].as_str()),
         (409, Some("idempotency_key_reused"))
+    );
+    // A key over 255 characters is a bad request (400), and nothing is written for it.
+    let (status, error) = with_key("k".repeat(256), other);
+    assert_eq!(
+        (status, error["error_code"].as_str()),
+        (400, Some("bad_idempotency_key"))
     );
 
     // A marker after them: exactly one c-once before it.
