@@ -191,6 +191,62 @@ pub async fn run(pool: &PgPool, report: &Report, filter: &Filter) -> Result<Tabl
 }
 
 impl Table {
+    /// Aligned columns for a terminal: text left, numbers right; `columns` picks and orders
+    /// the columns shown (all when empty).
+    pub fn to_text(&self, columns: &[&str]) -> String {
+        let shown: Vec<usize> = if columns.is_empty() {
+            (0..self.columns.len()).collect()
+        } else {
+            columns
+                .iter()
+                .filter_map(|c| self.columns.iter().position(|name| name == c))
+                .collect()
+        };
+        let cell = |row: &[Option<String>], i: usize| row[i].clone().unwrap_or_default();
+        let widths: Vec<usize> = shown
+            .iter()
+            .map(|&i| {
+                self.rows
+                    .iter()
+                    .map(|row| cell(row, i).chars().count())
+                    .chain([self.columns[i].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let numeric: Vec<bool> = shown
+            .iter()
+            .map(|&i| {
+                self.rows.iter().any(|row| row[i].is_some())
+                    && self.rows.iter().all(|row| {
+                        row[i]
+                            .as_deref()
+                            .is_none_or(|v| v.parse::<rust_decimal::Decimal>().is_ok())
+                    })
+            })
+            .collect();
+        let line = |values: Vec<String>| {
+            let cells: Vec<String> = values
+                .iter()
+                .zip(&widths)
+                .zip(&numeric)
+                .map(|((v, w), right)| {
+                    if *right {
+                        format!("{v:>w$}")
+                    } else {
+                        format!("{v:<w$}")
+                    }
+                })
+                .collect();
+            cells.join("  ").trim_end().to_owned() + "\n"
+        };
+        let mut out = line(shown.iter().map(|&i| self.columns[i].clone()).collect());
+        for row in &self.rows {
+            out.push_str(&line(shown.iter().map(|&i| cell(row, i)).collect()));
+        }
+        out
+    }
+
     /// RFC 4180 CSV with a header line.
     pub fn to_csv(&self) -> String {
         fn field(value: &str) -> String {

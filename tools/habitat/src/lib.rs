@@ -32,7 +32,13 @@ pub struct StackArgs {
     /// Port of the schema registry (loopback).
     #[arg(long, env = "HABITAT_REGISTRY_PORT", default_value_t = 18081)]
     pub registry_port: u16,
+    /// Port of the REST proxy (loopback).
+    #[arg(long, env = "HABITAT_PROXY_PORT", default_value_t = 18080)]
+    pub proxy_port: u16,
+    /// First of five ports for the metrics of the four processors and the sink (loopback).
+    #[arg(long, env = "HABITAT_METRICS_PORT", default_value_t = 19101)]
+    pub metrics_port: u16,
     /// Use this Postgres instead of starting one.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "HABITAT_STACK_DATABASE_URL")]
     pub database_url: Option<String>,
 }

@@ -19,11 +19,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the local stack (Postgres, devbroker); with --demo, also run the demo.
+    /// Start the local stack (Postgres, devbroker, schema registry, the four processors, the
+    /// sink, the REST proxy); with --demo, also post a cooperative's year and print its reports.
     Up {
         #[command(flatten)]
         stack: StackArgs,
-        /// Run the demo once the stack is up.
+        /// Post the demo cooperative's year through the REST proxy once the stack is up.
         #[arg(long)]
         demo: bool,
     },

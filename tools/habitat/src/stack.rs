@@ -1,5 +1,6 @@
-//! The local stack: a Postgres cluster and a durable devbroker, started as daemons in a
-//! state directory and stopped from it. `up` is idempotent: what already runs is reused.
+//! The local stack: a Postgres cluster, a durable devbroker, the schema registry, the four
+//! processors, the Postgres sink and the REST proxy, started as daemons in a state directory
+//! and stopped from it. `up` is idempotent: what already runs is reused.
 
 use std::{
     fs,
@@ -23,12 +24,23 @@ const DATABASE: &str = "habitat";
 /// The schema registry's own database in the local cluster.
 const REGISTRY_DATABASE: &str = "habitat_registry";
 
+/// The stream processors of SPEC §5, in the order they are started.
+pub const PROCESSORS: [&str; 4] = [
+    "patronage-aggregator",
+    "allocation-calculator",
+    "payment-schedule-creator",
+    "distribution-recorder",
+];
+
 /// What `up` brought up, and where.
 #[derive(Debug)]
 pub struct Running {
     pub bootstrap: String,
     pub database_url: String,
     pub registry_url: String,
+    pub proxy_url: String,
+    /// `(name, metrics URL)` of each processor and the sink.
+    pub metrics: Vec<(String, String)>,
     pub state_dir: PathBuf,
 }
 
@@ -38,6 +50,13 @@ impl Running {
         println!("  Kafka API (devbroker): {}", self.bootstrap);
         println!("  Postgres:              {}", self.database_url);
         println!("  Schema registry:       {}", self.registry_url);
+        println!(
+            "  REST proxy:            {}  (OpenAPI at /openapi.json)",
+            self.proxy_url
+        );
+        for (name, url) in &self.metrics {
+            println!("  Metrics {name:<24} {url}");
+        }
         println!("  State and logs:        {}", self.state_dir.display());
         println!("  Stop it with:          habitat down");
     }
@@ -66,6 +85,14 @@ impl Paths {
     }
     fn registry(&self) -> Daemon {
         Daemon::new(&self.root, "schema-registry")
+    }
+    /// The processors, the sink and the proxy, in start order.
+    fn services(&self) -> Vec<Daemon> {
+        PROCESSORS
+            .iter()
+            .chain(&["postgres-sink", "rest-proxy"])
+            .map(|name| Daemon::new(&self.root, name))
+            .collect()
     }
 }
 
@@ -113,7 +140,7 @@ impl Daemon {
     fn status(&self, label: &str, port: u16) {
         let pid = self.pid();
         println!(
-            "{label:<10} {:<8} 127.0.0.1:{port}{}",
+            "{label:<24} {:<8} 127.0.0.1:{port}{}",
             if pid.is_some() { "running" } else { "stopped" },
             pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
         );
@@ -127,6 +154,22 @@ fn cluster(paths: &Paths, args: &StackArgs) -> Result<Cluster> {
         args.postgres_port,
         ClusterOptions { ephemeral: false },
     ))
+}
+
+/// The port of each service: the proxy's listener, the others' metrics.
+fn service_ports(args: &StackArgs, services: &[Daemon]) -> Vec<u16> {
+    let mut next_metrics = args.metrics_port;
+    services
+        .iter()
+        .map(|service| {
+            if service.name == "rest-proxy" {
+                args.proxy_port
+            } else {
+                next_metrics += 1;
+                next_metrics - 1
+            }
+        })
+        .collect()
 }
 
 fn port_in_use(port: u16) -> bool {
@@ -155,6 +198,25 @@ pub fn up(args: &StackArgs) -> Result<Running> {
     let (broker, registry) = (paths.broker(), paths.registry());
     let start_broker = broker.pid().is_none();
     let start_registry = registry.pid().is_none();
+    let services = paths.services();
+    let ports = service_ports(args, &services);
+    for (service, port) in services.iter().zip(&ports) {
+        if service.pid().is_none() {
+            ensure_free(
+                *port,
+                if service.name == "rest-proxy" {
+                    "--proxy-port"
+                } else {
+                    "--metrics-port"
+                },
+                if service.name == "rest-proxy" {
+                    "HABITAT_PROXY_PORT"
+                } else {
+                    "HABITAT_METRICS_PORT"
+                },
+            )?;
+        }
+    }
     // Refuse before starting anything when a port belongs to another program.
     if start_postgres {
         ensure_free(
@@ -235,15 +297,44 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         .block_on(schemas::register(&registry_url, &schemas::catalog()))?;
     eprintln!("Schemas: {} subjects registered.", registered.len());
 
+    let mut metrics = Vec::new();
+    for (service, port) in services.iter().zip(&ports) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+        let env_var = format!(
+            "HABITAT_{}_BIN",
+            service.name.to_uppercase().replace('-', "_")
+        );
+        let mut command = Command::new(sibling_binary(service.name, &env_var)?);
+        _ = command
+            .env("HABITAT_BOOTSTRAP_SERVERS", &bootstrap)
+            .env("HABITAT_SCHEMA_REGISTRY_URL", &registry_url)
+            .env("HABITAT_LOG", "info");
+        if service.name == "rest-proxy" {
+            _ = command
+                .env("HABITAT_LISTEN", addr.to_string())
+                .env("HABITAT_DATABASE_URL", &database_url);
+        } else {
+            _ = command.env("HABITAT_METRICS_LISTEN", addr.to_string());
+            metrics.push((service.name.to_owned(), format!("http://{addr}/metrics")));
+        }
+        if service.name == "postgres-sink" {
+            _ = command.env("HABITAT_DATABASE_URL", &database_url);
+        }
+        service.start(service.pid().is_some(), &mut command, addr)?;
+    }
+
     Ok(Running {
         bootstrap,
         database_url,
         registry_url,
+        proxy_url: format!("http://127.0.0.1:{}", args.proxy_port),
+        metrics,
         state_dir: paths.root,
     })
 }
 
-/// Stops devbroker and Postgres of this state directory (nothing else).
+/// Stops the services, the registry, devbroker and Postgres of this state directory
+/// (nothing else).
 pub fn down(args: &StackArgs, purge: bool) -> Result<()> {
     if !args.state_dir.exists() {
         println!(
@@ -253,6 +344,9 @@ pub fn down(args: &StackArgs, purge: bool) -> Result<()> {
         return Ok(());
     }
     let paths = Paths::new(args)?;
+    for service in paths.services().iter().rev() {
+        service.stop();
+    }
     paths.registry().stop();
     paths.broker().stop();
     if args.database_url.is_none() && paths.postgres().join("data").exists() {
@@ -281,12 +375,17 @@ pub fn status(args: &StackArgs) -> Result<()> {
     let paths = Paths::new(args)?;
     paths.broker().status("devbroker", args.broker_port);
     paths.registry().status("registry", args.registry_port);
+    let services = paths.services();
+    for (service, port) in services.iter().zip(service_ports(args, &services)) {
+        service.status(service.name, port);
+    }
     if let Some(url) = &args.database_url {
-        println!("postgres   external {url}");
+        println!("{:<24} external {url}", "postgres");
     } else {
         let running = postgres_running(&paths.postgres());
         println!(
-            "postgres   {:<8} 127.0.0.1:{}",
+            "{:<24} {:<8} 127.0.0.1:{}",
+            "postgres",
             if running { "running" } else { "stopped" },
             args.postgres_port
         );

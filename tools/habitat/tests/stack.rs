@@ -16,6 +16,32 @@ struct Stack {
     broker_port: u16,
     postgres_port: u16,
     registry_port: u16,
+    proxy_port: u16,
+    /// The first of five consecutive free ports.
+    metrics_port: u16,
+}
+
+/// The first of `n` consecutive ports nothing listens on.
+fn free_ports(n: u16) -> u16 {
+    loop {
+        let first = free_port().expect("port");
+        let all_free = (0..n).all(|i| {
+            first
+                .checked_add(i)
+                .is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        });
+        if all_free {
+            return first;
+        }
+    }
+}
+
+/// Whether a line of `status` names `part` and says `state`.
+fn says(status: &str, part: &str, state: &str) -> bool {
+    status.lines().any(|line| {
+        let mut words = line.split_whitespace();
+        words.next() == Some(part) && words.next() == Some(state)
+    })
 }
 
 impl Stack {
@@ -25,6 +51,8 @@ impl Stack {
             broker_port: free_port().expect("port"),
             postgres_port: free_port().expect("port"),
             registry_port: free_port().expect("port"),
+            proxy_port: free_port().expect("port"),
+            metrics_port: free_ports(5),
         }
     }
 
@@ -36,7 +64,9 @@ impl Stack {
             .args(["--broker-port", &broker_port.to_string()])
             .args(["--postgres-port", &self.postgres_port.to_string()])
             .args(["--registry-port", &self.registry_port.to_string()])
-            .env_remove("DATABASE_URL")
+            .args(["--proxy-port", &self.proxy_port.to_string()])
+            .args(["--metrics-port", &self.metrics_port.to_string()])
+            .env_remove("HABITAT_STACK_DATABASE_URL")
             .output()
             .expect("run habitat")
     }
@@ -95,9 +125,13 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
         a.broker_port,
         a.postgres_port,
         a.registry_port,
+        a.proxy_port,
+        a.metrics_port + 4,
         b.broker_port,
         b.postgres_port,
         b.registry_port,
+        b.proxy_port,
+        b.metrics_port + 4,
     ] {
         assert!(Stack::accepts(port), "port {port}");
     }
@@ -118,32 +152,55 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
     );
     assert!(!c.dir.join("postgres").join("data").exists());
 
+    let parts = [
+        "devbroker",
+        "registry",
+        "postgres",
+        "patronage-aggregator",
+        "allocation-calculator",
+        "payment-schedule-creator",
+        "distribution-recorder",
+        "postgres-sink",
+        "rest-proxy",
+    ];
     let status = a.run("status");
-    assert!(
-        status.contains("devbroker  running")
-            && status.contains("registry   running")
-            && status.contains("postgres   running"),
-        "{status}"
-    );
+    for part in parts {
+        assert!(says(&status, part, "running"), "{part}: {status}");
+    }
 
     let down = a.run("down");
-    assert!(
-        down.contains("Stopped devbroker") && down.contains("Stopped Postgres"),
-        "{down}"
-    );
+    for stopped in [
+        "Stopped devbroker",
+        "Stopped Postgres",
+        "Stopped rest-proxy",
+        "Stopped postgres-sink",
+        "Stopped patronage-aggregator",
+    ] {
+        assert!(down.contains(stopped), "{stopped}: {down}");
+    }
     assert!(!is_alive(first_pid));
-    for port in [a.broker_port, a.postgres_port, a.registry_port] {
+    for port in [
+        a.broker_port,
+        a.postgres_port,
+        a.registry_port,
+        a.proxy_port,
+        a.metrics_port,
+    ] {
         assert!(!Stack::accepts(port), "port {port} still open");
     }
     let status = a.run("status");
-    assert!(
-        status.contains("devbroker  stopped") && status.contains("postgres   stopped"),
-        "{status}"
-    );
+    for part in parts {
+        assert!(says(&status, part, "stopped"), "{part}: {status}");
+    }
 
     // The other stack is untouched.
     assert!(is_alive(b.broker_pid()));
-    for port in [b.broker_port, b.postgres_port, b.registry_port] {
+    for port in [
+        b.broker_port,
+        b.postgres_port,
+        b.registry_port,
+        b.proxy_port,
+    ] {
         assert!(Stack::accepts(port), "port {port}");
     }
 }
