@@ -335,6 +335,17 @@ async fn year(stack: &Running, pool: &PgPool) -> Result<usize> {
     Ok(proxy.posted)
 }
 
+/// The columns of the period allocation report the demo prints.
+pub const ALLOCATION_COLUMNS: [&str; 7] = [
+    "member_id",
+    "weighted_patronage",
+    "amount",
+    "cash",
+    "retained",
+    "allocation_status",
+    "set_status",
+];
+
 /// Ledger transactions the year ends with: 4 allocations, 7 settled distribution payments,
 /// the loan and 3 repayments.
 pub const LEDGER_TRANSACTIONS: i64 = 15;
@@ -399,18 +410,7 @@ pub fn run(stack: &Running) -> Result<()> {
         let posted = year(stack, &pool).await?;
         println!("Posted {posted} events (a rerun posts them again under the same Idempotency-Keys: nothing is written twice).");
         settled(&pool).await?;
-        print_report(
-            &pool,
-            "period-allocation",
-            &[
-                "member_id",
-                "weighted_patronage",
-                "amount",
-                "cash",
-                "retained",
-                "allocation_status",
-            ],
-        )
+        print_report(&pool, "period-allocation", &ALLOCATION_COLUMNS)
         .await?;
         print_report(
             &pool,

@@ -1,0 +1,252 @@
+//! The main job end to end: `habitat up --demo` brings up devbroker, Postgres, the registry,
+//! the four processors, the sink and the REST proxy as separate processes and posts the
+//! demo cooperative's year through the proxy. Every report is checked to the cent, a second
+//! run writes nothing, and `habitat verify replay` finds no difference.
+
+mod common;
+
+use std::{collections::BTreeMap, process::Command};
+
+use common::Stack;
+use habitat::demo::ALLOCATION_COLUMNS;
+use serde_json::Value;
+
+/// `habitat <args…>` against the stack's database, broker and registry.
+fn habitat(stack: &Stack, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_habitat"))
+        .args(args)
+        .env(
+            "HABITAT_DATABASE_URL",
+            format!(
+                "postgres://habitat@127.0.0.1:{}/habitat",
+                stack.postgres_port
+            ),
+        )
+        .env(
+            "HABITAT_BOOTSTRAP_SERVERS",
+            format!("127.0.0.1:{}", stack.broker_port),
+        )
+        .env(
+            "HABITAT_SCHEMA_REGISTRY_URL",
+            format!("http://127.0.0.1:{}", stack.registry_port),
+        )
+        .output()
+        .expect("run habitat");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A report of the demo tenant as rows of `columns`.
+fn report(stack: &Stack, name: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let (code, out, err) = habitat(
+        stack,
+        &["report", name, "--tenant", "demo-coop", "--format", "json"],
+    );
+    assert_eq!(code, 0, "report {name}: {err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).expect("json rows");
+    rows.iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|c| row[*c].as_str().unwrap_or("null").to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+fn rows(expected: &[&[&str]]) -> Vec<Vec<String>> {
+    expected
+        .iter()
+        .map(|row| row.iter().map(|v| (*v).to_owned()).collect())
+        .collect()
+}
+
+fn up_demo(stack: &Stack) -> String {
+    let output = stack.habitat_with("up", &["--demo"], stack.broker_port);
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "habitat up --demo failed:\n{out}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+#[test]
+fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
+    let stack = Stack::new();
+    let out = up_demo(&stack);
+    assert!(
+        out.contains("period-allocation") && out.contains("trial-balance"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("http://127.0.0.1:{}", stack.proxy_port)),
+        "says where the proxy is: {out}"
+    );
+
+    // Weighted patronage W: ana 1250 × 1.0, ben 800 × 1.5, cleo 600 × 1.0, dev 400 × 0.5;
+    // T = 3250. Shares of 10,000.00: 3846.153…, 3692.307…, 1846.153…, 615.384…; floors sum
+    // to 9999.98, the two cents to the largest remainders (ben .77, dev .46). Cash =
+    // ceil(amount × 0.30).
+    let allocation = report(&stack, "period-allocation", &ALLOCATION_COLUMNS);
+    assert_eq!(
+        allocation,
+        rows(&[
+            &[
+                "m-ana",
+                "1250.0000",
+                "3846.15",
+                "1153.85",
+                "2692.30",
+                "APPROVED",
+                "APPROVED"
+            ],
+            &[
+                "m-ben",
+                "1200.0000",
+                "3692.31",
+                "1107.70",
+                "2584.61",
+                "APPROVED",
+                "APPROVED"
+            ],
+            &[
+                "m-cleo", "600.0000", "1846.15", "553.85", "1292.30", "APPROVED", "APPROVED"
+            ],
+            &[
+                "m-dev", "200.0000", "615.39", "184.62", "430.77", "APPROVED", "APPROVED"
+            ],
+        ])
+    );
+
+    // Distributions: 8 installments, dev's first failed (7 settled, 2907.71). The loan of
+    // 5000.00 at 6 % over 12 months: 430.33 a month; three repayments settled — interest
+    // 25.00 + 22.97 + 20.94, principal 405.33 + 407.36 + 409.39.
+    let trial = report(
+        &stack,
+        "trial-balance",
+        &["account", "debit", "credit", "balance"],
+    );
+    assert_eq!(
+        trial,
+        rows(&[
+            &["1010", "1290.99", "7907.71", "-6616.72"],
+            &["1300", "5000.00", "1222.08", "3777.92"],
+            &["2300", "2907.71", "3000.02", "-92.31"],
+            &["3100", "0.00", "6999.98", "-6999.98"],
+            &["3900", "10000.00", "0.00", "10000.00"],
+            &["4200", "0.00", "68.91", "-68.91"],
+        ])
+    );
+
+    // Form 1099-PATR, tax year 2026: cash paid + qualified written notices (retained, cash
+    // share ≥ 20 %).
+    let patr = report(
+        &stack,
+        "1099-patr",
+        &[
+            "tax_year",
+            "member_id",
+            "patronage_dividends_cash",
+            "qualified_notices_of_allocation",
+            "nonqualified_notices_of_allocation",
+            "box_1_patronage_dividends",
+        ],
+    );
+    assert_eq!(
+        patr,
+        rows(&[
+            &["2026", "m-ana", "1153.85", "2692.30", "0.00", "3846.15"],
+            &["2026", "m-ben", "1107.70", "2584.61", "0.00", "3692.31"],
+            &["2026", "m-cleo", "553.85", "1292.30", "0.00", "1846.15"],
+            &["2026", "m-dev", "92.31", "430.77", "0.00", "523.08"],
+        ])
+    );
+
+    // Still to pay: the loan's repayments 4 to 12; their principal is the balance of 1300.
+    let due = report(
+        &stack,
+        "payments-due",
+        &["purpose", "member_id", "seq", "amount", "principal"],
+    );
+    assert_eq!(due.len(), 9, "{due:?}");
+    assert!(
+        due.iter()
+            .all(|r| r[0] == "LOAN_REPAYMENT" && r[1] == "m-ben"),
+        "{due:?}"
+    );
+    let seqs: Vec<&str> = due.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(seqs, ["4", "5", "6", "7", "8", "9", "10", "11", "12"]);
+    assert!(due[..8].iter().all(|r| r[3] == "430.33"), "{due:?}");
+    let principal: rust_decimal::Decimal = due
+        .iter()
+        .map(|r| r[4].parse::<rust_decimal::Decimal>().expect("decimal"))
+        .sum();
+    assert_eq!(principal.to_string(), "3777.92");
+
+    // A member's statement: the last balance of each account, in its normal direction.
+    let statement = report(
+        &stack,
+        "member-statement",
+        &["member_id", "account", "balance"],
+    );
+    let last: BTreeMap<(String, String), String> = statement
+        .into_iter()
+        .map(|r| ((r[0].clone(), r[1].clone()), r[2].clone()))
+        .collect();
+    let expected: BTreeMap<(String, String), String> = [
+        ("m-ana", "2300", "0.00"),
+        ("m-ana", "3100", "2692.30"),
+        ("m-ben", "1300", "3777.92"),
+        ("m-ben", "2300", "0.00"),
+        ("m-ben", "3100", "2584.61"),
+        ("m-cleo", "2300", "0.00"),
+        ("m-cleo", "3100", "1292.30"),
+        ("m-dev", "2300", "92.31"),
+        ("m-dev", "3100", "430.77"),
+    ]
+    .into_iter()
+    .map(|(m, a, b)| ((m.to_owned(), a.to_owned()), b.to_owned()))
+    .collect();
+    assert_eq!(last, expected);
+
+    // What finance must look at: the contribution changed after the close, the failure.
+    let exceptions = report(&stack, "exceptions", &["kind", "subject", "detail"]);
+    assert_eq!(exceptions.len(), 2, "{exceptions:?}");
+    assert!(
+        exceptions
+            .iter()
+            .any(|r| r[0] == "LATE_CONTRIBUTION_CHANGE" && r[1] == "c-6"),
+        "{exceptions:?}"
+    );
+    assert!(
+        exceptions.iter().any(|r| r[0] == "PAYMENT_FAILED"
+            && r[2].starts_with("m-dev 92.31")
+            && r[2].ends_with("account closed")),
+        "{exceptions:?}"
+    );
+
+    // Running it again writes nothing twice: the same reports.
+    let again = up_demo(&stack);
+    assert!(again.contains("trial-balance"), "{again}");
+    assert_eq!(
+        report(
+            &stack,
+            "trial-balance",
+            &["account", "debit", "credit", "balance"]
+        ),
+        trial
+    );
+    assert_eq!(
+        report(&stack, "period-allocation", &ALLOCATION_COLUMNS),
+        allocation
+    );
+
+    // The tables are exactly what the topics say.
+    let (code, out, err) = habitat(&stack, &["verify", "replay"]);
+    assert_eq!(code, 0, "verify replay: {out}\n{err}");
+}
