@@ -32,7 +32,7 @@ use crate::{
     keys::{ApiKey, Keys, Unauthorized},
     registry::Schemas,
     validate::{Problem, Refusal, Stamp, Submission, event_of},
-    writer::{Record, Writer},
+    writer::{Record, Writer, Written},
 };
 
 /// Limits of a request.
@@ -499,6 +499,18 @@ pub(crate) async fn record(state: &AppState, event: Event) -> Result<Record, Api
     })
 }
 
+/// Writes one record in a transaction: where it went, or 503.
+pub(crate) async fn write_one(state: &AppState, record: Record) -> Result<Written, ApiError> {
+    state
+        .writer
+        .write(vec![record])
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::unavailable("no acknowledgement"))
+}
+
 pub(crate) fn count(state: &AppState, route: &str, status: StatusCode) {
     state
         .metrics
@@ -531,16 +543,7 @@ async fn post_event(
         |state, key, bytes| async move {
             let submission: Submission = parse(&bytes)?;
             let (event_id, event) = stamp_event(&key, &submission, "")?;
-            let record = record(&state, event).await?;
-            let written = state
-                .writer
-                .write(vec![record])
-                .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
-            let w = written
-                .into_iter()
-                .next()
-                .ok_or_else(|| ApiError::unavailable("no acknowledgement"))?;
+            let w = write_one(&state, record(&state, event).await?).await?;
             Ok(answer(&Accepted {
                 event_id,
                 topic: w.topic,

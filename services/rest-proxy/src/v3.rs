@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use crate::{
     app::{
         Answer, ApiError, AppState, Dialect, authorize, count, handle, parse,
-        record as event_record,
+        record as event_record, write_one,
     },
     avro_json,
     keys::ApiKey,
@@ -468,14 +468,7 @@ async fn produce_record(
         .by_id(written_id)
         .await
         .map_err(|e| lookup_error(e, "value"))?;
-    let written = state
-        .writer
-        .write(vec![record])
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::unavailable("no acknowledgement"))?;
+    let written = write_one(state, record).await?;
     let timestamp = written
         .timestamp_ms
         .and_then(DateTime::<Utc>::from_timestamp_millis);
