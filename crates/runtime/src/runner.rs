@@ -159,6 +159,28 @@ where
     }
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen` when given; exit code 2 when the
+/// address cannot be had.
+pub fn serve_metrics(
+    runtime: &tokio::runtime::Runtime,
+    metrics: &Metrics,
+    listen: Option<SocketAddr>,
+) -> Result<(), ExitCode> {
+    let Some(listen) = listen else {
+        return Ok(());
+    };
+    match runtime.block_on(metrics.clone().serve(listen)) {
+        Ok(addr) => {
+            info!(%addr, "Serving /metrics, /healthz and /readyz.");
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("error: cannot serve metrics on {listen}: {error}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// Runs `processor` with a configuration built by the caller (no flags are read; logging
 /// is the caller's to set up).
 pub fn run_config<P, C, F>(processor: P, make: F, config: RuntimeConfig) -> ExitCode
@@ -179,14 +201,8 @@ where
         }
     };
     let metrics = Metrics::new(processor.name());
-    if let Some(listen) = config.metrics_listen {
-        match runtime.block_on(metrics.clone().serve(listen)) {
-            Ok(addr) => info!(%addr, "Serving /metrics, /healthz and /readyz."),
-            Err(error) => {
-                eprintln!("error: cannot serve metrics on {listen}: {error}");
-                return ExitCode::from(2);
-            }
-        }
+    if let Err(code) = serve_metrics(&runtime, &metrics, config.metrics_listen) {
+        return code;
     }
     let offset = chrono::TimeDelta::seconds(config.clock_offset_seconds);
     let engine = Engine::new(processor, codec, config, runtime.handle().clone())

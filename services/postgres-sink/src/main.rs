@@ -128,14 +128,10 @@ fn main() -> ExitCode {
         }
     };
     let metrics = Metrics::new(SINK);
-    if let Some(listen) = config.metrics_listen {
-        match runtime.block_on(metrics.clone().serve(listen)) {
-            Ok(addr) => info!(%addr, "Serving /metrics, /healthz and /readyz."),
-            Err(error) => {
-                eprintln!("error: cannot serve metrics on {listen}: {error}");
-                return ExitCode::from(2);
-            }
-        }
+    if let Err(code) =
+        habitat_runtime::runner::serve_metrics(&runtime, &metrics, config.metrics_listen)
+    {
+        return code;
     }
     let sink = Sink::new(config, store, codec, metrics, runtime.handle().clone());
     let flag = sink.shutdown_flag();
