@@ -49,7 +49,7 @@ pub struct ContextTopic {
     pub records: Vec<RecordBinding>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RecordBinding {
     #[serde(rename = "type")]
@@ -97,6 +97,43 @@ impl Topology {
 
     pub fn parse(yaml: &str) -> Result<Self, TopologyError> {
         serde_yaml::from_str(yaml).map_err(|e| TopologyError(e.to_string()))
+    }
+
+    /// A deployment's own `topics.yaml` (partitions, replication and topic settings of its
+    /// cluster) checked against this build's: topic names, record types, keys, writers,
+    /// readers, processors and internal topic names come with the release and must match.
+    pub fn parse_deployed(yaml: &str) -> Result<Self, TopologyError> {
+        let deployed = Self::parse(yaml)?;
+        let built = Self::embedded();
+        let mismatch = |what: &str| {
+            Err(TopologyError(format!(
+                "{what} differ from this release's topics.yaml; a deployment may change \
+                 partitions, replication and topic settings only"
+            )))
+        };
+        let names = |t: &Self| -> Vec<(String, String)> {
+            t.topics
+                .iter()
+                .map(|topic| (topic.name.clone(), topic.context.clone()))
+                .collect()
+        };
+        if names(&deployed) != names(&built) {
+            return mismatch("the context topics");
+        }
+        for (mine, theirs) in deployed.topics.iter().zip(&built.topics) {
+            if mine.records != theirs.records {
+                return mismatch(&format!("the records of {}", mine.name));
+            }
+        }
+        if deployed.processors != built.processors {
+            return mismatch("the processors");
+        }
+        if deployed.internal.changelog.name != built.internal.changelog.name
+            || deployed.internal.dead_letter.name != built.internal.dead_letter.name
+        {
+            return mismatch("the internal topic names");
+        }
+        Ok(deployed)
     }
 
     fn environment(&self, environment: &str) -> Result<&Environment, TopologyError> {
@@ -231,6 +268,33 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deployment_may_change_partitions_and_settings_but_not_the_catalog() {
+        let more = TOPICS_YAML.replacen("  partitions: 6", "  partitions: 24", 1);
+        let deployed = Topology::parse_deployed(&more).unwrap();
+        assert_eq!(
+            deployed.context_topics("production").unwrap()[0].partitions,
+            24
+        );
+        assert_eq!(
+            deployed.context_topics("production").unwrap()[0].replication_factor,
+            3
+        );
+
+        let rekeyed = TOPICS_YAML.replacen(
+            "key: \"{tenant_id}/member/{member_id}\"",
+            "key: \"{member_id}\"",
+            1,
+        );
+        assert_ne!(rekeyed, TOPICS_YAML);
+        let error = Topology::parse_deployed(&rekeyed).unwrap_err().to_string();
+        assert!(error.contains("the records of habitat.people"), "{error}");
+
+        let renamed = TOPICS_YAML.replacen("name: habitat.treasury", "name: treasury", 1);
+        let error = Topology::parse_deployed(&renamed).unwrap_err().to_string();
+        assert!(error.contains("the context topics"), "{error}");
+    }
 
     #[test]
     fn context_topics_are_compacted_with_six_partitions() {

@@ -1,7 +1,12 @@
 //! A processor's configuration: defaults here, then a YAML file, then `HABITAT_*`
 //! environment variables, then flags (see [`crate::runner`]).
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::SocketAddr,
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -100,11 +105,13 @@ impl RuntimeConfig {
     /// Applies `HABITAT_*` variables from `vars`: `HABITAT_BOOTSTRAP_SERVERS`,
     /// `HABITAT_INSTANCE_ID`, `HABITAT_GROUP_ID`, `HABITAT_SCHEMA_REGISTRY_URL`,
     /// `HABITAT_METRICS_LISTEN`, `HABITAT_ENVIRONMENT`, and `HABITAT_KAFKA_<NAME>` for a
-    /// librdkafka setting (`HABITAT_KAFKA_SASL_PASSWORD` → `sasl.password`).
+    /// librdkafka setting (`HABITAT_KAFKA_SASL_PASSWORD` → `sasl.password`). Returns the
+    /// names it read.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
+        let mut read = Vec::new();
         for (name, value) in vars {
             let Some(field) = name.strip_prefix("HABITAT_") else {
                 continue;
@@ -127,10 +134,82 @@ impl RuntimeConfig {
                             .map_err(|e| format!("HABITAT_METRICS_LISTEN={value}: {e}"))?,
                     );
                 }
-                other => self.kafka.apply_env(other, value),
+                other => {
+                    if !self.kafka.apply_env(other, value) {
+                        continue;
+                    }
+                }
+            }
+            read.push(name);
+        }
+        Ok(read)
+    }
+}
+
+/// The variables the logging set-up of every program reads.
+pub const LOG_VARIABLES: [&str; 2] = ["HABITAT_LOG", "HABITAT_LOG_FORMAT"];
+
+/// What a program made of the `HABITAT_*` variables of its environment: those it read, and
+/// those it has no setting for (a typo, or a variable meant for another program).
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EnvUse {
+    pub read: BTreeSet<String>,
+    pub ignored: BTreeSet<String>,
+}
+
+impl EnvUse {
+    /// Sorts the `HABITAT_*` names of `vars` into read (named in `read`, or a logging
+    /// variable) and ignored.
+    pub fn of(
+        vars: impl IntoIterator<Item = (String, String)>,
+        read: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let known: BTreeSet<String> = read
+            .into_iter()
+            .chain(LOG_VARIABLES.iter().map(|v| (*v).to_owned()))
+            .collect();
+        let mut use_ = Self::default();
+        for (name, _) in vars {
+            if !name.starts_with("HABITAT_") {
+                continue;
+            }
+            if known.contains(&name) {
+                _ = use_.read.insert(name);
+            } else {
+                _ = use_.ignored.insert(name);
             }
         }
-        Ok(())
+        use_
+    }
+
+    /// Logs a warning for every ignored variable.
+    pub fn warn_ignored(&self) {
+        for name in &self.ignored {
+            tracing::warn!(variable = %name, "This program has no setting for {name}; it is ignored.");
+        }
+    }
+
+    /// What `--print-config` prints: the program, its settings as `Debug` shows them
+    /// (secrets as `***`), and the variables read and ignored, as one JSON object.
+    pub fn config_report(&self, program: &str, config: &dyn fmt::Debug) -> String {
+        serde_json::json!({
+            "program": program,
+            "config": format!("{config:#?}"),
+            "variables": self,
+        })
+        .to_string()
+    }
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<not a URL>".to_owned(),
     }
 }
 
@@ -148,11 +227,14 @@ impl KafkaSettings {
 
     /// Takes `KAFKA_<NAME>` (a `HABITAT_` variable without its prefix) as the librdkafka
     /// setting `<name>` with `_` read as `.`; ignores any other name.
-    pub fn apply_env(&mut self, field: &str, value: String) {
-        if let Some(setting) = field.strip_prefix("KAFKA_") {
-            let key = setting.to_ascii_lowercase().replace('_', ".");
-            _ = self.0.insert(key, value);
-        }
+    /// `false` (and nothing changed) for any other name.
+    pub fn apply_env(&mut self, field: &str, value: String) -> bool {
+        let Some(setting) = field.strip_prefix("KAFKA_") else {
+            return false;
+        };
+        let key = setting.to_ascii_lowercase().replace('_', ".");
+        _ = self.0.insert(key, value);
+        true
     }
 
     /// Applies every setting to a client configuration.

@@ -24,7 +24,10 @@ use contracts::records::Event;
 use tokio::runtime::Handle;
 use tracing::info;
 
-use crate::{Codec, Processor, RuntimeConfig, avro::AvroCodec, engine::Engine, metrics::Metrics};
+use crate::{
+    Codec, Processor, RuntimeConfig, avro::AvroCodec, config::EnvUse, engine::Engine,
+    metrics::Metrics,
+};
 
 /// Flags every processor binary takes; each also reads `HABITAT_*` variables.
 #[derive(Debug, Parser)]
@@ -54,9 +57,43 @@ struct Args {
     /// Commit offsets after the outputs instead of in transactions (benchmarks only).
     #[arg(long)]
     at_least_once: bool,
+    /// Print the configuration and the `HABITAT_*` variables read and ignored, then exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
-fn key_value(text: &str) -> Result<(String, String), String> {
+/// The `env` names of `command`'s arguments (the variables clap reads).
+pub fn clap_env_names(command: &clap::Command) -> Vec<String> {
+    command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A program's configuration as loaded at start.
+pub struct Loaded<T> {
+    pub config: T,
+    pub env: EnvUse,
+    /// `--print-config` was given: print and exit instead of running.
+    pub print_only: bool,
+}
+
+impl<T: std::fmt::Debug> Loaded<T> {
+    /// Prints the `--print-config` report and returns `Some(0)` when asked to, else warns
+    /// about ignored variables and returns `None` (run).
+    pub fn print_or_warn(&self, program: &str) -> Option<ExitCode> {
+        if self.print_only {
+            println!("{}", self.env.config_report(program, &self.config));
+            return Some(ExitCode::SUCCESS);
+        }
+        self.env.warn_ignored();
+        None
+    }
+}
+
+/// Parses a `KEY=VALUE` flag.
+pub fn key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected KEY=VALUE, got {text}"))
@@ -76,10 +113,13 @@ where
 }
 
 /// Reads the configuration: defaults, the YAML file, `HABITAT_*` variables, flags.
-pub fn load_config() -> Result<RuntimeConfig, String> {
+pub fn load_config() -> Result<Loaded<RuntimeConfig>, String> {
+    use clap::CommandFactory as _;
     let args = Args::parse();
     let mut config: RuntimeConfig = read_config(args.config.as_deref())?;
-    config.apply_env(std::env::vars())?;
+    let mut read = config.apply_env(std::env::vars())?;
+    read.extend(clap_env_names(&Args::command()));
+    let env = EnvUse::of(std::env::vars(), read);
     if let Some(v) = args.bootstrap_servers {
         config.bootstrap_servers = v;
     }
@@ -99,7 +139,11 @@ pub fn load_config() -> Result<RuntimeConfig, String> {
     if args.at_least_once {
         config.exactly_once = false;
     }
-    Ok(config)
+    Ok(Loaded {
+        config,
+        env,
+        print_only: args.print_config,
+    })
 }
 
 /// Starts `tracing`: `HABITAT_LOG` (or `RUST_LOG`) filters, `HABITAT_LOG_FORMAT=json`
@@ -151,7 +195,10 @@ where
 {
     init_tracing();
     match load_config() {
-        Ok(config) => run_config(processor, make, config),
+        Ok(loaded) => match loaded.print_or_warn(processor.name()) {
+            Some(code) => code,
+            None => run_config(processor, make, loaded.config),
+        },
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::from(2)

@@ -5,6 +5,7 @@ use std::{fmt, net::SocketAddr, time::Duration};
 
 use contracts::topology::Topology;
 use habitat_runtime::config::KafkaSettings;
+pub use habitat_runtime::config::redact_url;
 use serde::{Deserialize, Serialize};
 
 /// Everything the sink process is configured with.
@@ -73,18 +74,6 @@ impl fmt::Debug for SinkConfig {
     }
 }
 
-/// A URL with its password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<not a URL>".to_owned(),
-    }
-}
-
 impl SinkConfig {
     pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
         serde_yaml::from_str(text)
@@ -112,11 +101,11 @@ impl SinkConfig {
     /// Applies `HABITAT_BOOTSTRAP_SERVERS`, `HABITAT_GROUP_ID`, `HABITAT_DATABASE_URL`,
     /// `HABITAT_SINK_SCHEMA`, `HABITAT_SCHEMA_REGISTRY_URL`, `HABITAT_METRICS_LISTEN`,
     /// `HABITAT_BATCH_MAX_RECORDS`, `HABITAT_BATCH_INTERVAL_MS`, `HABITAT_SESSION_TIMEOUT_MS`
-    /// and `HABITAT_KAFKA_<NAME>`.
+    /// and `HABITAT_KAFKA_<NAME>`. Returns the names it read.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String>
         where
             T::Err: fmt::Display,
@@ -125,6 +114,7 @@ impl SinkConfig {
                 .parse()
                 .map_err(|e| format!("HABITAT_{name}={value}: {e}"))
         }
+        let mut read = Vec::new();
         for (name, value) in vars {
             let Some(field) = name.strip_prefix("HABITAT_") else {
                 continue;
@@ -139,10 +129,15 @@ impl SinkConfig {
                 "BATCH_MAX_RECORDS" => self.batch_max_records = number(field, &value)?,
                 "BATCH_INTERVAL_MS" => self.batch_interval_ms = number(field, &value)?,
                 "SESSION_TIMEOUT_MS" => self.session_timeout_ms = number(field, &value)?,
-                other => self.kafka.apply_env(other, value),
+                other => {
+                    if !self.kafka.apply_env(other, value) {
+                        continue;
+                    }
+                }
             }
+            read.push(name);
         }
-        Ok(())
+        Ok(read)
     }
 }
 

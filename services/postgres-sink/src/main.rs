@@ -5,8 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use habitat_runtime::{
     avro::AvroCodec,
+    config::EnvUse,
     metrics::Metrics,
-    runner::{init_tracing, read_config, stop_on_signal},
+    runner::{Loaded, init_tracing, read_config, stop_on_signal},
 };
 use postgres_sink::{
     SINK,
@@ -37,6 +38,9 @@ struct Args {
     schema_registry_url: Option<String>,
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Print the configuration and the `HABITAT_*` variables read and ignored, then exit.
+    #[arg(long)]
+    print_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -47,9 +51,9 @@ enum Command {
     Migrate,
 }
 
-fn load(args: &Args) -> Result<SinkConfig, String> {
+fn load(args: &Args) -> Result<Loaded<SinkConfig>, String> {
     let mut config: SinkConfig = read_config(args.config.as_deref())?;
-    config.apply_env(std::env::vars())?;
+    let read = config.apply_env(std::env::vars())?;
     if let Some(v) = &args.bootstrap_servers {
         config.bootstrap_servers.clone_from(v);
     }
@@ -65,14 +69,23 @@ fn load(args: &Args) -> Result<SinkConfig, String> {
     if let Some(v) = args.metrics_listen {
         config.metrics_listen = Some(v);
     }
-    Ok(config)
+    Ok(Loaded {
+        config,
+        env: EnvUse::of(std::env::vars(), read),
+        print_only: args.print_config,
+    })
 }
 
 fn main() -> ExitCode {
     init_tracing();
     let args = Args::parse();
     let config = match load(&args) {
-        Ok(config) => config,
+        Ok(loaded) => {
+            if let Some(code) = loaded.print_or_warn(SINK) {
+                return code;
+            }
+            loaded.config
+        }
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(2);

@@ -2,8 +2,12 @@
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use clap::Parser;
-use habitat_runtime::{avro::AvroCodec, config::KafkaSettings, runner::init_tracing};
+use clap::{CommandFactory as _, Parser};
+use habitat_runtime::{
+    avro::AvroCodec,
+    config::{EnvUse, KafkaSettings, redact_url},
+    runner::{Loaded, clap_env_names, init_tracing},
+};
 use rdkafka::ClientConfig;
 use rest_proxy::{
     app::{AppState, HttpMetrics, Limits, Partitions, RateLimit, router},
@@ -14,7 +18,7 @@ use rest_proxy::{
 };
 use tracing::info;
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(
     name = "rest-proxy",
     version,
@@ -54,16 +58,46 @@ struct Args {
     /// How long a key read from Postgres is trusted (a revocation takes this long).
     #[arg(long, env = "HABITAT_KEY_CACHE_SECONDS", default_value_t = 5)]
     key_cache_seconds: u64,
+    /// Print the configuration and the `HABITAT_*` variables read and ignored, then exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("listen", &self.listen)
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("schema_registry_url", &self.schema_registry_url)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("instance_id", &self.instance_id)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch_events", &self.max_batch_events)
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("key_cache_seconds", &self.key_cache_seconds)
+            .finish()
+    }
 }
 
 fn main() -> ExitCode {
     init_tracing();
     let args = Args::parse();
     let mut kafka = KafkaSettings::default();
+    let mut read = clap_env_names(&Args::command());
     for (name, value) in std::env::vars() {
-        if let Some(field) = name.strip_prefix("HABITAT_") {
-            kafka.apply_env(field, value);
+        if let Some(field) = name.strip_prefix("HABITAT_")
+            && kafka.apply_env(field, value)
+        {
+            read.push(name);
         }
+    }
+    let loaded = Loaded {
+        env: EnvUse::of(std::env::vars(), read),
+        config: (&args, &kafka),
+        print_only: args.print_config,
+    };
+    if let Some(code) = loaded.print_or_warn("rest-proxy") {
+        return code;
     }
     let runtime = match habitat_runtime::runner::async_runtime(2) {
         Ok(runtime) => runtime,

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use habitat::{StackArgs, bench, demo, finance, runtime_bench, schemas, stack, topics};
 
@@ -89,11 +89,23 @@ enum Topics {
     /// deletes.
     Apply {
         /// Kafka bootstrap servers.
-        #[arg(long, env = "HABITAT_BOOTSTRAP", default_value = "127.0.0.1:19092")]
-        bootstrap: String,
+        #[arg(
+            long,
+            alias = "bootstrap",
+            env = "HABITAT_BOOTSTRAP_SERVERS",
+            default_value = "127.0.0.1:19092"
+        )]
+        bootstrap_servers: String,
         /// Environment of topics.yaml (replication settings).
         #[arg(long, env = "HABITAT_ENVIRONMENT", default_value = "dev")]
         environment: String,
+        /// A deployment's own topics.yaml (its partitions, replication and settings); the
+        /// release's when unset. Topics, records and keys must be the release's.
+        #[arg(long, env = "HABITAT_TOPICS_FILE")]
+        topics_file: Option<PathBuf>,
+        /// A librdkafka setting, KEY=VALUE (repeat); `HABITAT_KAFKA_<NAME>` variables too.
+        #[arg(long = "kafka", value_parser = habitat_runtime::runner::key_value)]
+        kafka: Vec<(String, String)>,
         /// Report only.
         #[arg(long)]
         dry_run: bool,
@@ -110,10 +122,11 @@ enum Schemas {
         /// Schema registry URL.
         #[arg(
             long,
-            env = "HABITAT_REGISTRY_URL",
+            alias = "registry",
+            env = "HABITAT_SCHEMA_REGISTRY_URL",
             default_value = "http://127.0.0.1:18081"
         )]
-        registry: String,
+        schema_registry_url: String,
     },
     /// Append the catalog's changed schemas to schemas/history.json (their release).
     Snapshot {
@@ -127,10 +140,11 @@ enum Schemas {
         /// Schema registry URL.
         #[arg(
             long,
-            env = "HABITAT_REGISTRY_URL",
+            alias = "registry",
+            env = "HABITAT_SCHEMA_REGISTRY_URL",
             default_value = "http://127.0.0.1:18081"
         )]
-        registry: String,
+        schema_registry_url: String,
     },
 }
 
@@ -205,14 +219,34 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dlq(command) => finance::run_dlq(&command),
         Command::Keys(command) => finance::run_keys(&command),
         Command::Topics(Topics::Apply {
-            bootstrap,
+            bootstrap_servers,
             environment,
+            topics_file,
+            kafka,
             dry_run,
             alter,
         }) => {
-            let actions = topics::apply(
-                &bootstrap,
-                &contracts::topology::Topology::embedded(),
+            let topology = match topics_file {
+                None => contracts::topology::Topology::embedded(),
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    contracts::topology::Topology::parse_deployed(&text)
+                        .with_context(|| path.display().to_string())?
+                }
+            };
+            let mut settings = habitat_runtime::config::KafkaSettings::default();
+            for (name, value) in std::env::vars() {
+                if let Some(field) = name.strip_prefix("HABITAT_") {
+                    _ = settings.apply_env(field, value);
+                }
+            }
+            settings.0.extend(kafka);
+            let mut client = habitat::kafka::config(&bootstrap_servers);
+            settings.apply(&mut client);
+            let actions = topics::apply_with(
+                &client,
+                &topology,
                 &environment,
                 topics::Mode { dry_run, alter },
             )?;
@@ -221,7 +255,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Schemas(Schemas::Register { registry }) => {
+        Command::Schemas(Schemas::Register {
+            schema_registry_url: registry,
+        }) => {
             for (subject, id) in block_on(schemas::register(&registry, &schemas::catalog()))? {
                 println!("registered {subject} (id {id})");
             }
@@ -238,9 +274,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Schemas(Schemas::Check { registry }) => {
-            schemas::report(&block_on(schemas::check(&registry, &schemas::catalog()))?)
-        }
+        Command::Schemas(Schemas::Check {
+            schema_registry_url: registry,
+        }) => schemas::report(&block_on(schemas::check(&registry, &schemas::catalog()))?),
         Command::Catalog { output } => {
             std::fs::write(
                 &output,

@@ -9,6 +9,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 use anyhow::{Context, Result, bail};
 use contracts::topology::{TopicSpec, Topology};
 use rdkafka::{
+    ClientConfig,
     admin::{
         AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
     },
@@ -92,14 +93,28 @@ pub fn apply(
     environment: &str,
     mode: Mode,
 ) -> Result<Vec<Action>> {
+    apply_with(&config(bootstrap), topology, environment, mode)
+}
+
+/// [`apply`] with a client configured by the caller (security settings).
+pub fn apply_with(
+    client: &ClientConfig,
+    topology: &Topology,
+    environment: &str,
+    mode: Mode,
+) -> Result<Vec<Action>> {
     let specs = topology.all_topics(environment)?;
-    let admin: AdminClient<DefaultClientContext> = config(bootstrap)
+    let admin: AdminClient<DefaultClientContext> = client
+        .clone()
         .set("socket.connection.setup.timeout.ms", "5000")
         .create()?;
     let metadata = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(5))
-        .map_err(|e| anyhow::anyhow!("cannot reach the Kafka broker at {bootstrap}: {e}"))?;
+        .map_err(|e| {
+            let bootstrap = client.get("bootstrap.servers").unwrap_or_default();
+            anyhow::anyhow!("cannot reach the Kafka broker at {bootstrap}: {e}")
+        })?;
     let existing: BTreeMap<String, usize> = metadata
         .topics()
         .iter()

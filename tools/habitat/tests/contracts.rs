@@ -140,7 +140,7 @@ fn topics_apply_on_an_unreachable_broker_says_so_in_one_line() {
         .args([
             "topics",
             "apply",
-            "--bootstrap",
+            "--bootstrap-servers",
             &format!("127.0.0.1:{port}"),
         ])
         .output()
