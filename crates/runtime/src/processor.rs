@@ -26,6 +26,12 @@ pub trait Processor: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// `HABITAT_*` variables its `main` reads besides the runtime's (so that
+    /// `--print-config` counts them as read, not ignored).
+    fn variables(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
     /// The timers it schedules, by name.
     fn timers(&self) -> Vec<&'static str> {
         Vec::new()

@@ -112,13 +112,15 @@ where
     serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Reads the configuration: defaults, the YAML file, `HABITAT_*` variables, flags.
-pub fn load_config() -> Result<Loaded<RuntimeConfig>, String> {
+/// Reads the configuration: defaults, the YAML file, `HABITAT_*` variables, flags;
+/// `variables` are the program's own (read elsewhere).
+pub fn load_config(variables: &[&str]) -> Result<Loaded<RuntimeConfig>, String> {
     use clap::CommandFactory as _;
     let args = Args::parse();
     let mut config: RuntimeConfig = read_config(args.config.as_deref())?;
     let mut read = config.apply_env(std::env::vars())?;
     read.extend(clap_env_names(&Args::command()));
+    read.extend(variables.iter().map(|v| (*v).to_owned()));
     let env = EnvUse::of(std::env::vars(), read);
     if let Some(v) = args.bootstrap_servers {
         config.bootstrap_servers = v;
@@ -194,7 +196,7 @@ where
     F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, String>,
 {
     init_tracing();
-    match load_config() {
+    match load_config(&processor.variables()) {
         Ok(loaded) => match loaded.print_or_warn(processor.name()) {
             Some(code) => code,
             None => run_config(processor, make, loaded.config),

@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 /// Store: transaction ids posted, by `<tenant>/<transaction_id>`.
 pub const POSTED: &str = "posted";
+/// Names a YAML file of account codes (see `habitat_domain::ledger::Chart`).
+pub const CHART_VARIABLE: &str = "HABITAT_CHART";
 /// Store: each member's allocated capital balance, by `<tenant>/<member_id>`.
 pub const CAPITAL: &str = "capital";
 /// Store: each distribution's installments and settlements, by `<tenant>/<schedule_id>`.
@@ -50,6 +52,10 @@ impl Processor for DistributionRecorder {
 
     fn name(&self) -> &str {
         "distribution-recorder"
+    }
+
+    fn variables(&self) -> Vec<&'static str> {
+        vec![CHART_VARIABLE]
     }
 
     fn stores(&self) -> Vec<&'static str> {

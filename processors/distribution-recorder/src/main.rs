@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use habitat_domain::ledger::Chart;
 
 fn main() -> ExitCode {
-    let chart = match std::env::var("HABITAT_CHART") {
+    let chart = match std::env::var(distribution_recorder::CHART_VARIABLE) {
         Err(_) => Chart::default(),
         Ok(path) => match std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())

@@ -305,6 +305,15 @@ pub fn up(args: &StackArgs) -> Result<Running> {
             service.name.to_uppercase().replace('-', "_")
         );
         let mut command = Command::new(sibling_binary(service.name, &env_var)?);
+        // The stack's own variables (ports, state directory…) are not the service's; the
+        // service gets its settings below, plus librdkafka and logging settings.
+        for (name, _) in std::env::vars() {
+            let passed = name.starts_with("HABITAT_KAFKA_")
+                || habitat_runtime::config::LOG_VARIABLES.contains(&name.as_str());
+            if name.starts_with("HABITAT_") && !passed {
+                _ = command.env_remove(name);
+            }
+        }
         _ = command
             .env("HABITAT_BOOTSTRAP_SERVERS", &bootstrap)
             .env("HABITAT_SCHEMA_REGISTRY_URL", &registry_url)
