@@ -188,6 +188,15 @@ impl Cluster {
         })
     }
 
+    /// The process id of the running server (from `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> Result<i32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))?
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .context("postmaster.pid without a process id")
+    }
+
     /// Whether the server of this directory is running.
     pub fn is_running(&self) -> bool {
         self.data().join("postmaster.pid").exists()

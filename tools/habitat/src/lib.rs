@@ -5,12 +5,14 @@ pub mod bench;
 pub mod demo;
 pub mod finance;
 pub mod kafka;
+pub mod load;
 pub mod proxy_bench;
 pub mod runtime_bench;
 pub mod schemas;
 pub mod sink_bench;
 pub mod stack;
 pub mod topics;
+pub mod topology_bench;
 
 use std::path::PathBuf;
 

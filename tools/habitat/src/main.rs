@@ -64,9 +64,9 @@ enum Command {
     /// The REST proxy's API keys: create, list, revoke.
     #[command(subcommand)]
     Keys(finance::Keys),
-    /// Measure performance (run with optimised builds: `./habitat bench ...`).
-    #[command(subcommand)]
-    Bench(Bench),
+    /// Measure performance (run with optimised builds: `./habitat bench ...`); with no
+    /// part named, the whole topology.
+    Bench(BenchCommand),
     /// A benchmark processor as a process (started by `habitat bench runtime`).
     #[command(hide = true)]
     BenchProcessor {
@@ -148,8 +148,20 @@ enum Schemas {
     },
 }
 
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchCommand {
+    #[command(subcommand)]
+    part: Option<Bench>,
+    #[command(flatten)]
+    topology: habitat::topology_bench::TopologyBench,
+}
+
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// The whole topology: four processors and the sink under a synthetic year of many
+    /// cooperatives; exactly-once on and off, 1/2/4 instances, 1×/2×/4× the data.
+    Topology(habitat::topology_bench::TopologyBench),
     /// devbroker's raw produce and consume rates.
     Broker(bench::BrokerBench),
     /// The stream runtime: pass-through and stateful processors, exactly-once on and off.
@@ -210,10 +222,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Down { stack, purge } => stack::down(&stack, purge),
         Command::Status { stack } => stack::status(&stack),
-        Command::Bench(Bench::Broker(args)) => bench::run(&args),
-        Command::Bench(Bench::Runtime(args)) => runtime_bench::run(&args),
-        Command::Bench(Bench::Sink(args)) => habitat::sink_bench::run(&args),
-        Command::Bench(Bench::Proxy(args)) => habitat::proxy_bench::run(&args),
+        Command::Bench(bench) => match bench.part {
+            None => habitat::topology_bench::run(&bench.topology),
+            Some(Bench::Topology(args)) => habitat::topology_bench::run(&args),
+            Some(Bench::Broker(args)) => bench::run(&args),
+            Some(Bench::Runtime(args)) => runtime_bench::run(&args),
+            Some(Bench::Sink(args)) => habitat::sink_bench::run(&args),
+            Some(Bench::Proxy(args)) => habitat::proxy_bench::run(&args),
+        },
         Command::BenchProcessor { .. } | Command::Verify(_) => unreachable!("handled in main"),
         Command::Report(args) => finance::run_report(&args),
         Command::Dlq(command) => finance::run_dlq(&command),

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use clap::Args;
 use contracts::records::{
@@ -187,11 +187,7 @@ pub fn run(args: &SinkBench) -> Result<()> {
         kafka: KafkaSettings::default(),
     };
     eprintln!("Rebuilding into Postgres…");
-    let postmaster: i32 = std::fs::read_to_string(cluster.dir().join("data/postmaster.pid"))?
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .context("postmaster.pid")?;
+    let postmaster = cluster.postmaster_pid()?;
     let me = i32::try_from(std::process::id())?;
     let cpu = || {
         Ok::<_, anyhow::Error>([

@@ -1,0 +1,569 @@
+//! `habitat bench`: the whole topology — the four processors and the Postgres sink as
+//! processes on devbroker and Postgres — under a synthetic year of many cooperatives.
+//!
+//! Each run starts its own devbroker, Postgres (durable) and schema registry, starts the
+//! processors and the sink (optimised builds), waits until each is ready, then posts the
+//! workload of [`crate::load`] straight to the context topics. It measures until the last
+//! derived row is in Postgres:
+//!
+//! - events/s end to end: events posted ÷ (first post → the last row written);
+//! - latency: for every row in `event_log`, its `recorded_at` minus the `occurred_at` of the
+//!   posted event it descends from (derived records carry its id as `correlation_id`);
+//! - CPU seconds per 1,000 posted events and peak memory (VmHWM) of each process.
+//!
+//! Runs: exactly-once with one instance each (and devbroker's raw ceiling on the same
+//! broker); at-least-once; 2 and 4 instances; 2× and 4× the data; and exactly-once at half
+//! the first run's rate, for the latency under load that leaves headroom.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use contracts::topology::Topology;
+use devstack::process::{Guardian, free_port, sibling_binary};
+use habitat_runtime::avro::AvroCodec;
+use sqlx::PgPool;
+
+use crate::{
+    bench::{self, BenchStack, BrokerBench, cpu_time, machine, tree_cpu_time},
+    load::{self, PERIOD, Poster, Shape},
+    stack::PROCESSORS,
+    topics::Mode,
+};
+
+#[derive(Clone, Debug, Args)]
+pub struct TopologyBench {
+    /// Cooperatives (tenants).
+    #[arg(long, default_value_t = 50)]
+    pub tenants: usize,
+    /// Members per cooperative.
+    #[arg(long, default_value_t = 50)]
+    pub members: usize,
+    /// Contributions per member (each submitted, then approved).
+    #[arg(long, default_value_t = 20)]
+    pub contributions: usize,
+    /// Partitions of each context topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// Only the first run (exactly-once, one instance each, the data once).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// One run's settings.
+#[derive(Clone, Debug)]
+struct Scenario {
+    label: String,
+    exactly_once: bool,
+    instances: usize,
+    scale: usize,
+    rate: Option<f64>,
+    ceiling: bool,
+}
+
+/// A program of the topology running as a process.
+struct Service {
+    name: String,
+    pid: i32,
+    _child: Child,
+    _guardian: Guardian,
+    metrics: u16,
+}
+
+impl Service {
+    fn start(
+        name: &str,
+        instance: usize,
+        env: &[(&str, String)],
+        args: &[&str],
+        logs: &std::path::Path,
+    ) -> Result<Self> {
+        let env_var = format!("HABITAT_{}_BIN", name.to_uppercase().replace('-', "_"));
+        let metrics = free_port()?;
+        let log = std::fs::File::create(logs.join(format!("{name}-{instance}.log")))?;
+        let mut command = Command::new(sibling_binary(name, &env_var)?);
+        for (variable, _) in std::env::vars() {
+            if variable.starts_with("HABITAT_") {
+                _ = command.env_remove(variable);
+            }
+        }
+        let child = command
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+            .env("HABITAT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {name} (build it: cargo build --release -p {name})"))?;
+        let pid = i32::try_from(child.id())?;
+        Ok(Self {
+            name: name.to_owned(),
+            pid,
+            _child: child,
+            _guardian: Guardian::new(&format!("kill -9 {pid} 2>/dev/null"))?,
+            metrics,
+        })
+    }
+
+    fn ready(&self) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", self.metrics))
+            .ok()
+            .and_then(|mut stream| {
+                use std::io::{Read as _, Write as _};
+                stream
+                    .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                    .ok()?;
+                let mut answer = String::new();
+                _ = stream.read_to_string(&mut answer).ok()?;
+                Some(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Peak resident memory so far, in MiB.
+    fn peak_mib(&self) -> f64 {
+        Self::peak_of(self.pid)
+    }
+}
+
+/// What one process cost in a run.
+struct Cost {
+    name: String,
+    cpu_seconds: f64,
+    peak_mib: Option<f64>,
+}
+
+/// What one run measured.
+struct Outcome {
+    scenario: Scenario,
+    posted: usize,
+    rows: i64,
+    seconds: f64,
+    year_seconds: f64,
+    year_events: usize,
+    latency_ms: [f64; 3],
+    costs: Vec<Cost>,
+    ceiling: Option<(f64, f64)>,
+}
+
+impl Outcome {
+    fn events_per_second(&self) -> f64 {
+        self.posted as f64 / self.seconds
+    }
+}
+
+fn scenarios(args: &TopologyBench) -> Vec<Scenario> {
+    let run = |label: &str, exactly_once: bool, instances: usize, scale: usize| Scenario {
+        label: label.to_owned(),
+        exactly_once,
+        instances,
+        scale,
+        rate: None,
+        ceiling: false,
+    };
+    let mut all = vec![Scenario {
+        ceiling: true,
+        ..run("exactly-once, 1 instance each", true, 1, 1)
+    }];
+    if !args.quick {
+        all.push(run("at-least-once, 1 instance each", false, 1, 1));
+        all.push(run("exactly-once, 2 instances each", true, 2, 1));
+        all.push(run("exactly-once, 4 instances each", true, 4, 1));
+        all.push(run("exactly-once, 2× the data", true, 1, 2));
+        all.push(run("exactly-once, 4× the data", true, 1, 4));
+    }
+    all
+}
+
+pub fn run(args: &TopologyBench) -> Result<()> {
+    let shape = Shape {
+        tenants: args.tenants,
+        members: args.members,
+        contributions: args.contributions,
+    };
+    println!(
+        "Whole topology: {} cooperatives × {} members × {} contributions (submitted and approved), {} partitions; durable Postgres.",
+        shape.tenants, shape.members, shape.contributions, args.partitions
+    );
+    println!("{}", machine());
+    let mut outcomes = Vec::new();
+    for scenario in scenarios(args) {
+        eprintln!("Run: {} ×{} data…", scenario.label, scenario.scale);
+        let outcome = measure(args, shape, scenario)?;
+        eprintln!(
+            "  {:.0} events/s, p99 {:.0} ms",
+            outcome.events_per_second(),
+            outcome.latency_ms[2]
+        );
+        outcomes.push(outcome);
+    }
+    // Half the first run's rate: the latency with headroom.
+    let half = outcomes[0].events_per_second() / 2.0;
+    if !args.quick {
+        let scenario = Scenario {
+            label: format!("exactly-once, 1 instance each, posted at {half:.0}/s (half)"),
+            exactly_once: true,
+            instances: 1,
+            scale: 1,
+            rate: Some(half),
+            ceiling: false,
+        };
+        eprintln!("Run: {}…", scenario.label);
+        outcomes.push(measure(args, shape, scenario)?);
+    }
+    print_table(&outcomes);
+    Ok(())
+}
+
+fn print_table(outcomes: &[Outcome]) {
+    println!();
+    println!(
+        "| run | data | events posted | rows in Postgres | seconds | events/s end to end | year phase events/s | p50 ms | p95 ms | p99 ms | CPU s per 1,000 events |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for o in outcomes {
+        let cpu: f64 = o.costs.iter().map(|c| c.cpu_seconds).sum();
+        println!(
+            "| {} | ×{} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            o.scenario.label,
+            o.scenario.scale,
+            o.posted,
+            o.rows,
+            o.seconds,
+            o.events_per_second(),
+            o.year_events as f64 / o.year_seconds,
+            o.latency_ms[0],
+            o.latency_ms[1],
+            o.latency_ms[2],
+            cpu / (o.posted as f64 / 1000.0),
+        );
+    }
+    let (Some(first), Some(alo)) = (
+        outcomes.first(),
+        outcomes.iter().find(|o| !o.scenario.exactly_once),
+    ) else {
+        print_costs(outcomes);
+        return;
+    };
+    println!();
+    println!(
+        "Exactly-once against at-least-once: {:.0} vs {:.0} events/s ({:+.1} %).",
+        first.events_per_second(),
+        alo.events_per_second(),
+        (first.events_per_second() / alo.events_per_second() - 1.0) * 100.0
+    );
+    print_costs(outcomes);
+}
+
+fn print_costs(outcomes: &[Outcome]) {
+    let Some(first) = outcomes.first() else {
+        return;
+    };
+    println!();
+    println!(
+        "Cost per process in the first run ({}):",
+        first.scenario.label
+    );
+    println!("| process | CPU s | CPU s per 1,000 events | peak memory MiB |");
+    println!("|---|---:|---:|---:|");
+    for cost in &first.costs {
+        println!(
+            "| {} | {:.1} | {:.3} | {} |",
+            cost.name,
+            cost.cpu_seconds,
+            cost.cpu_seconds / (first.posted as f64 / 1000.0),
+            cost.peak_mib
+                .map_or_else(|| "—".to_owned(), |m| format!("{m:.0}"))
+        );
+    }
+    if let Some((produce, consume)) = first.ceiling {
+        println!();
+        println!(
+            "devbroker's raw ceiling on the same broker (200,000 × 200 B): produce {produce:.0} records/s, consume {consume:.0} records/s."
+        );
+    }
+}
+
+fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outcome> {
+    let shape = Shape {
+        tenants: base.tenants * scenario.scale,
+        ..base
+    };
+    let stack = BenchStack::start("topology", args.partitions)?;
+    let (runtime, bootstrap, registry) = (&stack.runtime, &stack.bootstrap, &stack.registry);
+    // Every topic of topics.yaml, the dead-letter topics the sink reads included.
+    _ = crate::topics::apply(bootstrap, &Topology::embedded(), "dev", Mode::default())?;
+    stack.cluster.create_database("sink")?;
+    let database = stack.cluster.url("sink");
+    let logs: PathBuf = std::env::temp_dir().join(format!(
+        "habitat-bench-logs-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&logs)?;
+
+    let common = [
+        ("HABITAT_BOOTSTRAP_SERVERS", bootstrap.clone()),
+        ("HABITAT_SCHEMA_REGISTRY_URL", registry.clone()),
+    ];
+    let mode: &[&str] = if scenario.exactly_once {
+        &[]
+    } else {
+        &["--at-least-once"]
+    };
+    let mut services = Vec::new();
+    for instance in 0..scenario.instances {
+        for name in PROCESSORS {
+            let mut env = common.to_vec();
+            env.push(("HABITAT_INSTANCE_ID", instance.to_string()));
+            services.push(Service::start(name, instance, &env, mode, &logs)?);
+        }
+        let mut sink_env = common.to_vec();
+        sink_env.push(("HABITAT_DATABASE_URL", database.clone()));
+        services.push(Service::start(
+            "postgres-sink",
+            instance,
+            &sink_env,
+            &[],
+            &logs,
+        )?);
+    }
+    let waited = Instant::now();
+    while !services.iter().all(Service::ready) {
+        if waited.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "the processors were not ready within 120 s (logs in {})",
+                logs.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pool = runtime.block_on(PgPool::connect(&database))?;
+    let postmaster = stack.cluster.postmaster_pid()?;
+    let me = i32::try_from(std::process::id())?;
+    let before: Vec<f64> = cpu_all(&services, postmaster, stack.broker_pid(), me);
+
+    let codec = AvroCodec::new(registry, runtime.handle().clone())?;
+    let mut poster = Poster::new(bootstrap, codec, args.partitions, scenario.rate)?;
+    let started_at = chrono::Utc::now();
+    load::post_year(&mut poster, shape)?;
+    poster.settle()?;
+    let started = poster.started().context("nothing posted")?;
+
+    // The stewards approve each proposed set by its hash.
+    let sets: Vec<(String, String)> = wait_rows(
+        runtime,
+        &pool,
+        &logs,
+        shape.tenants,
+        "the proposed allocation sets",
+        || {
+            sqlx::query_as(
+                "SELECT tenant_id, set_hash FROM habitat.allocation_sets
+              WHERE period_id = $1 AND status = 'PROPOSED'",
+            )
+            .bind(PERIOD)
+        },
+    )?;
+    let year_seconds = started.elapsed().as_secs_f64();
+    for (tenant, hash) in &sets {
+        poster.post(load::approval(tenant, hash))?;
+    }
+    poster.settle()?;
+
+    // The bank settles every distribution that fell due.
+    let due: Vec<(String, String)> = wait_rows(
+        runtime,
+        &pool,
+        &logs,
+        shape.tenants * shape.members,
+        "the distributions to fall due",
+        || {
+            sqlx::query_as(
+                "SELECT tenant_id, payment_id FROM habitat.payments
+              WHERE purpose = 'DISTRIBUTION' AND status = 'DUE'",
+            )
+        },
+    )?;
+    for (tenant, payment) in &due {
+        poster.post(load::settlement(tenant, payment))?;
+    }
+    poster.settle()?;
+    let _completed: Vec<(String,)> = wait_rows(
+        runtime,
+        &pool,
+        &logs,
+        shape.tenants * shape.members,
+        "every distribution to complete",
+        || sqlx::query_as("SELECT distribution_id FROM habitat.distributions"),
+    )?;
+    // The last rows of a transaction's other topics follow within a batch or two.
+    let rows = quiet_count(runtime, &pool)?;
+    let after: Vec<f64> = cpu_all(&services, postmaster, stack.broker_pid(), me);
+
+    let (seconds, latency_ms) = runtime.block_on(async {
+        let last: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT max(recorded_at) FROM habitat.event_log")
+                .fetch_one(&pool)
+                .await?;
+        let latency: Vec<f64> = sqlx::query_scalar(
+            "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+                    ORDER BY extract(epoch FROM d.recorded_at - o.occurred_at) * 1000)
+               FROM habitat.event_log d
+               JOIN habitat.event_log o ON o.event_id = d.correlation_id",
+        )
+        .fetch_one(&pool)
+        .await?;
+        let seconds = (last - started_at).as_seconds_f64();
+        Ok::<_, anyhow::Error>((seconds, [latency[0], latency[1], latency[2]]))
+    })?;
+
+    let mut costs: Vec<Cost> = Vec::new();
+    for (i, service) in services.iter().enumerate() {
+        let cpu_seconds = after[i] - before[i];
+        let peak = service.peak_mib();
+        match costs.iter_mut().find(|c| c.name == service.name) {
+            Some(cost) => {
+                cost.cpu_seconds += cpu_seconds;
+                cost.peak_mib = cost.peak_mib.map(|p| p.max(peak));
+            }
+            None => costs.push(Cost {
+                name: service.name.clone(),
+                cpu_seconds,
+                peak_mib: Some(peak),
+            }),
+        }
+    }
+    let n = services.len();
+    let broker_peak = Service::peak_of(stack.broker_pid());
+    costs.push(Cost {
+        name: "Postgres (all backends)".to_owned(),
+        cpu_seconds: after[n] - before[n],
+        peak_mib: None,
+    });
+    costs.push(Cost {
+        name: "devbroker".to_owned(),
+        cpu_seconds: after[n + 1] - before[n + 1],
+        peak_mib: Some(broker_peak),
+    });
+    costs.push(Cost {
+        name: "load generator".to_owned(),
+        cpu_seconds: after[n + 2] - before[n + 2],
+        peak_mib: None,
+    });
+    drop(services);
+
+    let ceiling = if scenario.ceiling {
+        let broker_args = BrokerBench {
+            records: 200_000,
+            size: 200,
+            partitions: args.partitions,
+            bootstrap: Some(bootstrap.clone()),
+        };
+        let topic = format!("ceiling-{}", uuid::Uuid::new_v4().simple());
+        crate::kafka::ensure_topic(bootstrap, &topic, args.partitions)?;
+        let produced = bench::produce(bootstrap, &topic, &broker_args)?;
+        let consumed = bench::consume(bootstrap, &topic, &broker_args)?;
+        Some((produced.per_second(), consumed.per_second()))
+    } else {
+        None
+    };
+    Ok(Outcome {
+        scenario,
+        posted: poster.posted,
+        rows,
+        seconds,
+        year_seconds,
+        year_events: shape.year_events(),
+        latency_ms,
+        costs,
+        ceiling,
+    })
+}
+
+impl Service {
+    /// Peak resident memory (VmHWM) of a process so far, in MiB.
+    fn peak_of(pid: i32) -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status.lines().find_map(|l| {
+                    l.strip_prefix("VmHWM:")?
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+/// CPU seconds so far of every service, then Postgres, devbroker and this process.
+fn cpu_all(services: &[Service], postmaster: i32, broker: i32, me: i32) -> Vec<f64> {
+    services
+        .iter()
+        .map(|s| cpu_time(s.pid).unwrap_or_default())
+        .chain([
+            tree_cpu_time(postmaster),
+            cpu_time(broker).unwrap_or_default(),
+            cpu_time(me).unwrap_or_default(),
+        ])
+        .map(|d| d.as_secs_f64())
+        .collect()
+}
+
+/// Polls `query` until it returns `expected` rows.
+fn wait_rows<'q, T, F>(
+    runtime: &tokio::runtime::Runtime,
+    pool: &PgPool,
+    logs: &std::path::Path,
+    expected: usize,
+    what: &str,
+    query: F,
+) -> Result<Vec<T>>
+where
+    T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    F: Fn() -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
+{
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let rows = runtime
+            .block_on(query().fetch_all(pool))
+            .unwrap_or_default();
+        if rows.len() >= expected {
+            return Ok(rows);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "waited 600 s for {what}: {} of {expected} (logs in {})",
+                rows.len(),
+                logs.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `event_log`'s row count once it has not changed for half a second.
+fn quiet_count(runtime: &tokio::runtime::Runtime, pool: &PgPool) -> Result<i64> {
+    let count = || -> Result<i64> {
+        Ok(runtime.block_on(
+            sqlx::query_scalar("SELECT count(*) FROM habitat.event_log").fetch_one(pool),
+        )?)
+    };
+    let mut last = count()?;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = count()?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
