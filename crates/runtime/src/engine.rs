@@ -955,7 +955,17 @@ where
             }
             retry(|| self.producer.commit_transaction(timeout)).map_err(|e| classify(&e))?;
         } else {
-            self.producer.flush(timeout).map_err(|e| classify(&e))?;
+            // Not `flush`: rdkafka's flush polls in 100 ms steps, which would put 100 ms
+            // into every batch; the producer's own thread serves the callbacks.
+            let deadline = Instant::now() + timeout;
+            while self.producer.in_flight_count() > 0 {
+                if Instant::now() >= deadline {
+                    return Err(classify(&KafkaError::Flush(
+                        RDKafkaErrorCode::OperationTimedOut,
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             if offsets.count() > 0 {
                 self.consumer
                     .commit(&offsets, CommitMode::Sync)

@@ -409,6 +409,43 @@ fn two_instances_one_killed_results_stay_exact() {
     assert_exact(&out.values(), &expected);
 }
 
+#[test]
+fn at_least_once_writes_every_output_then_commits_the_offsets() {
+    let setup = Setup::with_config("alo", "session_timeout_ms: 6000\nexactly_once: false\n");
+    let mut expected = BTreeMap::new();
+    let mut out = Reader::new(&setup.output);
+    let _instance = setup.start("a", &[]);
+    produce(&setup.input, &records(0..2_000, &mut expected));
+    out.await_count(2_000, "every output");
+    assert_exact(&out.values(), &expected);
+    // The offsets follow the acknowledged outputs: all 2,000 inputs end up committed.
+    let group: BaseConsumer = client_config()
+        .set("group.id", &setup.name)
+        .create()
+        .expect("consumer");
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        partitions.add_partition(&setup.input, partition);
+    }
+    wait_for(LONG, "every input offset committed", || {
+        let committed = rdkafka::consumer::Consumer::committed_offsets(
+            &group,
+            partitions.clone(),
+            Duration::from_secs(5),
+        )
+        .ok()?;
+        let total: i64 = committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(n) => Some(n),
+                _ => None,
+            })
+            .sum();
+        (total == 2_000).then_some(())
+    });
+}
+
 fn free_port() -> u16 {
     devstack::process::free_port().expect("port")
 }
