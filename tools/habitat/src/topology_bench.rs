@@ -147,6 +147,9 @@ struct Outcome {
     year_seconds: f64,
     year_events: usize,
     latency_ms: [f64; 3],
+    /// Contributions the aggregator saw after their period's close (the workload posts
+    /// every contribution before the close, so anything here was merged out of order).
+    late_changes: i64,
     costs: Vec<Cost>,
     ceiling: Option<(f64, f64)>,
 }
@@ -223,13 +226,13 @@ pub fn run(args: &TopologyBench) -> Result<()> {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "| run | data | events posted | rows in Postgres | seconds | events/s end to end | year phase events/s | p50 ms | p95 ms | p99 ms | CPU s per 1,000 events |"
+        "| run | data | events posted | rows in Postgres | seconds | events/s end to end | year phase events/s | p50 ms | p95 ms | p99 ms | CPU s per 1,000 events | late changes |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let cpu: f64 = o.costs.iter().map(|c| c.cpu_seconds).sum();
         println!(
-            "| {} | ×{} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            "| {} | ×{} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
             o.scenario.label,
             o.scenario.scale,
             o.posted,
@@ -241,6 +244,7 @@ fn print_table(outcomes: &[Outcome]) {
             o.latency_ms[1],
             o.latency_ms[2],
             cpu / (o.posted as f64 / 1000.0),
+            o.late_changes,
         );
     }
     let (Some(first), Some(alo)) = (
@@ -421,6 +425,9 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         let seconds = (last - started_at).as_seconds_f64();
         Ok::<_, anyhow::Error>((seconds, [latency[0], latency[1], latency[2]]))
     })?;
+    let late_changes: i64 = runtime.block_on(
+        sqlx::query_scalar("SELECT count(*) FROM habitat.late_changes").fetch_one(&pool),
+    )?;
 
     let mut costs: Vec<Cost> = Vec::new();
     for (i, service) in services.iter().enumerate() {
@@ -480,6 +487,7 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         year_seconds,
         year_events: shape.year_events(),
         latency_ms,
+        late_changes,
         costs,
         ceiling,
     })
