@@ -276,6 +276,23 @@ fn stat_cpu(stat: &str) -> (i32, Duration) {
     (parent, Duration::from_secs_f64(ticks as f64 / 100.0))
 }
 
+/// Peak resident memory (VmHWM) of a process so far, in MiB; 0 when it cannot be read.
+pub fn peak_memory_mib(pid: i32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix("VmHWM:")?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// CPU time of a process and its live children (Postgres: the postmaster and its
 /// backends).
 pub fn tree_cpu_time(pid: i32) -> Duration {

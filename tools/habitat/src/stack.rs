@@ -307,13 +307,10 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         let mut command = Command::new(sibling_binary(service.name, &env_var)?);
         // The stack's own variables (ports, state directory…) are not the service's; the
         // service gets its settings below, plus librdkafka and logging settings.
-        for (name, _) in std::env::vars() {
-            let passed = name.starts_with("HABITAT_KAFKA_")
-                || habitat_runtime::config::LOG_VARIABLES.contains(&name.as_str());
-            if name.starts_with("HABITAT_") && !passed {
-                _ = command.env_remove(name);
-            }
-        }
+        clear_habitat_env(&mut command, |name| {
+            name.starts_with("HABITAT_KAFKA_")
+                || habitat_runtime::config::LOG_VARIABLES.contains(&name)
+        });
         _ = command
             .env("HABITAT_BOOTSTRAP_SERVERS", &bootstrap)
             .env("HABITAT_SCHEMA_REGISTRY_URL", &registry_url)
@@ -340,6 +337,16 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         metrics,
         state_dir: paths.root,
     })
+}
+
+/// Removes the `HABITAT_*` variables this process has from `command`'s environment, but
+/// those `passed` keeps.
+pub fn clear_habitat_env(command: &mut Command, passed: impl Fn(&str) -> bool) {
+    for (name, _) in std::env::vars() {
+        if name.starts_with("HABITAT_") && !passed(&name) {
+            _ = command.env_remove(name);
+        }
+    }
 }
 
 /// Stops the services, the registry, devbroker and Postgres of this state directory

@@ -29,7 +29,7 @@ use habitat_runtime::avro::AvroCodec;
 use sqlx::PgPool;
 
 use crate::{
-    bench::{self, BenchStack, BrokerBench, cpu_time, machine, tree_cpu_time},
+    bench::{self, BenchStack, BrokerBench, cpu_time, machine, peak_memory_mib, tree_cpu_time},
     load::{self, PERIOD, Poster, Shape},
     stack::PROCESSORS,
     topics::Mode,
@@ -86,11 +86,7 @@ impl Service {
         let metrics = free_port()?;
         let log = std::fs::File::create(logs.join(format!("{name}-{instance}.log")))?;
         let mut command = Command::new(sibling_binary(name, &env_var)?);
-        for (variable, _) in std::env::vars() {
-            if variable.starts_with("HABITAT_") {
-                _ = command.env_remove(variable);
-            }
-        }
+        crate::stack::clear_habitat_env(&mut command, |_| false);
         let child = command
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -110,24 +106,11 @@ impl Service {
         })
     }
 
-    fn ready(&self) -> bool {
-        std::net::TcpStream::connect(("127.0.0.1", self.metrics))
-            .ok()
-            .and_then(|mut stream| {
-                use std::io::{Read as _, Write as _};
-                stream
-                    .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                    .ok()?;
-                let mut answer = String::new();
-                _ = stream.read_to_string(&mut answer).ok()?;
-                Some(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
-            })
-            .unwrap_or(false)
-    }
-
-    /// Peak resident memory so far, in MiB.
-    fn peak_mib(&self) -> f64 {
-        Self::peak_of(self.pid)
+    fn ready(&self, runtime: &tokio::runtime::Runtime) -> bool {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics);
+        runtime
+            .block_on(async { reqwest::get(url).await.ok() })
+            .is_some_and(|r| r.status().is_success())
     }
 }
 
@@ -337,7 +320,7 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         )?);
     }
     let waited = Instant::now();
-    while !services.iter().all(Service::ready) {
+    while !services.iter().all(|s| s.ready(runtime)) {
         if waited.elapsed() > Duration::from_secs(120) {
             bail!(
                 "the processors were not ready within 120 s (logs in {})",
@@ -432,7 +415,7 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     let mut costs: Vec<Cost> = Vec::new();
     for (i, service) in services.iter().enumerate() {
         let cpu_seconds = after[i] - before[i];
-        let peak = service.peak_mib();
+        let peak = peak_memory_mib(service.pid);
         match costs.iter_mut().find(|c| c.name == service.name) {
             Some(cost) => {
                 cost.cpu_seconds += cpu_seconds;
@@ -446,7 +429,7 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         }
     }
     let n = services.len();
-    let broker_peak = Service::peak_of(stack.broker_pid());
+    let broker_peak = peak_memory_mib(stack.broker_pid());
     costs.push(Cost {
         name: "Postgres (all backends)".to_owned(),
         cpu_seconds: after[n] - before[n],
@@ -491,25 +474,6 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         costs,
         ceiling,
     })
-}
-
-impl Service {
-    /// Peak resident memory (VmHWM) of a process so far, in MiB.
-    fn peak_of(pid: i32) -> f64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|status| {
-                status.lines().find_map(|l| {
-                    l.strip_prefix("VmHWM:")?
-                        .trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
-            })
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
 }
 
 /// CPU seconds so far of every service, then Postgres, devbroker and this process.
