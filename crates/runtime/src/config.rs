@@ -36,8 +36,9 @@ pub struct RuntimeConfig {
     pub commit_interval_ms: u64,
     /// …or after this many records, whichever comes first.
     pub commit_max_records: usize,
-    /// How long a partition with several inputs waits for an empty input before merging
-    /// without it.
+    /// How long a partition with several inputs waits for an empty input that is caught
+    /// up (read to its end) before merging without it. An empty input that is behind
+    /// always holds the merge, however long.
     pub max_task_idle_ms: u64,
     /// Records buffered per input partition before its fetching is paused.
     pub max_buffered_records: usize,
@@ -73,7 +74,7 @@ impl Default for RuntimeConfig {
             exactly_once: true,
             commit_interval_ms: 100,
             commit_max_records: 10_000,
-            max_task_idle_ms: 500,
+            max_task_idle_ms: 20,
             max_buffered_records: 10_000,
             transaction_timeout_ms: 10_000,
             session_timeout_ms: 10_000,

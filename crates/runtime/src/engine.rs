@@ -45,6 +45,7 @@ use crate::{
     metrics::Metrics,
     step::{self, Outcome},
     task::{Env, Output, TIMERS_STORE, TaskState, partition_for},
+    watermark,
 };
 
 /// Why the engine stopped.
@@ -389,6 +390,7 @@ where
             inputs,
             partitions,
             tasks: BTreeMap::new(),
+            starts: HashMap::new(),
             batch: Batch::default(),
             paused: BTreeSet::new(),
         };
@@ -490,6 +492,9 @@ struct Running<'e, P: Processor, C> {
     inputs: Vec<String>,
     partitions: HashMap<String, i32>,
     tasks: BTreeMap<i32, Task<P::In>>,
+    /// The committed offset of each input partition when it was assigned: where reading
+    /// starts, until the client reports a position.
+    starts: HashMap<(String, i32), i64>,
     batch: Batch,
     paused: BTreeSet<(String, i32)>,
 }
@@ -648,7 +653,30 @@ where
             let merger = Merger::new(self.inputs.len());
             _ = self.tasks.insert(partition, Task { state, merger });
         }
+        self.read_starts(partitions)?;
         self.engine.metrics.set_ready(true);
+        Ok(())
+    }
+
+    /// Records where reading starts in each input partition of `partitions`.
+    fn read_starts(&mut self, partitions: &[i32]) -> Result<(), Failure> {
+        let mut list = TopicPartitionList::new();
+        for topic in &self.inputs {
+            for partition in partitions {
+                list.add_partition(topic, *partition);
+            }
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .map_err(|e| Failure::Abort(format!("committed offsets: {e}")))?;
+        for element in committed.elements() {
+            let key = (element.topic().to_owned(), element.partition());
+            match element.offset() {
+                Offset::Offset(offset) => _ = self.starts.insert(key, offset),
+                _ => _ = self.starts.remove(&key),
+            }
+        }
         Ok(())
     }
 
@@ -772,6 +800,8 @@ where
         let idle = self.engine.config.max_task_idle();
         // One view of the processor and the clock per pass, not per record.
         let env = self.env();
+        // The client's positions, read once per pass and only if a merge waits on an input.
+        let mut positions: Option<TopicPartitionList> = None;
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
             loop {
@@ -781,7 +811,15 @@ where
                 let Some(task) = self.tasks.get_mut(&partition) else {
                     break;
                 };
-                let Some(pending) = task.merger.pop(now, idle) else {
+                let (consumer, inputs, starts) = (&self.consumer, &self.inputs, &self.starts);
+                let caught_up = |input: usize| {
+                    let topic = &inputs[input];
+                    let positions =
+                        positions.get_or_insert_with(|| consumer.position().unwrap_or_default());
+                    let start = starts.get(&(topic.clone(), partition)).copied();
+                    watermark::caught_up(consumer, positions, start, topic, partition)
+                };
+                let Some(pending) = task.merger.pop(now, idle, caught_up) else {
                     break;
                 };
                 self.batch.touch();

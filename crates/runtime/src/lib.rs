@@ -27,6 +27,7 @@ pub mod processor;
 pub mod runner;
 pub mod step;
 pub mod task;
+pub mod watermark;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError, Utf8};

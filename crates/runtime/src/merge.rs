@@ -2,8 +2,11 @@
 //!
 //! A partition's next record is the earliest head among its input topics (ties: the
 //! order of the inputs, then the offset), taken only when every input has a record
-//! buffered — so the order does not depend on fetch timing. An input that stays empty
-//! for `max_task_idle` is merged without, so an idle topic does not stall the others.
+//! buffered — so the order does not depend on fetch timing. An empty input that is
+//! behind (the broker holds records of it not fetched yet, or its end is not known yet)
+//! holds the others for as long as it is behind: one of its records may be earlier. An
+//! empty input that is caught up is merged without after `max_task_idle`, so a quiet
+//! topic does not stall the others. These are Kafka Streams' rules (KIP-695).
 
 use std::{
     collections::VecDeque,
@@ -47,10 +50,25 @@ impl<T> Merger<T> {
         self.len() == 0
     }
 
-    /// The next record in merge order, if it may be taken at `now`.
-    pub fn pop(&mut self, now: Instant, max_idle: Duration) -> Option<T> {
+    /// The next record in merge order, if it may be taken at `now`; `caught_up(input)`
+    /// tells whether an input has nothing left to fetch (asked only of empty inputs).
+    pub fn pop(
+        &mut self,
+        now: Instant,
+        max_idle: Duration,
+        mut caught_up: impl FnMut(usize) -> bool,
+    ) -> Option<T> {
         if self.buffers.iter().any(VecDeque::is_empty) {
             if self.is_empty() {
+                self.blocked_since = None;
+                return None;
+            }
+            let behind = self
+                .buffers
+                .iter()
+                .enumerate()
+                .any(|(i, b)| b.is_empty() && !caught_up(i));
+            if behind {
                 self.blocked_since = None;
                 return None;
             }
@@ -95,7 +113,7 @@ mod tests {
         let now = Instant::now();
         let idle = Duration::from_secs(60);
         let mut order = Vec::new();
-        while let Some(item) = merger.pop(now, idle) {
+        while let Some(item) = merger.pop(now, idle, |_| true) {
             order.push(item);
         }
         // a1 and b1 tie: input 0 first; a3 is last of input 0, so b4 waits for it.
@@ -104,21 +122,72 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_input_holds_the_others_until_idle() {
+    fn a_caught_up_empty_input_holds_the_others_until_idle() {
         let mut merger = Merger::new(2);
         merger.push(0, at(5), 0, "a5");
         let start = Instant::now();
         let idle = Duration::from_millis(500);
-        assert_eq!(merger.pop(start, idle), None);
-        assert_eq!(merger.pop(start + Duration::from_millis(499), idle), None);
-        assert_eq!(merger.pop(start + idle, idle), Some("a5"));
+        let caught_up = |_| true;
+        assert_eq!(merger.pop(start, idle, caught_up), None);
+        assert_eq!(
+            merger.pop(start + Duration::from_millis(499), idle, caught_up),
+            None
+        );
+        assert_eq!(merger.pop(start + idle, idle, caught_up), Some("a5"));
+    }
+
+    #[test]
+    fn an_empty_input_that_is_behind_holds_the_others_past_idle() {
+        let mut merger = Merger::new(2);
+        merger.push(1, at(9), 0, "close");
+        let start = Instant::now();
+        let idle = Duration::ZERO;
+        let mut asked = Vec::new();
+        let mut behind = |i| {
+            asked.push(i);
+            false
+        };
+        assert_eq!(merger.pop(start, idle, &mut behind), None);
+        assert_eq!(
+            merger.pop(start + Duration::from_secs(60), idle, &mut behind),
+            None
+        );
+        assert_eq!(asked, [0, 0], "only the empty input is asked about");
+        // Its records arrive: the earlier one goes first, then it is caught up.
+        merger.push(0, at(5), 0, "contribution");
+        let later = start + Duration::from_secs(61);
+        assert_eq!(merger.pop(later, idle, |_| true), Some("contribution"));
+        assert_eq!(merger.pop(later, idle, |_| true), Some("close"));
+    }
+
+    #[test]
+    fn the_idle_wait_starts_when_the_empty_input_catches_up() {
+        let mut merger = Merger::new(2);
+        merger.push(0, at(5), 0, "a5");
+        let start = Instant::now();
+        let idle = Duration::from_millis(500);
+        assert_eq!(merger.pop(start, idle, |_| false), None);
+        let caught = start + Duration::from_secs(10);
+        assert_eq!(merger.pop(caught, idle, |_| true), None);
+        assert_eq!(
+            merger.pop(caught + Duration::from_millis(499), idle, |_| true),
+            None
+        );
+        assert_eq!(merger.pop(caught + idle, idle, |_| true), Some("a5"));
     }
 
     #[test]
     fn one_input_never_waits() {
         let mut merger = Merger::new(1);
         merger.push(0, at(5), 7, 7);
-        assert_eq!(merger.pop(Instant::now(), Duration::from_secs(60)), Some(7));
-        assert_eq!(merger.pop(Instant::now(), Duration::from_secs(60)), None);
+        let never = |_| -> bool { unreachable!("no input is empty while one is buffered") };
+        assert_eq!(
+            merger.pop(Instant::now(), Duration::from_secs(60), never),
+            Some(7)
+        );
+        assert_eq!(
+            merger.pop(Instant::now(), Duration::from_secs(60), |_| true),
+            None
+        );
     }
 }

@@ -393,6 +393,36 @@ fn inputs_are_merged_in_timestamp_order() {
 }
 
 #[test]
+fn a_backlog_on_one_input_is_not_overtaken_by_a_later_record_of_the_other() {
+    // Small buffers: the backlogged input empties between fetches again and again, while
+    // the other input holds one later record the whole time. No idle allowance at all.
+    let setup = Setup::build(
+        "backlog",
+        "session_timeout_ms: 6000\nmax_task_idle_ms: 0\nmax_buffered_records: 20\n",
+        2,
+    );
+    let second = format!("{}.in2", setup.name);
+    let base = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let key = "coop-b/item/1".to_owned();
+    let backlog: Vec<(String, Vec<u8>)> = (0..3_000)
+        .map(|i| (key.clone(), format!("echo:a{i}").into_bytes()))
+        .collect();
+    produce_at(&setup.input, &backlog, Some(base));
+    produce_at(
+        &second,
+        &[(key.clone(), b"echo:close".to_vec())],
+        Some(base + 1_000),
+    );
+    let mut out = Reader::new(&setup.output);
+    let mut instance = setup.start("0", &[]);
+    out.await_count(3_001, "every record echoed");
+    kill(&mut instance);
+    let values = out.values();
+    let close = values.iter().position(|v| v.ends_with(":close"));
+    assert_eq!(close, Some(3_000), "the later record must come last");
+}
+
+#[test]
 fn two_instances_one_killed_results_stay_exact() {
     let setup = Setup::new("move");
     let mut expected = BTreeMap::new();

@@ -53,6 +53,8 @@ impl DevFetchService {
         let mut remaining = max_bytes as usize;
         let mut found = 0;
         let mut responses = Vec::with_capacity(topics.len());
+        // (response, partition, topition) of every partition answered with records' end.
+        let mut answered = Vec::new();
         for topic in topics {
             let metadata = storage.metadata(Some(&[TopicId::from(topic)])).await?;
             let known = metadata
@@ -101,6 +103,7 @@ impl DevFetchService {
                 let bytes: usize = read.batches.iter().map(|b| b.record_data.len()).sum();
                 remaining = remaining.saturating_sub(bytes);
                 found += bytes;
+                answered.push((responses.len(), partitions.len(), topition));
                 partitions.push(
                     PartitionData::default()
                         .partition_index(request.partition)
@@ -126,6 +129,22 @@ impl DevFetchService {
                     )
                     .partitions(Some(partitions)),
             );
+        }
+        // Each partition's high watermark as of the end of the pass, not of its own read:
+        // a record appended to an earlier-read partition before one returned from a later
+        // one then shows as lag, so a client merging topics by timestamp waits for it.
+        for (response, partition, topition) in answered {
+            let high = storage
+                .log()
+                .with_partition(&topition, |p| p.high_watermark())
+                .map_err(Error::Api)?;
+            if let Some(data) = responses[response]
+                .partitions
+                .as_mut()
+                .and_then(|ps: &mut Vec<PartitionData>| ps.get_mut(partition))
+            {
+                data.high_watermark = data.high_watermark.max(high);
+            }
         }
         Ok((responses, found))
     }
