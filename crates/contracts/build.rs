@@ -2,7 +2,7 @@
 //! `topics.yaml`: the `.avsc` files are the one source of truth for the records.
 //!
 //! For every named type: a struct or enum with serde (the JSON conventions of the REST
-//! API) and Avro `Value` conversion. For every event record (one with a `meta` field):
+//! API), Avro `Value` conversion, and Avro binary written and read directly. For every event record (one with a `meta` field):
 //! its independent schema (referenced named types inlined), its event type, topic, key
 //! pattern, writer and readers. And an `Event` enum over all event records.
 
@@ -252,6 +252,52 @@ fn dec(v: &str, ty: &Ty, path: &str) -> String {
     }
 }
 
+/// Statements writing `e` (an expression of type `&T`) in Avro binary to `out`.
+fn put(e: &str, ty: &Ty, path: &str) -> String {
+    match ty {
+        Ty::String => format!("binary::put_str(out, {e});"),
+        Ty::Int => format!("binary::put_int(out, *({e}));"),
+        Ty::Long => format!("binary::put_long(out, *({e}));"),
+        Ty::Boolean => format!("binary::put_bool(out, *({e}));"),
+        Ty::Decimal { precision, scale } => {
+            format!("binary::put_decimal(out, {e}, {precision}, {scale}, \"{path}\")?;")
+        }
+        Ty::Date => format!("binary::put_date(out, {e});"),
+        Ty::TimestampMicros => format!("binary::put_timestamp(out, {e});"),
+        Ty::Optional(inner) => format!(
+            "match {e} {{ None => binary::put_present(out, false), Some(v) => {{ binary::put_present(out, true); {} }} }}",
+            put("v", inner, path)
+        ),
+        Ty::Array(inner) => format!(
+            "binary::put_array(out, {e}, |out, v| {{ {} Ok(()) }})?;",
+            put("v", inner, &format!("{path}[]"))
+        ),
+        Ty::Named(_) => format!("({e}).write_avro(out)?;"),
+    }
+}
+
+/// An expression reading the field's Rust type in Avro binary from `input`.
+fn get(ty: &Ty, path: &str) -> String {
+    match ty {
+        Ty::String => format!("binary::get_string(input, \"{path}\")?"),
+        Ty::Int => format!("binary::get_int(input, \"{path}\")?"),
+        Ty::Long => format!("binary::get_long(input, \"{path}\")?"),
+        Ty::Boolean => format!("binary::get_bool(input, \"{path}\")?"),
+        Ty::Decimal { scale, .. } => format!("binary::get_decimal(input, {scale}, \"{path}\")?"),
+        Ty::Date => format!("binary::get_date(input, \"{path}\")?"),
+        Ty::TimestampMicros => format!("binary::get_timestamp(input, \"{path}\")?"),
+        Ty::Optional(inner) => format!(
+            "if binary::get_present(input, \"{path}\")? {{ Some({}) }} else {{ None }}",
+            get(inner, path)
+        ),
+        Ty::Array(inner) => format!(
+            "binary::get_array(input, \"{path}\", |input| Ok({}))?",
+            get(inner, &format!("{path}[]"))
+        ),
+        Ty::Named(full) => format!("{}::read_avro(input)?", short(full)),
+    }
+}
+
 fn serde_attr(ty: &Ty) -> Option<&'static str> {
     match ty {
         Ty::Decimal { .. } => Some("#[serde(with = \"rust_decimal::serde::str\")]"),
@@ -328,7 +374,15 @@ fn gen_enum(out: &mut String, full: &str, schema: &Value) {
     );
     _ = writeln!(
         out,
-        "    fn from_value(value: Value) -> Result<Self, DecodeError> {{\n        let symbol = codec::dec_symbol(value, \"{full}\")?;\n        Self::from_symbol(&symbol).ok_or_else(|| DecodeError::new(\"{full}\", format!(\"unknown symbol {{symbol}}\")))\n    }}\n}}\n"
+        "    fn from_value(value: Value) -> Result<Self, DecodeError> {{\n        let symbol = codec::dec_symbol(value, \"{full}\")?;\n        Self::from_symbol(&symbol).ok_or_else(|| DecodeError::new(\"{full}\", format!(\"unknown symbol {{symbol}}\")))\n    }}"
+    );
+    _ = writeln!(
+        out,
+        "    fn write_avro(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {{\n        binary::put_int(out, *self as i32);\n        Ok(())\n    }}"
+    );
+    _ = writeln!(
+        out,
+        "    fn read_avro(input: &mut &[u8]) -> Result<Self, DecodeError> {{\n        Ok(Self::ALL[binary::get_symbol(input, Self::ALL.len(), \"{full}\")?])\n    }}\n}}\n"
     );
 }
 
@@ -399,6 +453,26 @@ fn gen_record(
                 ty,
                 &format!("{full}.{fname}")
             )
+        );
+    }
+    out.push_str("        })\n    }\n");
+    out.push_str("    fn write_avro(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {\n");
+    for (fname, ty, _) in &fields {
+        _ = writeln!(
+            out,
+            "        {}",
+            put(&format!("&self.{fname}"), ty, &format!("{full}.{fname}"))
+        );
+    }
+    out.push_str("        Ok(())\n    }\n");
+    out.push_str(
+        "    fn read_avro(input: &mut &[u8]) -> Result<Self, DecodeError> {\n        Ok(Self {\n",
+    );
+    for (fname, ty, _) in &fields {
+        _ = writeln!(
+            out,
+            "            {fname}: {},",
+            get(ty, &format!("{full}.{fname}"))
         );
     }
     out.push_str("        })\n    }\n}\n\n");
@@ -624,6 +698,24 @@ fn gen_event_enum(out: &mut String, bindings: &BTreeMap<String, (String, RecordD
         _ = writeln!(out, "            Self::{}(r) => r.key(),", short(full));
     }
     out.push_str("        }\n    }\n\n");
+    out.push_str("    /// Avro binary of the record (its own schema, no framing).\n    pub fn write_avro(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {\n        match self {\n");
+    for full in bindings.keys() {
+        _ = writeln!(
+            out,
+            "            Self::{}(r) => r.write_avro(out),",
+            short(full)
+        );
+    }
+    out.push_str("        }\n    }\n\n");
+    out.push_str("    /// Reads a record of the named type written with this build's schema of it; the\n    /// input must hold exactly one record.\n    pub fn read_avro(full_name: &str, mut input: &[u8]) -> Result<Self, DecodeError> {\n        let event = match full_name {\n");
+    for full in bindings.keys() {
+        _ = writeln!(
+            out,
+            "            \"{full}\" => Self::{0}({0}::read_avro(&mut input)?),",
+            short(full)
+        );
+    }
+    out.push_str("            other => return Err(DecodeError::new(other, \"not an event record of the catalog\".to_owned())),\n        };\n        binary::finish(input, full_name)?;\n        Ok(event)\n    }\n\n");
     out.push_str(
         "    pub fn to_value(&self) -> Result<Value, EncodeError> {\n        match self {\n",
     );

@@ -18,7 +18,7 @@ pub mod wire;
 pub mod records {
     use apache_avro::types::Value;
 
-    use crate::avro::{AvroType, DecodeError, EncodeError, EventRecord, codec};
+    use crate::avro::{AvroType, DecodeError, EncodeError, EventRecord, binary, codec};
 
     include!(concat!(env!("OUT_DIR"), "/records.rs"));
 }

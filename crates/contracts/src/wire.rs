@@ -18,10 +18,17 @@ pub enum WireError {
 
 /// Frames an Avro payload with its schema id.
 pub fn frame(schema_id: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + payload.len());
+    let mut out = header(schema_id, payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The 5-byte header of a value with this schema id, with room for `payload` more bytes:
+/// the Avro encoding is then appended in place.
+pub fn header(schema_id: u32, payload: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + payload);
     out.push(MAGIC);
     out.extend_from_slice(&schema_id.to_be_bytes());
-    out.extend_from_slice(payload);
     out
 }
 

@@ -29,7 +29,8 @@ pub struct AvroCodec {
     settings: SrSettings,
     handle: Handle,
     writers: RwLock<HashMap<u32, Arc<Known>>>,
-    ids: RwLock<HashMap<(String, String), u32>>,
+    /// Registered ids by record full name, then topic.
+    ids: RwLock<HashMap<&'static str, Vec<(String, u32)>>>,
     readers: HashMap<&'static str, Known>,
 }
 
@@ -104,10 +105,15 @@ impl AvroCodec {
         Ok(entry)
     }
 
-    fn id(&self, topic: &str, full_name: &str, schema: &str) -> Result<u32, CodecError> {
-        let key = (topic.to_owned(), full_name.to_owned());
-        if let Some(id) = self.ids.read().expect("cache lock").get(&key) {
-            return Ok(*id);
+    fn id(&self, topic: &str, full_name: &'static str, schema: &str) -> Result<u32, CodecError> {
+        let cached = self
+            .ids
+            .read()
+            .expect("cache lock")
+            .get(full_name)
+            .and_then(|topics| topics.iter().find(|(t, _)| t == topic).map(|(_, id)| *id));
+        if let Some(id) = cached {
+            return Ok(id);
         }
         let supplied = SuppliedSchema::new(
             Some(full_name.to_owned()),
@@ -125,11 +131,12 @@ impl AvroCodec {
                     other => other,
                 },
             )?;
-        _ = self
-            .ids
+        self.ids
             .write()
             .expect("cache lock")
-            .insert(key, registered.id);
+            .entry(full_name)
+            .or_default()
+            .push((topic.to_owned(), registered.id));
         Ok(registered.id)
     }
 }
@@ -159,43 +166,28 @@ impl Codec for AvroCodec {
                 "{name} (schema id {id}) is not in the event catalog"
             ))
         })?;
-        // Same schema: read directly. (Resolving also checks a `bytes` decimal's length
-        // against its precision, which refuses small values; see apache-avro's
-        // `resolve_decimal`. Only a different writer version needs resolution.)
-        use apache_avro::reader::datum::GenericDatumReader;
-        let value = if writer.canonical == reader.canonical {
-            GenericDatumReader::builder(&reader.schema)
-                .build()
-                .and_then(|r| r.read_value(&mut payload))
-        } else {
-            GenericDatumReader::builder(&writer.schema)
-                .reader_schema(&reader.schema)
-                .build()
-                .and_then(|r| r.read_value(&mut payload))
+        // Same schema (the common case): read straight into the record. Another version
+        // of the record is resolved to this build's schema by the generic reader.
+        if writer.canonical == reader.canonical {
+            return Event::read_avro(name, payload)
+                .map_err(|e| CodecError::Undecodable(format!("{name} (schema id {id}): {e}")));
         }
-        .map_err(|e| CodecError::Undecodable(format!("{name} (schema id {id}): {e}")))?;
+        use apache_avro::reader::datum::GenericDatumReader;
+        let value = GenericDatumReader::builder(&writer.schema)
+            .reader_schema(&reader.schema)
+            .build()
+            .and_then(|r| r.read_value(&mut payload))
+            .map_err(|e| CodecError::Undecodable(format!("{name} (schema id {id}): {e}")))?;
         Event::from_value(name, value).map_err(|e| CodecError::Undecodable(e.to_string()))
     }
 
     fn encode(&self, topic: &str, event: &Event) -> Result<Vec<u8>, CodecError> {
         let full_name = event.full_name();
-        let schema = self.readers.get(full_name).ok_or_else(|| {
-            CodecError::Encode(format!("{full_name} is not in the event catalog"))
-        })?;
-        let info = CATALOG
-            .iter()
-            .find(|i| i.full_name == full_name)
-            .ok_or_else(|| {
-                CodecError::Encode(format!("{full_name} is not in the event catalog"))
-            })?;
-        let id = self.id(topic, full_name, info.schema)?;
-        let value = event
-            .to_value()
+        let id = self.id(topic, full_name, event.schema())?;
+        let mut out = wire::header(id, 256);
+        event
+            .write_avro(&mut out)
             .map_err(|e| CodecError::Encode(e.to_string()))?;
-        let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&schema.schema)
-            .build()
-            .and_then(|w| w.write_value_to_vec(value))
-            .map_err(|e| CodecError::Encode(format!("{full_name}: {e}")))?;
-        Ok(wire::frame(id, &bytes))
+        Ok(out)
     }
 }
