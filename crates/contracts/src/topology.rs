@@ -236,6 +236,16 @@ impl Topology {
             .collect()
     }
 
+    /// The record types (full names) a processor reads.
+    pub fn records_read_by(&self, processor: &str) -> Vec<String> {
+        self.topics
+            .iter()
+            .flat_map(|t| &t.records)
+            .filter(|r| r.readers.iter().any(|reader| reader == processor))
+            .map(|r| r.full_name.clone())
+            .collect()
+    }
+
     /// The changelog topic spec of a processor's store.
     pub fn changelog_spec(
         &self,

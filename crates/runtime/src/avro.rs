@@ -6,7 +6,7 @@
 //! reader schema of the same record, so records written by older producers still read.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, RwLock},
 };
 
@@ -179,6 +179,15 @@ impl Codec for AvroCodec {
             .and_then(|r| r.read_value(&mut payload))
             .map_err(|e| CodecError::Undecodable(format!("{name} (schema id {id}): {e}")))?;
         Event::from_value(name, value).map_err(|e| CodecError::Undecodable(e.to_string()))
+    }
+
+    fn is_read(&self, bytes: &[u8], reads: &HashSet<String>) -> bool {
+        // The schema id names the record; an unknown id or an unreachable registry is
+        // left to `decode`, which dead-letters or retries.
+        match wire::unframe(bytes).ok().map(|(id, _)| self.writer(id)) {
+            Some(Ok(writer)) => reads.contains(&writer.name),
+            _ => true,
+        }
     }
 
     fn encode(&self, topic: &str, event: &Event) -> Result<Vec<u8>, CodecError> {

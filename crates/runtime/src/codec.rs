@@ -1,5 +1,7 @@
 //! How record values are turned into the processor's types and back.
 
+use std::collections::HashSet;
+
 use crate::Payload;
 
 /// Why a value could not be decoded or encoded.
@@ -26,6 +28,14 @@ pub trait Codec: Send + Sync + 'static {
 
     fn decode(&self, topic: &str, bytes: &[u8]) -> Result<Self::In, CodecError>;
     fn encode(&self, topic: &str, value: &Self::Out) -> Result<Vec<u8>, CodecError>;
+
+    /// Whether a value is of one of the record types in `reads`. A codec that can tell a
+    /// value's type without decoding it (Avro: by its schema id) answers; the engine then
+    /// passes over values of types its processor does not read, undecoded. When the type
+    /// cannot be told, the answer is `true` and decoding decides.
+    fn is_read(&self, _bytes: &[u8], _reads: &HashSet<String>) -> bool {
+        true
+    }
 }
 
 /// UTF-8 text values (tools, tests, examples).

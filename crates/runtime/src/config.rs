@@ -34,8 +34,12 @@ pub struct RuntimeConfig {
     pub exactly_once: bool,
     /// A transaction is committed this often while there is work…
     pub commit_interval_ms: u64,
-    /// …or after this many records, whichever comes first.
+    /// …or after this many records, whichever comes first…
     pub commit_max_records: usize,
+    /// …or as soon as no input has arrived for this long (the processor has caught up), so
+    /// a quiet stream's records are not held for the whole interval. Under load input never
+    /// pauses and batches grow to the interval; 0 turns this off.
+    pub commit_idle_ms: u64,
     /// How long a partition with several inputs waits for an empty input that is caught
     /// up (read to its end) before merging without it. An empty input that is behind
     /// always holds the merge, however long.
@@ -74,6 +78,7 @@ impl Default for RuntimeConfig {
             exactly_once: true,
             commit_interval_ms: 100,
             commit_max_records: 10_000,
+            commit_idle_ms: 5,
             max_task_idle_ms: 20,
             max_buffered_records: 10_000,
             transaction_timeout_ms: 10_000,
@@ -92,6 +97,10 @@ impl Default for RuntimeConfig {
 impl RuntimeConfig {
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.commit_interval_ms)
+    }
+
+    pub fn commit_idle(&self) -> Duration {
+        Duration::from_millis(self.commit_idle_ms)
     }
 
     pub fn max_task_idle(&self) -> Duration {

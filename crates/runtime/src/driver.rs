@@ -6,7 +6,7 @@
 //! in-memory changelog, so [`TestDriver::restart`] shows what survives a crash.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashSet, VecDeque},
     time::Duration,
 };
 
@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    Clock, Codec, ManualClock, ProcessError, Processor, Record,
+    Clock, Codec, ManualClock, Payload, ProcessError, Processor, Record,
     dlq::DeadLetter,
     step::{self, Outcome},
     task::{Env, Output, TaskState, partition_for},
@@ -41,6 +41,10 @@ pub struct TestDriver<P: Processor> {
     offsets: BTreeMap<(String, i32), i64>,
     outputs: VecDeque<Produced<P::Out>>,
     dead_letters: Vec<DeadLetter>,
+    /// The record types `topics.yaml` names the processor a reader of (`None` when it
+    /// names none): values of other types are passed over, as the engine does.
+    reads: Option<HashSet<String>>,
+    passed: u64,
 }
 
 impl<P: Processor> TestDriver<P> {
@@ -50,7 +54,13 @@ impl<P: Processor> TestDriver<P> {
             .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
             .single()
             .unwrap_or_default();
+        let reads: HashSet<String> = contracts::topology::Topology::embedded()
+            .records_read_by(processor.name())
+            .into_iter()
+            .collect();
         Self {
+            reads: (!reads.is_empty()).then_some(reads),
+            passed: 0,
             processor,
             clock: ManualClock::new(start),
             partitions: 6,
@@ -103,6 +113,15 @@ impl<P: Processor> TestDriver<P> {
     ) -> Result<(), ProcessError> {
         let partition = partition_for(key, self.partitions);
         let offset = self.next_offset(topic, partition);
+        if let (Some(reads), Some(kind)) =
+            (&self.reads, value.as_ref().and_then(Payload::record_type))
+            && !reads.contains(kind)
+        {
+            self.passed += 1;
+            self.fire_timers()?;
+            self.commit();
+            return Ok(());
+        }
         let record = Record {
             topic: topic.to_owned(),
             partition,
@@ -151,6 +170,11 @@ impl<P: Processor> TestDriver<P> {
                 Ok(())
             }
         }
+    }
+
+    /// Records passed over: of types the processor is not a reader of in `topics.yaml`.
+    pub fn passed(&self) -> u64 {
+        self.passed
     }
 
     /// Moves the clock forward and fires the timers now due.

@@ -8,7 +8,9 @@
 //! its partitions (or was replaced under the same instance id) is fenced.
 //!
 //! The loop: poll → buffer per partition → merge the inputs in timestamp order → run the
-//! processor → fire due timers → commit every `commit_interval` or `commit_max_records`.
+//! processor → fire due timers → commit every `commit_interval` or `commit_max_records`,
+//! or once no input has come for `commit_idle` (caught up: small batches when the stream is
+//! quiet, full ones under load).
 //! A transaction is open only inside [`Engine::commit`], so a rebalance never lands in
 //! the middle of one; on revocation the uncommitted batch is dropped and the new owner
 //! redoes it from the committed offsets. An abortable error aborts and rewinds to the
@@ -16,7 +18,7 @@
 //! fenced included) stops the process.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -32,7 +34,7 @@ use rdkafka::{
     client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
     error::{KafkaError, RDKafkaErrorCode},
-    message::{Header, Headers, OwnedHeaders, OwnedMessage},
+    message::{Header, Headers, OwnedHeaders},
     producer::{BaseRecord, Producer, ThreadedProducer},
     types::RDKafkaErrorCode as ErrorCode,
 };
@@ -111,6 +113,11 @@ enum Pending<V> {
         raw: (Option<Vec<u8>>, Option<Vec<u8>>),
     },
     Undecodable(DeadLetter),
+    /// A record of a type the processor does not read: its offset moves on, nothing else.
+    Passed {
+        input: usize,
+        offset: i64,
+    },
 }
 
 /// The uncommitted work since the last commit.
@@ -120,6 +127,7 @@ struct Batch {
     offsets: BTreeMap<(String, i32), i64>,
     records: usize,
     records_in: BTreeMap<String, u64>,
+    passed: BTreeMap<String, u64>,
     dead_letters: BTreeMap<String, u64>,
     timers: u64,
     occurred: Vec<DateTime<Utc>>,
@@ -133,6 +141,16 @@ impl Batch {
 
     fn touch(&mut self) {
         _ = self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether the batch is to be committed before anything more goes in: it has been open
+    /// `commit_interval` or holds `commit_max_records`. A long pass (a burst of records, or
+    /// of timers) is cut here, so no record waits much beyond the interval for its commit.
+    fn is_full(&self, config: &RuntimeConfig) -> bool {
+        self.records >= config.commit_max_records
+            || self
+                .started
+                .is_some_and(|s| s.elapsed() >= config.commit_interval())
     }
 }
 
@@ -266,6 +284,18 @@ where
         }
     }
 
+    /// The record types the processor reads, when its inputs come from `topics.yaml`
+    /// (records of other types on those topics are passed over undecoded); `None` when
+    /// the inputs are configured, and every record is decoded.
+    pub fn reads(&self) -> Option<HashSet<String>> {
+        self.config.inputs.is_empty().then(|| {
+            self.topology
+                .records_read_by(self.processor.name())
+                .into_iter()
+                .collect()
+        })
+    }
+
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         _ = config.set("bootstrap.servers", &self.config.bootstrap_servers);
@@ -387,10 +417,12 @@ where
             consumer,
             producer,
             restorer,
+            reads: self.reads(),
             inputs,
             partitions,
             tasks: BTreeMap::new(),
             starts: HashMap::new(),
+            ends: watermark::StableEnds::default(),
             batch: Batch::default(),
             paused: BTreeSet::new(),
         };
@@ -488,13 +520,19 @@ struct Running<'e, P: Processor, C> {
     engine: &'e Engine<P, C>,
     consumer: BaseConsumer<EngineContext>,
     producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    /// Restores stores from their changelogs; between restores, asks the broker where
+    /// inputs end (its own connection: no wait behind the main consumer's fetch).
     restorer: BaseConsumer<RestoreContext>,
     inputs: Vec<String>,
+    /// The record types the processor reads (`None`: every record is decoded).
+    reads: Option<HashSet<String>>,
     partitions: HashMap<String, i32>,
     tasks: BTreeMap<i32, Task<P::In>>,
     /// The committed offset of each input partition when it was assigned: where reading
     /// starts, until the client reports a position.
     starts: HashMap<(String, i32), i64>,
+    /// The inputs' last stable offsets as the broker last gave them.
+    ends: watermark::StableEnds,
     batch: Batch,
     paused: BTreeSet<(String, i32)>,
 }
@@ -516,6 +554,8 @@ where
     fn run_loop(&mut self) -> Result<(), EngineError> {
         let config = &self.engine.config;
         let max_poll = 2_000;
+        let idle = config.commit_idle();
+        let mut last_input = Instant::now();
         while !self.engine.shutdown.load(Ordering::SeqCst) {
             let buffered = self.tasks.values().any(|t| !t.merger.is_empty());
             let mut wait = if buffered || !self.batch.is_empty() {
@@ -523,14 +563,57 @@ where
             } else {
                 Duration::from_millis(100)
             };
+            let mut received = false;
             for _ in 0..max_poll {
-                let polled = self.consumer.poll(wait).map(|r| r.map(|m| m.detach()));
-                self.handle_rebalances()?;
-                match polled {
-                    None => break,
-                    Some(Ok(message)) => self.accept(&message)?,
-                    Some(Err(KafkaError::PartitionEOF(_))) => {}
+                let polled = self.consumer.poll(wait);
+                let rebalanced = !self
+                    .consumer
+                    .context()
+                    .events
+                    .lock()
+                    .expect("events lock")
+                    .is_empty();
+                let accepted = match polled {
+                    None => {
+                        self.handle_rebalances()?;
+                        break;
+                    }
+                    // A rebalance in this poll may have assigned the record's partition:
+                    // open it first (the record is copied out of the client's buffer).
+                    Some(Ok(message)) if rebalanced => {
+                        let message = message.detach();
+                        self.handle_rebalances()?;
+                        accept(
+                            self.engine,
+                            &self.inputs,
+                            self.reads.as_ref(),
+                            &mut self.tasks,
+                            &message,
+                        )
+                    }
+                    // Read in place, in the client's buffer.
+                    Some(Ok(message)) => accept(
+                        self.engine,
+                        &self.inputs,
+                        self.reads.as_ref(),
+                        &mut self.tasks,
+                        &message,
+                    ),
                     Some(Err(error)) => {
+                        self.handle_rebalances()?;
+                        Err(error)
+                    }
+                };
+                match accepted {
+                    Ok(Accepted::Buffered) => received = true,
+                    Ok(Accepted::RegistryUnavailable(reason)) => {
+                        // Not the record's fault: try again from the committed offsets.
+                        warn!(%reason, "Schema registry unavailable; will retry.");
+                        std::thread::sleep(Duration::from_millis(500));
+                        self.fail(Failure::Abort(reason))?;
+                    }
+                    Err(KafkaError::PartitionEOF(_)) => {}
+                    Err(error) => {
                         if let KafkaError::MessageConsumptionFatal(code) = error {
                             return Err(if code == RDKafkaErrorCode::FencedInstanceId {
                                 EngineError::Fenced(format!(
@@ -546,15 +629,15 @@ where
                 }
                 wait = Duration::ZERO;
             }
+            if received {
+                last_input = Instant::now();
+            }
             if let Err(failure) = self.process_ready().and_then(|()| self.fire_timers()) {
                 self.fail(failure)?;
                 continue;
             }
-            let due = self
-                .batch
-                .started
-                .is_some_and(|s| s.elapsed() >= config.commit_interval())
-                || self.batch.records >= config.commit_max_records;
+            let caught_up = !idle.is_zero() && last_input.elapsed() >= idle;
+            let due = (caught_up && self.batch.started.is_some()) || self.batch.is_full(config);
             if due && let Err(failure) = self.commit() {
                 self.fail(failure)?;
             }
@@ -602,6 +685,7 @@ where
                     self.batch = Batch::default();
                     self.tasks.clear();
                     self.paused.clear();
+                    self.ends.clear();
                     self.engine.metrics.assigned_partitions.set(0);
                 }
                 Rebalanced::Assigned(partitions) => {
@@ -736,64 +820,6 @@ where
         Ok(())
     }
 
-    /// Buffers a consumed record in its partition's merger, decoded.
-    fn accept(&mut self, message: &OwnedMessage) -> Result<(), EngineError> {
-        let topic = message.topic();
-        let partition = message.partition();
-        let Some(input) = self.inputs.iter().position(|t| t == topic) else {
-            return Ok(());
-        };
-        let Some(task) = self.tasks.get_mut(&partition) else {
-            debug!(%topic, partition, "Record of a partition not assigned; dropped.");
-            return Ok(());
-        };
-        let timestamp = message
-            .timestamp()
-            .to_millis()
-            .and_then(DateTime::from_timestamp_millis)
-            .unwrap_or_else(Utc::now);
-        let raw_key = message.key().map(<[u8]>::to_vec);
-        let key = raw_key
-            .as_deref()
-            .map(|k| String::from_utf8_lossy(k).into_owned());
-        let headers = headers_of(message);
-        let value = match message.payload() {
-            None => Ok(None),
-            Some(bytes) => self.engine.codec.decode(topic, bytes).map(Some),
-        };
-        let pending = match value {
-            Ok(value) => Pending::Decoded {
-                record: Record {
-                    topic: topic.to_owned(),
-                    partition,
-                    offset: message.offset(),
-                    timestamp,
-                    key,
-                    value,
-                    headers,
-                },
-                raw: (raw_key, message.payload().map(<[u8]>::to_vec)),
-            },
-            Err(CodecError::Unavailable(reason)) => {
-                // Not the record's fault: try again from the committed offsets.
-                warn!(%reason, "Schema registry unavailable; will retry.");
-                std::thread::sleep(Duration::from_millis(500));
-                return self.fail(Failure::Abort(reason));
-            }
-            Err(error) => Pending::Undecodable(DeadLetter::undecodable(
-                (topic, partition, message.offset()),
-                self.engine.processor.name(),
-                &error,
-                self.engine.clock.now(),
-                raw_key,
-                message.payload().map(<[u8]>::to_vec),
-            )),
-        };
-        task.merger
-            .push(input, timestamp, message.offset(), pending);
-        Ok(())
-    }
-
     /// Runs the processor over every record its partition's merge order allows.
     fn process_ready(&mut self) -> Result<(), Failure> {
         let now = Instant::now();
@@ -803,21 +829,23 @@ where
         // The client's positions, read once per pass and only if a merge waits on an input.
         let mut positions: Option<TopicPartitionList> = None;
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
-        for partition in partitions {
+        for &partition in &partitions {
             loop {
-                if self.batch.records >= self.engine.config.commit_max_records {
+                if self.batch.is_full(&self.engine.config) {
                     return Ok(());
                 }
                 let Some(task) = self.tasks.get_mut(&partition) else {
                     break;
                 };
                 let (consumer, inputs, starts) = (&self.consumer, &self.inputs, &self.starts);
+                let (assigned, ends, asker) = (&partitions, &mut self.ends, &self.restorer);
                 let caught_up = |input: usize| {
                     let topic = &inputs[input];
-                    let positions =
-                        positions.get_or_insert_with(|| consumer.position().unwrap_or_default());
+                    let positions = positions.get_or_insert_with(|| {
+                        watermark::positions(consumer, inputs, assigned.iter().copied())
+                    });
                     let start = starts.get(&(topic.clone(), partition)).copied();
-                    watermark::caught_up(consumer, positions, start, topic, partition)
+                    ends.caught_up(consumer, asker, positions, start, topic, partition)
                 };
                 let Some(pending) = task.merger.pop(now, idle, caught_up) else {
                     break;
@@ -856,6 +884,11 @@ where
                         self.dead_letter(letter)?;
                         position
                     }
+                    Pending::Passed { input, offset } => {
+                        let topic = self.inputs[input].clone();
+                        *self.batch.passed.entry(topic.clone()).or_default() += 1;
+                        (topic, offset)
+                    }
                 };
                 *self.batch.records_in.entry(topic.clone()).or_default() += 1;
                 self.batch.records += 1;
@@ -871,6 +904,10 @@ where
         for partition in partitions {
             let due = self.tasks[&partition].state.due_timers(env.now);
             for timer in due {
+                if self.batch.is_full(&self.engine.config) {
+                    // The rest fire after this batch's commit.
+                    return Ok(());
+                }
                 self.batch.touch();
                 let task = self.tasks.get_mut(&partition).expect("task present");
                 let outcome = step::timer(&self.engine.processor, &mut task.state, &env, &timer)
@@ -991,19 +1028,12 @@ where
                 })
                 .map_err(|e| classify(&e))?;
             }
+            // rdkafka's commit_transaction first calls its own flush, which waits in steps
+            // of 100 ms while anything is in flight: settled here first, it returns at once.
+            self.settle_in_flight(timeout)?;
             retry(|| self.producer.commit_transaction(timeout)).map_err(|e| classify(&e))?;
         } else {
-            // Not `flush`: rdkafka's flush polls in 100 ms steps, which would put 100 ms
-            // into every batch; the producer's own thread serves the callbacks.
-            let deadline = Instant::now() + timeout;
-            while self.producer.in_flight_count() > 0 {
-                if Instant::now() >= deadline {
-                    return Err(classify(&KafkaError::Flush(
-                        RDKafkaErrorCode::OperationTimedOut,
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            self.settle_in_flight(timeout)?;
             if offsets.count() > 0 {
                 self.consumer
                     .commit(&offsets, CommitMode::Sync)
@@ -1023,6 +1053,12 @@ where
         for (topic, n) in &batch.records_in {
             metrics
                 .records_in
+                .with_label_values(&[topic.as_str()])
+                .inc_by(*n);
+        }
+        for (topic, n) in &batch.passed {
+            metrics
+                .records_passed
                 .with_label_values(&[topic.as_str()])
                 .inc_by(*n);
         }
@@ -1053,6 +1089,22 @@ where
                 .store_entries
                 .with_label_values(&[store])
                 .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    }
+
+    /// Waits until every produced record is acknowledged, in 1 ms steps (not rdkafka's
+    /// `flush`, which polls in 100 ms steps and would put up to 100 ms into every batch;
+    /// the producer's own thread serves the callbacks).
+    fn settle_in_flight(&self, timeout: Duration) -> Result<(), Failure> {
+        let deadline = Instant::now() + timeout;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(classify(&KafkaError::Flush(
+                    RDKafkaErrorCode::OperationTimedOut,
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }
@@ -1152,6 +1204,83 @@ where
             warn!(%error, "Resume failed.");
         }
     }
+}
+
+/// What became of a consumed record.
+enum Accepted {
+    /// Buffered in its partition's merger (or dropped: not an input, or not assigned).
+    Buffered,
+    /// The registry could not be asked about its schema: the batch must be retried.
+    RegistryUnavailable(String),
+}
+
+/// Buffers a consumed record in its partition's merger: decoded, passed over (a type the
+/// processor does not read), or as a dead letter when it cannot be decoded.
+fn accept<P, C>(
+    engine: &Engine<P, C>,
+    inputs: &[String],
+    reads: Option<&HashSet<String>>,
+    tasks: &mut BTreeMap<i32, Task<P::In>>,
+    message: &impl Message,
+) -> Result<Accepted, KafkaError>
+where
+    P: Processor,
+    C: Codec<In = P::In, Out = P::Out>,
+{
+    let topic = message.topic();
+    let partition = message.partition();
+    let offset = message.offset();
+    let Some(input) = inputs.iter().position(|t| t == topic) else {
+        return Ok(Accepted::Buffered);
+    };
+    let Some(task) = tasks.get_mut(&partition) else {
+        debug!(%topic, partition, "Record of a partition not assigned; dropped.");
+        return Ok(Accepted::Buffered);
+    };
+    let timestamp = message
+        .timestamp()
+        .to_millis()
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or_else(Utc::now);
+    if let (Some(reads), Some(bytes)) = (reads, message.payload())
+        && !engine.codec.is_read(bytes, reads)
+    {
+        task.merger
+            .push(input, timestamp, offset, Pending::Passed { input, offset });
+        return Ok(Accepted::Buffered);
+    }
+    let raw_key = message.key().map(<[u8]>::to_vec);
+    let value = match message.payload() {
+        None => Ok(None),
+        Some(bytes) => engine.codec.decode(topic, bytes).map(Some),
+    };
+    let pending = match value {
+        Ok(value) => Pending::Decoded {
+            record: Record {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                timestamp,
+                key: raw_key
+                    .as_deref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                value,
+                headers: headers_of(message),
+            },
+            raw: (raw_key, message.payload().map(<[u8]>::to_vec)),
+        },
+        Err(CodecError::Unavailable(reason)) => return Ok(Accepted::RegistryUnavailable(reason)),
+        Err(error) => Pending::Undecodable(DeadLetter::undecodable(
+            (topic, partition, offset),
+            engine.processor.name(),
+            &error,
+            engine.clock.now(),
+            raw_key,
+            message.payload().map(<[u8]>::to_vec),
+        )),
+    };
+    task.merger.push(input, timestamp, offset, pending);
+    Ok(Accepted::Buffered)
 }
 
 /// The headers of a consumed record, as (name, value) pairs.

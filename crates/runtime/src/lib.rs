@@ -20,6 +20,7 @@ pub mod config;
 pub mod dlq;
 pub mod driver;
 pub mod engine;
+pub mod memory;
 pub mod merge;
 pub mod metrics;
 pub mod payload;

@@ -19,6 +19,7 @@ use prometheus::{
 /// Metric names.
 pub mod names {
     pub const RECORDS_IN: &str = "habitat_records_in_total";
+    pub const RECORDS_PASSED: &str = "habitat_records_passed_total";
     pub const RECORDS_OUT: &str = "habitat_records_out_total";
     pub const DEAD_LETTERS: &str = "habitat_dead_letters_total";
     pub const TRANSACTIONS: &str = "habitat_transactions_total";
@@ -42,6 +43,9 @@ pub struct Metrics {
     ready: Arc<AtomicBool>,
     /// Records consumed (committed), by topic.
     pub records_in: IntCounterVec,
+    /// Of the records consumed, those of types the processor does not read (committed
+    /// without being decoded), by topic.
+    pub records_passed: IntCounterVec,
     /// Records produced (committed), by topic — outputs, changelogs, dead letters.
     pub records_out: IntCounterVec,
     /// Records dead-lettered (committed), by error class.
@@ -112,6 +116,11 @@ impl Metrics {
             records_in: counter(
                 names::RECORDS_IN,
                 "Records consumed and committed.",
+                &["topic"],
+            ),
+            records_passed: counter(
+                names::RECORDS_PASSED,
+                "Records of types the processor does not read, committed undecoded.",
                 &["topic"],
             ),
             records_out: counter(

@@ -20,6 +20,11 @@ pub trait Payload {
     fn trace(&self) -> Option<Trace> {
         None
     }
+
+    /// The record type (Avro full name), for values of the event catalog.
+    fn record_type(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl Payload for String {}
@@ -36,6 +41,10 @@ impl Payload for Event {
             causation_id: meta.causation_id.clone(),
             occurred_at: meta.occurred_at,
         })
+    }
+
+    fn record_type(&self) -> Option<&'static str> {
+        Some(self.full_name())
     }
 }
 

@@ -48,13 +48,27 @@ pub struct Env {
     pub now: DateTime<Utc>,
 }
 
-type Writes = BTreeMap<(String, String), Option<Vec<u8>>>;
+/// A step's pending writes: store → key → value (`None`: delete).
+type Writes = BTreeMap<String, BTreeMap<String, Option<Vec<u8>>>>;
 
 #[derive(Debug, Default)]
 struct Store {
     data: BTreeMap<String, Vec<u8>>,
-    /// Changed since the last commit: the changelog records still to write.
-    dirty: BTreeMap<String, Option<Vec<u8>>>,
+    /// Keys changed since the last commit: their changelog records (the current value, or a
+    /// tombstone when gone) are still to write.
+    dirty: BTreeSet<String>,
+}
+
+/// The entries of `data` whose keys start with `prefix`, in key order.
+fn with_prefix<'d, V>(
+    data: &'d BTreeMap<String, V>,
+    prefix: &'d str,
+) -> impl Iterator<Item = (&'d String, &'d V)> {
+    data.range::<str, _>((
+        std::ops::Bound::Included(prefix),
+        std::ops::Bound::Unbounded,
+    ))
+    .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
 /// The stores and timers of one partition.
@@ -123,7 +137,8 @@ impl TaskState {
     pub fn take_dirty(&mut self) -> Vec<(String, String, Option<Vec<u8>>)> {
         let mut out = Vec::new();
         for (name, store) in &mut self.stores {
-            for (key, value) in std::mem::take(&mut store.dirty) {
+            for key in std::mem::take(&mut store.dirty) {
+                let value = store.data.get(&key).cloned();
                 out.push((name.clone(), key, value));
             }
         }
@@ -170,8 +185,10 @@ impl TaskState {
         let Context {
             writes, outputs, ..
         } = ctx;
-        for ((store, key), value) in writes {
-            self.set(&store, key, value, true);
+        for (store, keys) in writes {
+            for (key, value) in keys {
+                self.set(&store, key, value, true);
+            }
         }
         Ok(outputs)
     }
@@ -183,8 +200,8 @@ impl TaskState {
         let Some(s) = self.stores.get_mut(store) else {
             return;
         };
-        if dirty {
-            _ = s.dirty.insert(key.clone(), value.clone());
+        if dirty && !s.dirty.contains(&key) {
+            _ = s.dirty.insert(key.clone());
         }
         match value {
             Some(value) => _ = s.data.insert(key, value),
@@ -267,7 +284,7 @@ impl<V: Payload> Context<'_, V> {
         key: &str,
     ) -> Result<Option<T>, ProcessError> {
         self.check_store(store)?;
-        let raw = match self.writes.get(&(store.to_owned(), key.to_owned())) {
+        let raw = match self.writes.get(store).and_then(|keys| keys.get(key)) {
             Some(pending) => pending.as_deref(),
             None => self.task.raw(store, key),
         };
@@ -289,16 +306,22 @@ impl<V: Payload> Context<'_, V> {
         self.check_store(store)?;
         let raw = serde_json::to_vec(value)
             .map_err(|e| ProcessError::Fatal(format!("store {store} key {key}: {e}")))?;
-        _ = self
-            .writes
-            .insert((store.to_owned(), key.to_owned()), Some(raw));
+        self.write(store, key, Some(raw));
         Ok(())
+    }
+
+    fn write(&mut self, store: &str, key: &str, value: Option<Vec<u8>>) {
+        let keys = match self.writes.get_mut(store) {
+            Some(keys) => keys,
+            None => self.writes.entry(store.to_owned()).or_default(),
+        };
+        _ = keys.insert(key.to_owned(), value);
     }
 
     /// Removes a key from a store.
     pub fn delete(&mut self, store: &str, key: &str) -> Result<(), ProcessError> {
         self.check_store(store)?;
-        _ = self.writes.insert((store.to_owned(), key.to_owned()), None);
+        self.write(store, key, None);
         Ok(())
     }
 
@@ -311,14 +334,19 @@ impl<V: Payload> Context<'_, V> {
         self.check_store(store)?;
         let mut merged: BTreeMap<&str, Option<&[u8]>> = self
             .task
-            .entries(store)
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k, Some(v)))
+            .stores
+            .get(store)
+            .into_iter()
+            .flat_map(|s| with_prefix(&s.data, prefix))
+            .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
             .collect();
-        for ((s, k), v) in &self.writes {
-            if s == store && k.starts_with(prefix) {
-                _ = merged.insert(k.as_str(), v.as_deref());
-            }
+        for (k, v) in self
+            .writes
+            .get(store)
+            .into_iter()
+            .flat_map(|keys| with_prefix(keys, prefix))
+        {
+            _ = merged.insert(k.as_str(), v.as_deref());
         }
         merged
             .into_iter()
@@ -411,5 +439,80 @@ impl Context<'_, Event> {
         let event = event.into();
         let (topic, key) = (event.topic(), event.key());
         self.send(topic, key, Some(event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        Env {
+            processor: "p".to_owned(),
+            stores: vec!["s"],
+            timers: Vec::new(),
+            now: Utc::now(),
+        }
+    }
+
+    fn put_all(state: &mut TaskState, keys: &[&str]) {
+        state
+            .invoke::<String, _>(&env(), None, |ctx| {
+                for key in keys {
+                    ctx.put("s", key, &(*key).to_owned())?;
+                }
+                Ok(())
+            })
+            .expect("written");
+    }
+
+    #[test]
+    fn a_scan_sees_its_prefix_and_the_step_s_own_writes() {
+        let mut state = TaskState::new(0, &["s"]);
+        put_all(
+            &mut state,
+            &["t/p1", "t/p1/a", "t/p1/b", "t/p10/a", "t/p2/a"],
+        );
+        assert_eq!(state.take_dirty().len(), 5);
+        state
+            .invoke::<String, _>(&env(), None, |ctx| {
+                ctx.delete("s", "t/p1/b")?;
+                ctx.put("s", "t/p1/c", &"c".to_owned())?;
+                let seen: Vec<(String, String)> = ctx.scan("s", "t/p1/")?;
+                assert_eq!(
+                    seen,
+                    [
+                        ("t/p1/a".to_owned(), "t/p1/a".to_owned()),
+                        ("t/p1/c".to_owned(), "c".to_owned())
+                    ]
+                );
+                Ok(())
+            })
+            .expect("scanned");
+        // The changelog gets each changed key once, a tombstone for the deleted one.
+        assert_eq!(
+            state.take_dirty(),
+            [
+                ("s".to_owned(), "t/p1/b".to_owned(), None),
+                (
+                    "s".to_owned(),
+                    "t/p1/c".to_owned(),
+                    Some(br#""c""#.to_vec())
+                ),
+            ]
+        );
+        assert!(state.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn a_rejected_step_leaves_no_trace() {
+        let mut state = TaskState::new(0, &["s"]);
+        let failed = state.invoke::<String, _>(&env(), None, |ctx| {
+            ctx.put("s", "k", &"v".to_owned())?;
+            Err(ProcessError::rejected("bad", "no"))
+        });
+        assert!(failed.is_err());
+        assert!(state.is_empty());
+        assert!(state.take_dirty().is_empty());
     }
 }

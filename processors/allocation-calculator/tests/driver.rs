@@ -214,3 +214,25 @@ fn an_approval_for_an_unknown_period_is_rejected_with_the_reason() {
     );
     assert_eq!(rejected.currency, "XXX");
 }
+
+#[test]
+fn records_it_does_not_read_are_passed_over() {
+    let mut driver = TestDriver::new(AllocationCalculator);
+    // A tally shares the agreements topic with the seals, but topics.yaml does not name
+    // the calculator among its readers: it never reaches the processor.
+    let tally: Event = contracts::records::PatronageTallied {
+        meta: meta("agreements.PatronageTallied", "tally-1"),
+        period_id: "2026".to_owned(),
+        member_id: "m-1".to_owned(),
+        by_kind: Vec::new(),
+        total: dec("10.00"),
+        contributions: 1,
+    }
+    .into();
+    assert!(feed(&mut driver, tally).is_empty());
+    assert_eq!(driver.passed(), 1);
+    // A seal is read.
+    let outputs = feed(&mut driver, seal("2026", "100.00", &[("m-1", "1")]));
+    assert_eq!(proposed(&outputs).len(), 1);
+    assert_eq!(driver.passed(), 1);
+}

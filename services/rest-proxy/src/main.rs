@@ -80,6 +80,7 @@ impl std::fmt::Debug for Args {
 }
 
 fn main() -> ExitCode {
+    habitat_runtime::memory::retain_freed_memory();
     init_tracing();
     let args = Args::parse();
     let mut kafka = KafkaSettings::default();
