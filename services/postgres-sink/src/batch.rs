@@ -153,8 +153,9 @@ impl Batch {
                 log.actors.push(meta.actor.clone());
                 log.correlations.push(Some(meta.correlation_id.clone()));
                 log.causations.push(meta.causation_id.clone());
-                let json = serde_json::to_string(event).expect("an event serializes");
-                log.payloads.push(Some(without_meta(&json)));
+                let mut json = serde_json::to_string(event).expect("an event serializes");
+                strip_meta(&mut json);
+                log.payloads.push(Some(json));
             }
             None => {
                 log.event_ids.push(None);
@@ -340,29 +341,44 @@ impl Batch {
 /// `meta` first, and `meta` holds only scalars, so its object ends at the first `}`
 /// outside a string. Anything else is returned unchanged.
 pub fn without_meta(json: &str) -> String {
-    const PREFIX: &str = "{\"meta\":{";
-    let Some(rest) = json.strip_prefix(PREFIX) else {
-        return json.to_owned();
-    };
+    let mut json = json.to_owned();
+    strip_meta(&mut json);
+    json
+}
+
+/// Cuts the leading `"meta"` member out of a record's JSON in place (see [`without_meta`]):
+/// one scan over the bytes, no second string.
+pub fn strip_meta(json: &mut String) {
+    const PREFIX: &[u8] = b"{\"meta\":{";
+    let bytes = json.as_bytes();
+    if !bytes.starts_with(PREFIX) {
+        return;
+    }
     let mut in_string = false;
     let mut escaped = false;
-    for (i, c) in rest.char_indices() {
-        match c {
+    let mut end = None;
+    for (i, &b) in bytes.iter().enumerate().skip(PREFIX.len()) {
+        match b {
             _ if escaped => escaped = false,
-            '\\' if in_string => escaped = true,
-            '"' => in_string = !in_string,
-            '{' | '[' if !in_string => return json.to_owned(),
-            '}' if !in_string => {
-                let after = &rest[i + 1..];
-                return match after.strip_prefix(',') {
-                    Some(fields) => format!("{{{fields}"),
-                    None => "{}".to_owned(),
-                };
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            b'{' | b'[' if !in_string => return,
+            b'}' if !in_string => {
+                // `"meta":{…}` and the comma after it.
+                end = Some(if bytes.get(i + 1) == Some(&b',') {
+                    i + 2
+                } else {
+                    i + 1
+                });
+                break;
             }
             _ => {}
         }
     }
-    json.to_owned()
+    if let Some(end) = end {
+        // Keep the opening `{`.
+        json.replace_range(1..end, "");
+    }
 }
 
 /// `[row, row, …]` from JSON object texts.

@@ -26,8 +26,12 @@ pub struct SinkConfig {
     pub inputs: Vec<String>,
     /// A batch (one Postgres transaction) is written after this many records…
     pub batch_max_records: usize,
-    /// …or when the oldest record in it has waited this long.
+    /// …or when the oldest record in it has waited this long…
     pub batch_interval_ms: u64,
+    /// …or when nothing new has come for this long and Postgres is not busy with the batch
+    /// before (the sink has caught up): a quiet stream is written at once, a busy one in
+    /// batches that grow while the last is written. 0 turns this off.
+    pub batch_idle_ms: u64,
     /// `session.timeout.ms` of the consumer.
     pub session_timeout_ms: u64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; off when unset.
@@ -47,6 +51,7 @@ impl Default for SinkConfig {
             inputs: Vec::new(),
             batch_max_records: 10_000,
             batch_interval_ms: 100,
+            batch_idle_ms: 5,
             session_timeout_ms: 10_000,
             metrics_listen: None,
             kafka: KafkaSettings::default(),
@@ -68,6 +73,7 @@ impl fmt::Debug for SinkConfig {
             .field("inputs", &self.inputs)
             .field("batch_max_records", &self.batch_max_records)
             .field("batch_interval_ms", &self.batch_interval_ms)
+            .field("batch_idle_ms", &self.batch_idle_ms)
             .field("metrics_listen", &self.metrics_listen)
             .field("kafka", &self.kafka)
             .finish()
@@ -81,6 +87,10 @@ impl SinkConfig {
 
     pub fn batch_interval(&self) -> Duration {
         Duration::from_millis(self.batch_interval_ms)
+    }
+
+    pub fn batch_idle(&self) -> Duration {
+        Duration::from_millis(self.batch_idle_ms)
     }
 
     /// The topics to read: `inputs`, or the defaults of `topology`.
@@ -100,8 +110,8 @@ impl SinkConfig {
 
     /// Applies `HABITAT_BOOTSTRAP_SERVERS`, `HABITAT_GROUP_ID`, `HABITAT_DATABASE_URL`,
     /// `HABITAT_SINK_SCHEMA`, `HABITAT_SCHEMA_REGISTRY_URL`, `HABITAT_METRICS_LISTEN`,
-    /// `HABITAT_BATCH_MAX_RECORDS`, `HABITAT_BATCH_INTERVAL_MS`, `HABITAT_SESSION_TIMEOUT_MS`
-    /// and `HABITAT_KAFKA_<NAME>`. Returns the names it read.
+    /// `HABITAT_BATCH_MAX_RECORDS`, `HABITAT_BATCH_INTERVAL_MS`, `HABITAT_BATCH_IDLE_MS`,
+    /// `HABITAT_SESSION_TIMEOUT_MS` and `HABITAT_KAFKA_<NAME>`. Returns the names it read.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -128,6 +138,7 @@ impl SinkConfig {
                 "METRICS_LISTEN" => self.metrics_listen = Some(number(field, &value)?),
                 "BATCH_MAX_RECORDS" => self.batch_max_records = number(field, &value)?,
                 "BATCH_INTERVAL_MS" => self.batch_interval_ms = number(field, &value)?,
+                "BATCH_IDLE_MS" => self.batch_idle_ms = number(field, &value)?,
                 "SESSION_TIMEOUT_MS" => self.session_timeout_ms = number(field, &value)?,
                 other => {
                     if !self.kafka.apply_env(other, value) {

@@ -77,6 +77,7 @@ fn load(args: &Args) -> Result<Loaded<SinkConfig>, String> {
 }
 
 fn main() -> ExitCode {
+    habitat_runtime::memory::retain_freed_memory();
     init_tracing();
     let args = Args::parse();
     let config = match load(&args) {

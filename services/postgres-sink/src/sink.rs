@@ -29,7 +29,6 @@ use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
     error::KafkaError,
-    message::OwnedMessage,
     types::RDKafkaRespErr,
 };
 use tokio::runtime::Handle;
@@ -174,7 +173,7 @@ impl Records {
 
     /// Adds `message` to `batch`: a dead letter of a processor, a tombstone, an event,
     /// or — when it cannot be decoded — the sink's own dead letter.
-    pub fn add(&self, batch: &mut Batch, message: &OwnedMessage) -> Result<(), SinkError> {
+    pub fn add(&self, batch: &mut Batch, message: &impl Message) -> Result<(), SinkError> {
         let at = Coordinates {
             topic: message.topic(),
             partition: message.partition(),
@@ -256,7 +255,7 @@ impl Records {
 /// A record the sink itself cannot take, as a dead letter.
 fn own_letter(
     at: Coordinates<'_>,
-    message: &OwnedMessage,
+    message: &impl Message,
     error: String,
     class: &str,
 ) -> DeadLetter {
@@ -368,6 +367,8 @@ impl Loop<'_> {
     fn run(&mut self) -> Result<(), SinkError> {
         let max = self.sink.config.batch_max_records as u64;
         let interval = self.sink.config.batch_interval();
+        let idle = self.sink.config.batch_idle();
+        let mut last_input = Instant::now();
         loop {
             if let Some(failure) = self.consumer.context().failure.lock().expect("lock").take() {
                 return Err(SinkError::Other(failure));
@@ -379,20 +380,28 @@ impl Loop<'_> {
                 return self.settle(false);
             }
             let wait = match self.opened {
+                Some(opened) if !idle.is_zero() => {
+                    interval.saturating_sub(opened.elapsed()).min(idle)
+                }
                 Some(opened) => interval.saturating_sub(opened.elapsed()),
                 None => Duration::from_millis(200),
             };
             if let Some(message) = self.consumer.poll(wait) {
-                let message = message?.detach();
+                // Read in place, in the client's buffer.
+                let message = message?;
                 // A rebalance inside this poll may have moved the partition.
                 self.rebalanced()?;
                 self.take(&message)?;
+                last_input = Instant::now();
             }
             if self.writing.as_ref().is_some_and(|w| w.task.is_finished()) {
                 self.settle(true)?;
             }
             let due = self.opened.is_some_and(|o| o.elapsed() >= interval);
-            if self.batch.len() >= max || (due && !self.batch.is_empty()) {
+            // Caught up, and Postgres is free: write now rather than wait out the interval.
+            let caught_up =
+                !idle.is_zero() && self.writing.is_none() && last_input.elapsed() >= idle;
+            if self.batch.len() >= max || ((due || caught_up) && !self.batch.is_empty()) {
                 self.flush()?;
             }
         }
@@ -432,7 +441,7 @@ impl Loop<'_> {
     }
 
     /// Adds one record to the batch.
-    fn take(&mut self, message: &OwnedMessage) -> Result<(), SinkError> {
+    fn take(&mut self, message: &impl Message) -> Result<(), SinkError> {
         let partition = (message.topic().to_owned(), message.partition());
         let Some(next) = self.position.get(&partition).copied() else {
             return Ok(()); // not (or no longer) assigned

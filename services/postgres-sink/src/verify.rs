@@ -133,7 +133,7 @@ pub fn rebuild(
             continue;
         };
         if message.offset() < target {
-            records.add(&mut batch, &message.detach())?;
+            records.add(&mut batch, &message)?;
         }
         if message.offset() + 1 >= target {
             _ = open.remove(&partition);
