@@ -26,7 +26,13 @@ pub struct Config {
     #[arg(long, env = "DEVBROKER_CLUSTER_ID", default_value = "devbroker")]
     pub cluster_id: String,
 
-    /// Log filter in `tracing` syntax (e.g. `info`, `devbroker=debug`).
-    #[arg(long, env = "DEVBROKER_LOG", default_value = "warn,devbroker=info")]
+    /// Log filter in `tracing` syntax (e.g. `info`, `devbroker=debug`). Tansu's metadata
+    /// store warns on every commit that finds a transaction already committed, which this
+    /// broker's transaction handling makes the normal case: quiet unless asked.
+    #[arg(
+        long,
+        env = "DEVBROKER_LOG",
+        default_value = "warn,devbroker=info,tansu_storage::dynostore=error"
+    )]
     pub log: String,
 }

@@ -14,7 +14,7 @@ use tansu_sans_io::{
     fetch_response::{FetchableTopicResponse, PartitionData},
     record::deflated::Frame,
 };
-use tansu_storage::{Error, Result, Storage, TopicId, Topition};
+use tansu_storage::{Error, Result, TopicId, Topition};
 use tokio::time::{Instant, timeout_at};
 
 use crate::storage::DevStorage;
@@ -42,36 +42,33 @@ fn partition_error(partition: i32, code: ErrorCode) -> PartitionData {
 }
 
 impl DevFetchService {
-    /// One pass over every requested partition; returns the responses and the bytes found.
+    /// One pass over every requested partition; returns the responses, the bytes found and
+    /// how far each partition answered could be read at the end of the pass.
     async fn fetch_once(
         &self,
         storage: &DevStorage,
         topics: &[FetchTopic],
         isolation: IsolationLevel,
         max_bytes: u32,
-    ) -> Result<(Vec<FetchableTopicResponse>, usize)> {
+    ) -> Result<(Vec<FetchableTopicResponse>, usize, Vec<(Topition, i64)>)> {
         let mut remaining = max_bytes as usize;
         let mut found = 0;
         let mut responses = Vec::with_capacity(topics.len());
         // (response, partition, topition) of every partition answered with records' end.
         let mut answered = Vec::new();
         for topic in topics {
-            let metadata = storage.metadata(Some(&[TopicId::from(topic)])).await?;
-            let known = metadata
-                .topics()
-                .first()
-                .filter(|t| t.error_code == i16::from(ErrorCode::None) && t.name.is_some());
+            let known = storage.topic_info(&TopicId::from(topic)).await?;
             let mut partitions = Vec::new();
             for request in topic.partitions.as_deref().unwrap_or_default() {
-                let Some(meta) = known else {
+                let Some(meta) = &known else {
                     partitions.push(partition_error(
                         request.partition,
                         ErrorCode::UnknownTopicOrPartition,
                     ));
                     continue;
                 };
-                let name = meta.name.clone().unwrap_or_default();
-                let count = meta.partitions.as_ref().map_or(0, |p| p.len() as i32);
+                let name = meta.name.clone();
+                let count = meta.partitions;
                 if !(0..count).contains(&request.partition) {
                     partitions.push(partition_error(
                         request.partition,
@@ -123,7 +120,8 @@ impl DevFetchService {
                     .topic(topic.topic.clone())
                     .topic_id(
                         known
-                            .and_then(|t| t.topic_id)
+                            .as_ref()
+                            .and_then(|t| t.id)
                             .or(topic.topic_id)
                             .or(Some([0; 16])),
                     )
@@ -133,10 +131,13 @@ impl DevFetchService {
         // Each partition's high watermark as of the end of the pass, not of its own read:
         // a record appended to an earlier-read partition before one returned from a later
         // one then shows as lag, so a client merging topics by timestamp waits for it.
+        let mut ends = Vec::with_capacity(answered.len());
         for (response, partition, topition) in answered {
-            let high = storage
+            let (high, end) = storage
                 .log()
-                .with_partition(&topition, |p| p.high_watermark())
+                .with_partition(&topition, |p| {
+                    (p.high_watermark(), readable_end(p, isolation))
+                })
                 .map_err(Error::Api)?;
             if let Some(data) = responses[response]
                 .partitions
@@ -145,9 +146,29 @@ impl DevFetchService {
             {
                 data.high_watermark = data.high_watermark.max(high);
             }
+            ends.push((topition, end));
         }
-        Ok((responses, found))
+        Ok((responses, found, ends))
     }
+}
+
+/// How far a partition can be read at `isolation`: its last stable offset for
+/// read_committed readers, its high watermark otherwise.
+fn readable_end(partition: &crate::log::Partition, isolation: IsolationLevel) -> i64 {
+    match isolation {
+        IsolationLevel::ReadCommitted => partition.last_stable(),
+        IsolationLevel::ReadUncommitted => partition.high_watermark(),
+    }
+}
+
+/// Whether any of these partitions can be read further than `ends` (or is gone).
+fn moved(storage: &DevStorage, ends: &[(Topition, i64)], isolation: IsolationLevel) -> bool {
+    ends.iter().any(|(topition, end)| {
+        storage
+            .log()
+            .with_partition(topition, |p| readable_end(p, isolation) != *end)
+            .unwrap_or(true)
+    })
 }
 
 impl Service<DevStorage, FetchRequest> for DevFetchService {
@@ -172,20 +193,28 @@ impl Service<DevStorage, FetchRequest> for DevFetchService {
         let deadline =
             Instant::now() + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
 
-        let responses = loop {
+        let responses = 'answer: loop {
             // Register for the next append before looking, so none is missed.
-            let appended = storage.log().appended();
-            let (responses, found) = self
+            let mut appended = Box::pin(storage.log().appended());
+            let (responses, found, ends) = self
                 .fetch_once(storage, &topics, isolation, max_bytes)
                 .await?;
             if found >= min_bytes || Instant::now() >= deadline {
                 break responses;
             }
-            if timeout_at(deadline, appended).await.is_err() {
-                break self
-                    .fetch_once(storage, &topics, isolation, max_bytes)
-                    .await?
-                    .0;
+            // Appends anywhere wake the wait; look again only when one of these partitions
+            // can be read further than it could, not for every record of other topics.
+            loop {
+                if timeout_at(deadline, appended.as_mut()).await.is_err() {
+                    break 'answer self
+                        .fetch_once(storage, &topics, isolation, max_bytes)
+                        .await?
+                        .0;
+                }
+                appended = Box::pin(storage.log().appended());
+                if moved(storage, &ends, isolation) {
+                    break;
+                }
             }
         };
 

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod compat;
 pub mod config;
 pub mod fetch;
+pub mod frame;
 pub mod group;
 pub mod log;
 pub mod server;

@@ -15,8 +15,8 @@ use tansu_sans_io::{
     AlterConfigsRequest, ApiKey, EndTxnRequest, EndTxnResponse, ErrorCode, FetchRequest,
 };
 use tansu_service::{
-    BytesFrameLayer, FrameRequestLayer, FrameRouteBuilder, FrameRouteService, TcpBytesLayer,
-    TcpContext, TcpContextLayer,
+    FrameRequestLayer, FrameRouteBuilder, FrameRouteService, TcpBytesLayer, TcpContext,
+    TcpContextLayer,
 };
 use tansu_storage::{BrokerRegistrationRequest, Error, Result, Storage};
 use tokio::{net::TcpListener, task::JoinSet};
@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::{
     admin::AlterConfigsService, compat::LegacyClientLayer, fetch::DevFetchService,
-    group::DevCoordinator, storage::DevStorage,
+    frame::InlineFrameLayer, group::DevCoordinator, storage::DevStorage,
 };
 
 /// The node id devbroker registers as (a single-node cluster).
@@ -188,7 +188,7 @@ impl Server {
             TcpContextLayer::new(TcpContext::default().cluster_id(Some(self.cluster_id.clone()))),
             TcpBytesLayer::<()>::default(),
             LegacyClientLayer,
-            BytesFrameLayer::default(),
+            InlineFrameLayer,
         )
             .into_layer(route);
 

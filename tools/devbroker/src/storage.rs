@@ -85,6 +85,14 @@ impl Coordinator {
     }
 }
 
+/// A topic as a fetch needs it.
+#[derive(Clone, Debug)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: i32,
+    pub id: Option<[u8; 16]>,
+}
+
 /// Tansu's engine with devbroker's log and transaction coordinator in front of it.
 #[derive(Clone, Debug)]
 pub struct DevStorage {
@@ -92,6 +100,10 @@ pub struct DevStorage {
     log: Arc<Log>,
     coordinator: Arc<Mutex<Coordinator>>,
     partition_counts: Arc<Mutex<HashMap<String, i32>>>,
+    /// Topics by name or id, as fetches ask for them (Tansu's metadata is a lookup in its
+    /// store per call; fetches come thousands of times a second). Forgotten on every topic
+    /// created or deleted.
+    topics: Arc<Mutex<HashMap<TopicId, TopicInfo>>>,
 }
 
 impl DevStorage {
@@ -101,7 +113,47 @@ impl DevStorage {
             log: Arc::new(log),
             coordinator: Arc::default(),
             partition_counts: Arc::default(),
+            topics: Arc::default(),
         }
+    }
+
+    /// A topic's name, partition count and id; `None` when it does not exist.
+    pub async fn topic_info(&self, topic: &TopicId) -> Result<Option<TopicInfo>> {
+        if let Some(info) = self.topics.lock().expect("topics lock").get(topic) {
+            return Ok(Some(info.clone()));
+        }
+        let metadata = self
+            .inner
+            .metadata(Some(std::slice::from_ref(topic)))
+            .await?;
+        let info = metadata
+            .topics()
+            .first()
+            .filter(|t| t.error_code == i16::from(ErrorCode::None))
+            .and_then(|t| {
+                Some(TopicInfo {
+                    name: t.name.clone()?,
+                    partitions: t.partitions.as_ref().map_or(0, |p| p.len() as i32),
+                    id: t.topic_id,
+                })
+            });
+        if let Some(info) = &info {
+            _ = self
+                .topics
+                .lock()
+                .expect("topics lock")
+                .insert(topic.clone(), info.clone());
+        }
+        Ok(info)
+    }
+
+    fn forget_topics(&self, name: &str) {
+        _ = self
+            .partition_counts
+            .lock()
+            .expect("partition count lock")
+            .remove(name);
+        self.topics.lock().expect("topics lock").clear();
     }
 
     pub fn log(&self) -> &Log {
@@ -254,11 +306,7 @@ impl Storage for DevStorage {
     async fn create_topic(&self, topic: CreatableTopic, validate_only: bool) -> Result<Uuid> {
         let name = topic.name.clone();
         let id = self.inner.create_topic(topic, validate_only).await?;
-        _ = self
-            .partition_counts
-            .lock()
-            .expect("partition count lock")
-            .remove(&name);
+        self.forget_topics(&name);
         Ok(id)
     }
 
@@ -321,11 +369,7 @@ impl Storage for DevStorage {
             && code == ErrorCode::None
         {
             self.log.delete_topic(&name);
-            _ = self
-                .partition_counts
-                .lock()
-                .expect("partition count lock")
-                .remove(&name);
+            self.forget_topics(&name);
         }
         Ok(code)
     }
