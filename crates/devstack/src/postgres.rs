@@ -169,6 +169,11 @@ impl Cluster {
         if self.options.ephemeral {
             settings.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
+        // Extra server options for a look inside (`-c shared_preload_libraries=…`).
+        if let Ok(extra) = std::env::var("HABITAT_POSTGRES_OPTIONS") {
+            settings.push(' ');
+            settings.push_str(&extra);
+        }
         run(self
             .bin
             .command("pg_ctl")

@@ -27,6 +27,8 @@ pub const PERIOD: &str = "2025";
 /// The size of the workload.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
+    /// The cooperatives' ids start with it.
+    pub prefix: &'static str,
     pub tenants: usize,
     pub members: usize,
     pub contributions: usize,
@@ -34,7 +36,7 @@ pub struct Shape {
 
 impl Shape {
     pub fn tenant(&self, t: usize) -> String {
-        format!("bench-coop-{t:04}")
+        format!("{}-{t:04}", self.prefix)
     }
 
     /// Records of the first phase (everything up to the close).
@@ -71,6 +73,8 @@ pub struct Poster {
     partitions: i32,
     rate: Option<f64>,
     started: Option<Instant>,
+    /// When the next event may go, at `rate`.
+    next: Option<Instant>,
     pub posted: usize,
 }
 
@@ -83,7 +87,9 @@ impl Poster {
     ) -> Result<Self> {
         let producer = config(bootstrap)
             .set("enable.idempotence", "true")
-            .set("linger.ms", "2")
+            // librdkafka's default: producers that post a few events per millisecond send a
+            // request per partition every 5 ms, not one per event.
+            .set("linger.ms", "5")
             .set("batch.size", "1000000")
             .set("queue.buffering.max.messages", "1000000")
             .create()?;
@@ -93,24 +99,25 @@ impl Poster {
             partitions,
             rate,
             started: None,
+            next: None,
             posted: 0,
         })
     }
 
-    /// When the first event was posted.
-    pub fn started(&self) -> Option<Instant> {
-        self.started
-    }
-
     pub fn post(&mut self, event: Event) -> Result<()> {
-        let started = *self.started.get_or_insert_with(Instant::now);
-        if let Some(rate) = self.rate
-            && self.posted.is_multiple_of(64)
-        {
-            let due = Duration::from_secs_f64(self.posted as f64 / rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+        let now = Instant::now();
+        _ = self.started.get_or_insert(now);
+        if let Some(rate) = self.rate {
+            // Paced from the last event, catching up at most 10 ms: after a pause (waiting
+            // for Postgres between phases) the next events go at the rate, not in a burst.
+            let floor = now.checked_sub(Duration::from_millis(10)).unwrap_or(now);
+            let next = self.next.map_or(now, |next| next.max(floor));
+            // Sleep in steps of a millisecond or more: a producer posting a few events per
+            // millisecond, not one syscall per event.
+            if next > now + Duration::from_millis(1) {
+                std::thread::sleep(next - now);
             }
+            self.next = Some(next + Duration::from_secs_f64(1.0 / rate));
         }
         let key = event.key();
         let value = self.codec.encode(event.topic(), &event)?;

@@ -52,6 +52,17 @@ pub struct TopologyBench {
     /// Only the first run (exactly-once, one instance each, the data once).
     #[arg(long)]
     pub quick: bool,
+    /// Post the first run at this many events/s instead of as fast as it goes (the
+    /// latency at a given load); the half-rate run then halves it.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// A YAML file of runtime settings every processor starts with (`--config`), to
+    /// measure other settings than the defaults.
+    #[arg(long)]
+    pub processor_config: Option<PathBuf>,
+    /// A YAML file of settings the sink starts with (`--config`).
+    #[arg(long)]
+    pub sink_config: Option<PathBuf>,
 }
 
 /// One run's settings.
@@ -79,7 +90,7 @@ impl Service {
         name: &str,
         instance: usize,
         env: &[(&str, String)],
-        args: &[&str],
+        args: &[String],
         logs: &std::path::Path,
     ) -> Result<Self> {
         let env_var = format!("HABITAT_{}_BIN", name.to_uppercase().replace('-', "_"));
@@ -130,6 +141,8 @@ struct Outcome {
     year_seconds: f64,
     year_events: usize,
     latency_ms: [f64; 3],
+    /// (record type, rows, p50 ms, p99 ms) of the rows in Postgres, slowest p99 first.
+    latency_by_type: Vec<(String, i64, f64, f64)>,
     /// Contributions the aggregator saw after their period's close (the workload posts
     /// every contribution before the close, so anything here was merged out of order).
     late_changes: i64,
@@ -152,9 +165,14 @@ fn scenarios(args: &TopologyBench) -> Vec<Scenario> {
         rate: None,
         ceiling: false,
     };
+    let first = match args.rate {
+        Some(rate) => format!("exactly-once, 1 instance each, posted at {rate:.0}/s"),
+        None => "exactly-once, 1 instance each".to_owned(),
+    };
     let mut all = vec![Scenario {
         ceiling: true,
-        ..run("exactly-once, 1 instance each", true, 1, 1)
+        rate: args.rate,
+        ..run(&first, true, 1, 1)
     }];
     if !args.quick {
         all.push(run("at-least-once, 1 instance each", false, 1, 1));
@@ -168,6 +186,7 @@ fn scenarios(args: &TopologyBench) -> Vec<Scenario> {
 
 pub fn run(args: &TopologyBench) -> Result<()> {
     let shape = Shape {
+        prefix: "bench-coop",
         tenants: args.tenants,
         members: args.members,
         contributions: args.contributions,
@@ -189,7 +208,7 @@ pub fn run(args: &TopologyBench) -> Result<()> {
         outcomes.push(outcome);
     }
     // Half the first run's rate: the latency with headroom.
-    let half = outcomes[0].events_per_second() / 2.0;
+    let half = args.rate.unwrap_or_else(|| outcomes[0].events_per_second()) / 2.0;
     if !args.quick {
         let scenario = Scenario {
             label: format!("exactly-once, 1 instance each, posted at {half:.0}/s (half)"),
@@ -203,7 +222,24 @@ pub fn run(args: &TopologyBench) -> Result<()> {
         outcomes.push(measure(args, shape, scenario)?);
     }
     print_table(&outcomes);
+    if let Some(last) = outcomes.last() {
+        print_latency_by_type(last);
+    }
     Ok(())
+}
+
+/// Where the latency of a run comes from: each record type's rows, slowest first.
+fn print_latency_by_type(outcome: &Outcome) {
+    println!();
+    println!(
+        "Latency by record type in the last run ({}), from the posted event each row descends from:",
+        outcome.scenario.label
+    );
+    println!("| record type | rows | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    for (event_type, rows, p50, p99) in &outcome.latency_by_type {
+        println!("| {event_type} | {rows} | {p50:.0} | {p99:.0} |");
+    }
 }
 
 fn print_table(outcomes: &[Outcome]) {
@@ -297,17 +333,28 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         ("HABITAT_BOOTSTRAP_SERVERS", bootstrap.clone()),
         ("HABITAT_SCHEMA_REGISTRY_URL", registry.clone()),
     ];
-    let mode: &[&str] = if scenario.exactly_once {
-        &[]
-    } else {
-        &["--at-least-once"]
+    let with_config = |file: &Option<PathBuf>| -> Vec<String> {
+        file.iter()
+            .flat_map(|f| ["--config".to_owned(), f.display().to_string()])
+            .collect()
     };
+    let mut processor_args = with_config(&args.processor_config);
+    if !scenario.exactly_once {
+        processor_args.push("--at-least-once".to_owned());
+    }
+    let sink_args = with_config(&args.sink_config);
     let mut services = Vec::new();
     for instance in 0..scenario.instances {
         for name in PROCESSORS {
             let mut env = common.to_vec();
             env.push(("HABITAT_INSTANCE_ID", instance.to_string()));
-            services.push(Service::start(name, instance, &env, mode, &logs)?);
+            services.push(Service::start(
+                name,
+                instance,
+                &env,
+                &processor_args,
+                &logs,
+            )?);
         }
         let mut sink_env = common.to_vec();
         sink_env.push(("HABITAT_DATABASE_URL", database.clone()));
@@ -315,7 +362,7 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
             "postgres-sink",
             instance,
             &sink_env,
-            &[],
+            &sink_args,
             &logs,
         )?);
     }
@@ -332,84 +379,66 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     let pool = runtime.block_on(PgPool::connect(&database))?;
     let postmaster = stack.cluster.postmaster_pid()?;
     let me = i32::try_from(std::process::id())?;
-    let before: Vec<f64> = cpu_all(&services, postmaster, stack.broker_pid(), me);
-
     let codec = AvroCodec::new(registry, runtime.handle().clone())?;
     let mut poster = Poster::new(bootstrap, codec, args.partitions, scenario.rate)?;
+    let waits = Waits {
+        runtime,
+        pool: &pool,
+        logs: &logs,
+    };
+
+    // A small year first, through every phase and not measured: every process has
+    // connected, prepared its statements and filled its caches before the clock starts.
+    waits.year(&mut poster, WARM_UP)?;
+    let warm_up_events = poster.posted;
+
+    let before: Vec<f64> = cpu_all(&services, postmaster, stack.broker_pid(), me);
     let started_at = chrono::Utc::now();
-    load::post_year(&mut poster, shape)?;
-    poster.settle()?;
-    let started = poster.started().context("nothing posted")?;
-
-    // The stewards approve each proposed set by its hash.
-    let sets: Vec<(String, String)> = wait_rows(
-        runtime,
-        &pool,
-        &logs,
-        shape.tenants,
-        "the proposed allocation sets",
-        || {
-            sqlx::query_as(
-                "SELECT tenant_id, set_hash FROM habitat.allocation_sets
-              WHERE period_id = $1 AND status = 'PROPOSED'",
-            )
-            .bind(PERIOD)
-        },
-    )?;
-    let year_seconds = started.elapsed().as_secs_f64();
-    for (tenant, hash) in &sets {
-        poster.post(load::approval(tenant, hash))?;
-    }
-    poster.settle()?;
-
-    // The bank settles every distribution that fell due.
-    let due: Vec<(String, String)> = wait_rows(
-        runtime,
-        &pool,
-        &logs,
-        shape.tenants * shape.members,
-        "the distributions to fall due",
-        || {
-            sqlx::query_as(
-                "SELECT tenant_id, payment_id FROM habitat.payments
-              WHERE purpose = 'DISTRIBUTION' AND status = 'DUE'",
-            )
-        },
-    )?;
-    for (tenant, payment) in &due {
-        poster.post(load::settlement(tenant, payment))?;
-    }
-    poster.settle()?;
-    let _completed: Vec<(String,)> = wait_rows(
-        runtime,
-        &pool,
-        &logs,
-        shape.tenants * shape.members,
-        "every distribution to complete",
-        || sqlx::query_as("SELECT distribution_id FROM habitat.distributions"),
-    )?;
+    let year_seconds = waits.year(&mut poster, shape)?;
     // The last rows of a transaction's other topics follow within a batch or two.
     let rows = quiet_count(runtime, &pool)?;
     let after: Vec<f64> = cpu_all(&services, postmaster, stack.broker_pid(), me);
 
-    let (seconds, latency_ms) = runtime.block_on(async {
-        let last: chrono::DateTime<chrono::Utc> =
-            sqlx::query_scalar("SELECT max(recorded_at) FROM habitat.event_log")
-                .fetch_one(&pool)
-                .await?;
+    let measured = format!("{}%", shape.prefix);
+    let (seconds, latency_ms, latency_by_type) = runtime.block_on(async {
+        let last: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+            "SELECT max(recorded_at) FROM habitat.event_log WHERE tenant_id LIKE $1",
+        )
+        .bind(&measured)
+        .fetch_one(&pool)
+        .await?;
         let latency: Vec<f64> = sqlx::query_scalar(
             "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
                     ORDER BY extract(epoch FROM d.recorded_at - o.occurred_at) * 1000)
                FROM habitat.event_log d
-               JOIN habitat.event_log o ON o.event_id = d.correlation_id",
+               JOIN habitat.event_log o ON o.event_id = d.correlation_id
+              WHERE d.tenant_id LIKE $1",
         )
+        .bind(&measured)
         .fetch_one(&pool)
         .await?;
+        let by_type: Vec<(String, i64, f64, f64)> = sqlx::query_as(
+            "SELECT d.event_type, count(*),
+                    percentile_cont(0.5) WITHIN GROUP (
+                        ORDER BY extract(epoch FROM d.recorded_at - o.occurred_at) * 1000),
+                    percentile_cont(0.99) WITHIN GROUP (
+                        ORDER BY extract(epoch FROM d.recorded_at - o.occurred_at) * 1000)
+               FROM habitat.event_log d
+               JOIN habitat.event_log o ON o.event_id = d.correlation_id
+              WHERE d.tenant_id LIKE $1
+              GROUP BY d.event_type
+              ORDER BY 4 DESC",
+        )
+        .bind(&measured)
+        .fetch_all(&pool)
+        .await?;
         let seconds = (last - started_at).as_seconds_f64();
-        Ok::<_, anyhow::Error>((seconds, [latency[0], latency[1], latency[2]]))
+        Ok::<_, anyhow::Error>((seconds, [latency[0], latency[1], latency[2]], by_type))
     })?;
     let late_changes: i64 = runtime.block_on(
-        sqlx::query_scalar("SELECT count(*) FROM habitat.late_changes").fetch_one(&pool),
+        sqlx::query_scalar("SELECT count(*) FROM habitat.late_changes WHERE tenant_id LIKE $1")
+            .bind(&measured)
+            .fetch_one(&pool),
     )?;
 
     let mut costs: Vec<Cost> = Vec::new();
@@ -464,12 +493,13 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     };
     Ok(Outcome {
         scenario,
-        posted: poster.posted,
+        posted: poster.posted - warm_up_events,
         rows,
         seconds,
         year_seconds,
         year_events: shape.year_events(),
         latency_ms,
+        latency_by_type,
         late_changes,
         costs,
         ceiling,
@@ -490,35 +520,98 @@ fn cpu_all(services: &[Service], postmaster: i32, broker: i32, me: i32) -> Vec<f
         .collect()
 }
 
-/// Polls `query` until it returns `expected` rows.
-fn wait_rows<'q, T, F>(
-    runtime: &tokio::runtime::Runtime,
-    pool: &PgPool,
-    logs: &std::path::Path,
-    expected: usize,
-    what: &str,
-    query: F,
-) -> Result<Vec<T>>
-where
-    T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-    F: Fn() -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
-{
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let rows = runtime
-            .block_on(query().fetch_all(pool))
-            .unwrap_or_default();
-        if rows.len() >= expected {
-            return Ok(rows);
+/// The cooperative the warm-up year is posted for.
+const WARM_UP: Shape = Shape {
+    prefix: "bench-warmup",
+    tenants: 1,
+    members: 5,
+    contributions: 2,
+};
+
+/// Where a run waits for its rows.
+struct Waits<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    pool: &'a PgPool,
+    logs: &'a std::path::Path,
+}
+
+impl Waits<'_> {
+    /// Posts the year of `shape` and follows it through every phase: the year up to the
+    /// close; the stewards' approval of each proposed set by its hash (read from Postgres);
+    /// the bank's settlement of every distribution that fell due; until every distribution
+    /// is complete. Returns the seconds of the first phase (first post → the last proposed
+    /// set in Postgres).
+    fn year(&self, poster: &mut Poster, shape: Shape) -> Result<f64> {
+        let tenants = format!("{}%", shape.prefix);
+        let started = Instant::now();
+        load::post_year(poster, shape)?;
+        poster.settle()?;
+        let sets: Vec<(String, String)> =
+            self.rows(shape.tenants, "the proposed allocation sets", || {
+                sqlx::query_as(
+                    "SELECT tenant_id, set_hash FROM habitat.allocation_sets
+                      WHERE period_id = $1 AND status = 'PROPOSED' AND tenant_id LIKE $2",
+                )
+                .bind(PERIOD)
+                .bind(&tenants)
+            })?;
+        let year_seconds = started.elapsed().as_secs_f64();
+        for (tenant, hash) in &sets {
+            poster.post(load::approval(tenant, hash))?;
         }
-        if Instant::now() > deadline {
-            bail!(
-                "waited 600 s for {what}: {} of {expected} (logs in {})",
-                rows.len(),
-                logs.display()
-            );
+        poster.settle()?;
+        let due: Vec<(String, String)> = self.rows(
+            shape.tenants * shape.members,
+            "the distributions to fall due",
+            || {
+                sqlx::query_as(
+                    "SELECT tenant_id, payment_id FROM habitat.payments
+                      WHERE purpose = 'DISTRIBUTION' AND status = 'DUE' AND tenant_id LIKE $1",
+                )
+                .bind(&tenants)
+            },
+        )?;
+        for (tenant, payment) in &due {
+            poster.post(load::settlement(tenant, payment))?;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        poster.settle()?;
+        let _completed: Vec<(String,)> = self.rows(
+            shape.tenants * shape.members,
+            "every distribution to complete",
+            || {
+                sqlx::query_as(
+                    "SELECT distribution_id FROM habitat.distributions WHERE tenant_id LIKE $1",
+                )
+                .bind(&tenants)
+            },
+        )?;
+        Ok(year_seconds)
+    }
+
+    /// Polls `query` until it returns `expected` rows.
+    fn rows<'q, T, F>(&self, expected: usize, what: &str, query: F) -> Result<Vec<T>>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        F: Fn() -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let rows = self
+                .runtime
+                .block_on(query().fetch_all(self.pool))
+                .unwrap_or_default();
+            if rows.len() >= expected {
+                return Ok(rows);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "waited 600 s for {what}: {} of {expected} (logs in {})",
+                    rows.len(),
+                    self.logs.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -526,7 +619,11 @@ where
 fn quiet_count(runtime: &tokio::runtime::Runtime, pool: &PgPool) -> Result<i64> {
     let count = || -> Result<i64> {
         Ok(runtime.block_on(
-            sqlx::query_scalar("SELECT count(*) FROM habitat.event_log").fetch_one(pool),
+            sqlx::query_scalar(
+                "SELECT count(*) FROM habitat.event_log WHERE tenant_id NOT LIKE $1",
+            )
+            .bind(format!("{}%", WARM_UP.prefix))
+            .fetch_one(pool),
         )?)
     };
     let mut last = count()?;
