@@ -201,6 +201,25 @@ pub fn create_topic_blocking(name: &str, partitions: i32) {
         .block_on(create_topic(name, partitions));
 }
 
+/// Deletes a topic from a synchronous test.
+pub fn delete_topic_blocking(name: &str) {
+    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin client");
+    let results = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(admin.delete_topics(
+            &[name],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("delete topics");
+    for result in results {
+        if let Err((topic, code)) = result {
+            panic!("delete topic {topic}: {code}");
+        }
+    }
+}
+
 /// A consumer reading every partition of `topic` from the beginning, read_committed, with a
 /// group of its own that commits nothing.
 pub fn committed_reader(topic: &str, partitions: i32) -> rdkafka::consumer::BaseConsumer {

@@ -105,6 +105,32 @@ fn watermarks(consumer: &BaseConsumer, topic: &str) -> (i64, i64) {
 }
 
 #[test]
+fn a_topic_deleted_and_created_again_is_read_as_it_is_now() {
+    let topic = unique("recreated");
+    create_topic_blocking(&topic, 1);
+    let producer = plain_producer();
+    send(&producer, &topic, 0, "before");
+    producer.flush(TIMEOUT).expect("flush");
+    let reader = consumer("read_committed", None);
+    assign_from_beginning(&reader, &topic, 1);
+    let read = read_until(&reader, "the first topic's record", |seen| !seen.is_empty());
+    assert_eq!(values(&read), ["before"]);
+    drop((reader, producer));
+
+    // Again with three partitions: fetches must not answer from what the broker knew of
+    // the first one (one partition, its records).
+    test_support::delete_topic_blocking(&topic);
+    create_topic_blocking(&topic, 3);
+    let producer = plain_producer();
+    send(&producer, &topic, 2, "after");
+    producer.flush(TIMEOUT).expect("flush");
+    let reader = consumer("read_committed", None);
+    assign_from_beginning(&reader, &topic, 3);
+    let read = read_until(&reader, "the new topic's record", |seen| !seen.is_empty());
+    assert_eq!(read, [(0, "after".to_owned())]);
+}
+
+#[test]
 fn commit_is_visible() {
     let topic = unique("commit");
     create_topic_blocking(&topic, 1);
