@@ -243,6 +243,9 @@ impl Batch {
     /// of its own (a key always lives in one partition, so they never touch the same row).
     pub fn split(self, n: usize) -> Vec<Batch> {
         let n = n.max(1);
+        if n == 1 {
+            return vec![self];
+        }
         let part = |topic: &str, partition: i32| {
             let hash = topic
                 .bytes()

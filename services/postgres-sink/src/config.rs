@@ -32,6 +32,11 @@ pub struct SinkConfig {
     /// before (the sink has caught up): a quiet stream is written at once, a busy one in
     /// batches that grow while the last is written. 0 turns this off.
     pub batch_idle_ms: u64,
+    /// Postgres transactions a batch is written in at once, each on its own connection:
+    /// the batch's partitions are split between them, and each transaction carries its
+    /// partitions' rows and offsets (a key lives in one partition, so they never touch the
+    /// same row).
+    pub writers: usize,
     /// `session.timeout.ms` of the consumer.
     pub session_timeout_ms: u64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; off when unset.
@@ -52,6 +57,7 @@ impl Default for SinkConfig {
             batch_max_records: 10_000,
             batch_interval_ms: 100,
             batch_idle_ms: 5,
+            writers: 2,
             session_timeout_ms: 10_000,
             metrics_listen: None,
             kafka: KafkaSettings::default(),
@@ -74,6 +80,7 @@ impl fmt::Debug for SinkConfig {
             .field("batch_max_records", &self.batch_max_records)
             .field("batch_interval_ms", &self.batch_interval_ms)
             .field("batch_idle_ms", &self.batch_idle_ms)
+            .field("writers", &self.writers)
             .field("metrics_listen", &self.metrics_listen)
             .field("kafka", &self.kafka)
             .finish()
@@ -91,6 +98,11 @@ impl SinkConfig {
 
     pub fn batch_idle(&self) -> Duration {
         Duration::from_millis(self.batch_idle_ms)
+    }
+
+    /// `writers`, at least one.
+    pub fn writers(&self) -> usize {
+        self.writers.max(1)
     }
 
     /// The topics to read: `inputs`, or the defaults of `topology`.
@@ -111,7 +123,7 @@ impl SinkConfig {
     /// Applies `HABITAT_BOOTSTRAP_SERVERS`, `HABITAT_GROUP_ID`, `HABITAT_DATABASE_URL`,
     /// `HABITAT_SINK_SCHEMA`, `HABITAT_SCHEMA_REGISTRY_URL`, `HABITAT_METRICS_LISTEN`,
     /// `HABITAT_BATCH_MAX_RECORDS`, `HABITAT_BATCH_INTERVAL_MS`, `HABITAT_BATCH_IDLE_MS`,
-    /// `HABITAT_SESSION_TIMEOUT_MS` and `HABITAT_KAFKA_<NAME>`. Returns the names it read.
+    /// `HABITAT_WRITERS`, `HABITAT_SESSION_TIMEOUT_MS` and `HABITAT_KAFKA_<NAME>`. Returns the names it read.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -139,6 +151,7 @@ impl SinkConfig {
                 "BATCH_MAX_RECORDS" => self.batch_max_records = number(field, &value)?,
                 "BATCH_INTERVAL_MS" => self.batch_interval_ms = number(field, &value)?,
                 "BATCH_IDLE_MS" => self.batch_idle_ms = number(field, &value)?,
+                "WRITERS" => self.writers = number(field, &value)?,
                 "SESSION_TIMEOUT_MS" => self.session_timeout_ms = number(field, &value)?,
                 other => {
                     if !self.kafka.apply_env(other, value) {
@@ -181,6 +194,7 @@ mod tests {
                     "postgres://sink:s3cret@db:5432/habitat".to_owned(),
                 ),
                 ("HABITAT_BATCH_INTERVAL_MS".to_owned(), "20".to_owned()),
+                ("HABITAT_WRITERS".to_owned(), "3".to_owned()),
                 (
                     "HABITAT_KAFKA_SASL_PASSWORD".to_owned(),
                     "hunter2".to_owned(),
@@ -190,6 +204,7 @@ mod tests {
         assert_eq!(config.schema, "finance_a");
         assert_eq!(config.batch_max_records, 500);
         assert_eq!(config.batch_interval(), Duration::from_millis(20));
+        assert_eq!(config.writers(), 3);
         let printed = format!("{config:?}");
         assert!(
             !printed.contains("s3cret") && !printed.contains("hunter2"),

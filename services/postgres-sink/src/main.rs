@@ -123,10 +123,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     info!(?config, "Starting.");
-    let store = match runtime.block_on(Store::connect(
+    let store = match runtime.block_on(Store::connect_for(
         &database_url,
         &config.schema,
         &config.group_id,
+        config.writers(),
     )) {
         Ok(store) => store,
         Err(error) => {

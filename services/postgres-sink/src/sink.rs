@@ -1,5 +1,6 @@
 //! The sink's loop: read the context and dead-letter topics, turn each record into rows,
-//! and write a batch per Postgres transaction together with the offsets.
+//! and write each batch, split by partition, in concurrent Postgres transactions that each
+//! carry their partitions' rows and offsets.
 //!
 //! Offsets live in Postgres only. On every assignment the partitions are assigned at the
 //! offsets stored there (read inside the rebalance callback, before any record of the
@@ -337,7 +338,7 @@ impl Sink {
             position: BTreeMap::new(),
             batch: Batch::default(),
             opened: None,
-            writing: None,
+            writing: Vec::new(),
         };
         let outcome = state.run();
         consumer.unsubscribe();
@@ -354,8 +355,8 @@ struct Loop<'a> {
     position: BTreeMap<Partition, i64>,
     batch: Batch,
     opened: Option<Instant>,
-    /// The batch Postgres is writing.
-    writing: Option<Writing>,
+    /// The parts of the batch Postgres is writing, each on its own connection.
+    writing: Vec<Writing>,
 }
 
 struct Writing {
@@ -394,13 +395,13 @@ impl Loop<'_> {
                 self.take(&message)?;
                 last_input = Instant::now();
             }
-            if self.writing.as_ref().is_some_and(|w| w.task.is_finished()) {
+            if !self.writing.is_empty() && self.writing.iter().all(|w| w.task.is_finished()) {
                 self.settle(true)?;
             }
             let due = self.opened.is_some_and(|o| o.elapsed() >= interval);
             // Caught up, and Postgres is free: write now rather than wait out the interval.
             let caught_up =
-                !idle.is_zero() && self.writing.is_none() && last_input.elapsed() >= idle;
+                !idle.is_zero() && self.writing.is_empty() && last_input.elapsed() >= idle;
             if self.batch.len() >= max || ((due || caught_up) && !self.batch.is_empty()) {
                 self.flush()?;
             }
@@ -420,8 +421,7 @@ impl Loop<'_> {
                             "Partitions revoked: open batch dropped."
                         );
                     }
-                    self.batch = Batch::default();
-                    self.opened = None;
+                    self.drop_open();
                     self.committed.clear();
                     self.position.clear();
                 }
@@ -457,34 +457,59 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Hands the open batch to a writer task (after the one before it has finished): the
-    /// next batch is read and decoded while Postgres writes this one.
+    /// Drops the open batch (its partitions are re-read from the offsets in Postgres).
+    fn drop_open(&mut self) {
+        self.batch = Batch::default();
+        self.opened = None;
+    }
+
+    /// Hands the open batch to writer tasks (after the batch before it is written): the
+    /// next batch is read and decoded while Postgres writes this one. The batch is split
+    /// by partition into `writers` transactions written at once, each on its own
+    /// connection, each with its partitions' rows and offsets.
     fn flush(&mut self) -> Result<(), SinkError> {
         self.settle(true)?;
         self.opened = None;
-        if self.batch.is_empty() {
-            return Ok(());
+        let writers = self.sink.config.writers();
+        for batch in std::mem::take(&mut self.batch).split(writers) {
+            if batch.is_empty() {
+                continue;
+            }
+            let store = self.sink.store.clone();
+            let expected = self.committed.clone();
+            self.writing.push(Writing {
+                started: Instant::now(),
+                task: self.sink.handle.spawn(async move {
+                    let outcome = store.write(&batch, &expected).await;
+                    (batch, outcome)
+                }),
+            });
         }
-        let batch = std::mem::take(&mut self.batch);
-        let store = self.sink.store.clone();
-        let expected = self.committed.clone();
-        self.writing = Some(Writing {
-            started: Instant::now(),
-            task: self.sink.handle.spawn(async move {
-                let outcome = store.write(&batch, &expected).await;
-                (batch, outcome)
-            }),
-        });
         Ok(())
     }
 
-    /// Waits for the batch being written. A failed write is retried; a conflict (another
-    /// instance moved the offsets) drops it and the open batch, and — when `reposition` —
-    /// moves every assigned partition back to the offsets Postgres holds.
+    /// Waits for every part of the batch being written. A failed part is retried; a
+    /// conflict (another instance moved the offsets) drops the open batch and — when
+    /// `reposition` — moves every assigned partition back to the offsets Postgres holds
+    /// (the parts that were written are among them).
     fn settle(&mut self, reposition: bool) -> Result<(), SinkError> {
-        let Some(writing) = self.writing.take() else {
+        let mut conflict = false;
+        for writing in std::mem::take(&mut self.writing) {
+            conflict |= !self.settle_part(writing)?;
+        }
+        if !conflict {
             return Ok(());
-        };
+        }
+        self.drop_open();
+        if reposition {
+            self.reposition()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits for one part; false when its offsets had moved and it was dropped.
+    fn settle_part(&mut self, writing: Writing) -> Result<bool, SinkError> {
         let (batch, mut outcome) = self
             .sink
             .handle
@@ -498,13 +523,7 @@ impl Loop<'_> {
                 Err(WriteError::Conflict(lost)) => {
                     metrics.transactions.with_label_values(&["aborted"]).inc();
                     warn!(partitions = ?lost, "Offsets moved since the batch was read (another instance, or a rebalance): batch dropped, re-reading the stored offsets.");
-                    self.batch = Batch::default();
-                    self.opened = None;
-                    return if reposition {
-                        self.reposition()
-                    } else {
-                        Ok(())
-                    };
+                    return Ok(false);
                 }
                 Err(WriteError::Database(error)) if attempt < 5 => {
                     attempt += 1;
@@ -546,12 +565,12 @@ impl Loop<'_> {
             _ = self.committed.insert((topic.clone(), *partition), *next);
             _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*next));
         }
-        debug!(records = batch.len(), "Batch written.");
+        debug!(rows = batch.log.len(), "Batch written.");
         // For lag tools only; Postgres holds the truth.
         if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
             debug!(%error, "Offsets not committed to Kafka.");
         }
-        Ok(())
+        Ok(true)
     }
 
     /// After a conflict: every assigned partition back to the offsets Postgres holds.

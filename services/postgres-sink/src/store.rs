@@ -77,9 +77,20 @@ pub async fn migrate(url: &str, schema: &str) -> anyhow::Result<()> {
 impl Store {
     /// Connects, creates and migrates `schema`, and reads the tables' columns.
     pub async fn connect(url: &str, schema: &str, sink: &str) -> anyhow::Result<Self> {
+        Self::connect_for(url, schema, sink, 2).await
+    }
+
+    /// As [`Store::connect`], with a connection for each of `writers` concurrent batch
+    /// writes and two more (offsets read on a rebalance, reports).
+    pub async fn connect_for(
+        url: &str,
+        schema: &str,
+        sink: &str,
+        writers: usize,
+    ) -> anyhow::Result<Self> {
         migrate(url, schema).await?;
         let pool = PgPoolOptions::new()
-            .max_connections(4)
+            .max_connections(u32::try_from(writers).unwrap_or(u32::MAX).saturating_add(2))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options(url, schema)?)
             .await?;
