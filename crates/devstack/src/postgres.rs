@@ -99,10 +99,12 @@ impl PgBin {
 }
 
 /// Settings of a cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ClusterOptions {
     /// Trade durability for speed (tests): no fsync, no full-page writes.
     pub ephemeral: bool,
+    /// Server settings, `name=value` (`track_commit_timestamp=on`).
+    pub settings: Vec<String>,
 }
 
 /// One Postgres cluster in a directory of its own, listening on loopback.
@@ -168,6 +170,10 @@ impl Cluster {
         );
         if self.options.ephemeral {
             settings.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        for setting in &self.options.settings {
+            settings.push_str(" -c ");
+            settings.push_str(setting);
         }
         // Extra server options for a look inside (`-c shared_preload_libraries=…`).
         if let Ok(extra) = std::env::var("HABITAT_POSTGRES_OPTIONS") {

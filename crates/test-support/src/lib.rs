@@ -96,7 +96,15 @@ pub fn postgres() -> &'static Postgres {
 fn start_postgres() -> anyhow::Result<Postgres> {
     let bin = PgBin::ensure()?;
     let dir = std::env::temp_dir().join(format!("habitat-pg-{}", unique("")));
-    let cluster = Cluster::new(bin, &dir, free_port()?, ClusterOptions { ephemeral: true });
+    let cluster = Cluster::new(
+        bin,
+        &dir,
+        free_port()?,
+        ClusterOptions {
+            ephemeral: true,
+            ..ClusterOptions::default()
+        },
+    );
     cluster.init()?;
     cluster.start()?;
     let guardian = Guardian::new(&format!(

@@ -210,8 +210,9 @@ impl BenchStack {
 /// The context topics.
 pub const CONTEXT_TOPICS: [&str; 3] = ["habitat.people", "habitat.treasury", "habitat.agreements"];
 
-/// A fresh durable Postgres cluster (fsync on) in a temporary directory, stopped and
-/// removed when the guardian drops (or this process dies).
+/// A fresh durable Postgres cluster (fsync on, the commit time of every transaction kept)
+/// in a temporary directory, stopped and removed when the guardian drops (or this process
+/// dies).
 pub fn bench_postgres(name: &str) -> Result<(Cluster, Guardian)> {
     let dir = std::env::temp_dir().join(format!(
         "habitat-bench-{name}-pg-{}",
@@ -221,7 +222,11 @@ pub fn bench_postgres(name: &str) -> Result<(Cluster, Guardian)> {
         PgBin::ensure()?,
         &dir,
         free_port()?,
-        ClusterOptions { ephemeral: false },
+        ClusterOptions {
+            ephemeral: false,
+            // Latency is measured to the commit of a row's transaction.
+            settings: vec!["track_commit_timestamp=on".to_owned()],
+        },
     );
     cluster.init()?;
     cluster.start()?;

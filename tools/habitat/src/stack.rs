@@ -152,7 +152,7 @@ fn cluster(paths: &Paths, args: &StackArgs) -> Result<Cluster> {
         PgBin::ensure()?,
         &paths.postgres(),
         args.postgres_port,
-        ClusterOptions { ephemeral: false },
+        ClusterOptions::default(),
     ))
 }
 

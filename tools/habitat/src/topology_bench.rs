@@ -6,9 +6,10 @@
 //! workload of [`crate::load`] straight to the context topics. It measures until the last
 //! derived row is in Postgres:
 //!
-//! - events/s end to end: events posted ÷ (first post → the last row written);
-//! - latency: for every row in `event_log`, its `recorded_at` minus the `occurred_at` of the
-//!   posted event it descends from (derived records carry its id as `correlation_id`);
+//! - events/s end to end: events posted ÷ (first post → the last row committed);
+//! - latency: for every row in `event_log`, the commit time of the transaction that wrote
+//!   it (`pg_xact_commit_timestamp`) minus the `occurred_at` of the posted event it
+//!   descends from (derived records carry its id as `correlation_id`);
 //! - CPU seconds per 1,000 posted events and peak memory (VmHWM) of each process.
 //!
 //! Runs: exactly-once with one instance each (and devbroker's raw ceiling on the same
@@ -102,7 +103,7 @@ impl Service {
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
-            .env("HABITAT_LOG", "warn")
+            .env("HABITAT_LOG", log_filter())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -402,14 +403,15 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     let measured = format!("{}%", shape.prefix);
     let (seconds, latency_ms, latency_by_type) = runtime.block_on(async {
         let last: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-            "SELECT max(recorded_at) FROM habitat.event_log WHERE tenant_id LIKE $1",
+            "SELECT max(pg_xact_commit_timestamp(xmin)) FROM habitat.event_log
+              WHERE tenant_id LIKE $1",
         )
         .bind(&measured)
         .fetch_one(&pool)
         .await?;
         let latency: Vec<f64> = sqlx::query_scalar(
             "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
-                    ORDER BY extract(epoch FROM d.recorded_at - o.occurred_at) * 1000)
+                    ORDER BY extract(epoch FROM pg_xact_commit_timestamp(d.xmin) - o.occurred_at) * 1000)
                FROM habitat.event_log d
                JOIN habitat.event_log o ON o.event_id = d.correlation_id
               WHERE d.tenant_id LIKE $1",
@@ -420,9 +422,9 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         let by_type: Vec<(String, i64, f64, f64)> = sqlx::query_as(
             "SELECT d.event_type, count(*),
                     percentile_cont(0.5) WITHIN GROUP (
-                        ORDER BY extract(epoch FROM d.recorded_at - o.occurred_at) * 1000),
+                        ORDER BY extract(epoch FROM pg_xact_commit_timestamp(d.xmin) - o.occurred_at) * 1000),
                     percentile_cont(0.99) WITHIN GROUP (
-                        ORDER BY extract(epoch FROM d.recorded_at - o.occurred_at) * 1000)
+                        ORDER BY extract(epoch FROM pg_xact_commit_timestamp(d.xmin) - o.occurred_at) * 1000)
                FROM habitat.event_log d
                JOIN habitat.event_log o ON o.event_id = d.correlation_id
               WHERE d.tenant_id LIKE $1
@@ -527,6 +529,12 @@ const WARM_UP: Shape = Shape {
     members: 5,
     contributions: 2,
 };
+
+/// The programs' log filter: `HABITAT_BENCH_LOG` (e.g. `warn,habitat_runtime=debug` for
+/// every commit), else warnings only.
+fn log_filter() -> String {
+    std::env::var("HABITAT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned())
+}
 
 /// Where a run waits for its rows.
 struct Waits<'a> {
