@@ -28,6 +28,7 @@ pub mod processor;
 pub mod runner;
 pub mod step;
 pub mod task;
+pub mod waits;
 pub mod watermark;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -25,6 +25,7 @@ use habitat_runtime::{
     dlq::{DeadLetter, class},
     engine::headers_of,
     metrics::Metrics,
+    waits,
 };
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
@@ -387,7 +388,7 @@ impl Loop<'_> {
                 Some(opened) => interval.saturating_sub(opened.elapsed()),
                 None => Duration::from_millis(200),
             };
-            if let Some(message) = self.consumer.poll(wait) {
+            if let Some(message) = self.consumer.poll(waits::whole_millis(wait)) {
                 // Read in place, in the client's buffer.
                 let message = message?;
                 // A rebalance inside this poll may have moved the partition.

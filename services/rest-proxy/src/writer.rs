@@ -207,20 +207,10 @@ fn answer_all(group: Vec<Job>, error: &Unavailable) {
 }
 
 /// Waits until every record sent is acknowledged and its report served. (rdkafka's
-/// `flush` polls in 100 ms steps — `BaseProducer::poll` runs to its timeout — which would
-/// add 100 ms to every transaction.)
+/// `flush` polls in 100 ms steps, and short `poll`s spin: see `habitat_runtime::waits`.)
 fn settle(producer: &BaseProducer<Reports>, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    while producer.in_flight_count() > 0 {
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{} records not acknowledged within {timeout:?}",
-                producer.in_flight_count()
-            ));
-        }
-        producer.poll(Duration::from_millis(1));
-    }
-    Ok(())
+    habitat_runtime::waits::settle(producer, timeout)
+        .map_err(|left| format!("{left} records not acknowledged within {timeout:?}"))
 }
 
 fn transaction(
