@@ -3,11 +3,15 @@
 //! and then approved; the period closed with a surplus; later the stewards' approval of the
 //! proposed set (its hash read back from Postgres) and the bank's results for the
 //! distributions that fell due. Produced straight to the context topics, Avro-framed with the
-//! registry's ids, keyed and partitioned as the REST proxy does.
+//! registry's ids, keyed and partitioned as the REST proxy does — or posted to the REST
+//! proxy itself, in batches.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use contracts::records::{
     AllocationSetApproved, ContributionApproved, ContributionKind, ContributionStatus,
@@ -16,7 +20,7 @@ use contracts::records::{
     PeriodOpened, PeriodStatus,
 };
 use habitat_runtime::{Codec, avro::AvroCodec, partition_for};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rust_decimal::Decimal;
 
 use crate::kafka::{config, send};
@@ -66,11 +70,10 @@ fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("a valid date")
 }
 
-/// Produces events as the REST proxy would, at most `rate` per second when given.
+/// Posts events — produced as the REST proxy would, or through the proxy — at most `rate`
+/// per second when given.
 pub struct Poster {
-    producer: BaseProducer,
-    codec: AvroCodec,
-    partitions: i32,
+    route: Route,
     rate: Option<f64>,
     started: Option<Instant>,
     /// When the next event may go, at `rate`.
@@ -78,7 +81,20 @@ pub struct Poster {
     pub posted: usize,
 }
 
+/// Where the events go.
+enum Route {
+    /// Straight to the context topics.
+    Topics {
+        producer: BaseProducer,
+        codec: Box<AvroCodec>,
+        partitions: i32,
+    },
+    /// To the REST proxy's `/v1/events:batch`.
+    Proxy(ProxyClients),
+}
+
 impl Poster {
+    /// Produces straight to the context topics.
     pub fn new(
         bootstrap: &str,
         codec: AvroCodec,
@@ -93,15 +109,39 @@ impl Poster {
             .set("batch.size", "1000000")
             .set("queue.buffering.max.messages", "1000000")
             .create()?;
-        Ok(Self {
-            producer,
-            codec,
-            partitions,
+        Ok(Self::with_route(
+            Route::Topics {
+                producer,
+                codec: Box::new(codec),
+                partitions,
+            },
+            rate,
+        ))
+    }
+
+    /// Posts to the REST proxy at `base_url` with `token`: `clients` connections, each
+    /// posting batches of up to [`PROXY_BATCH`] events of its own cooperatives in order.
+    pub fn via_proxy(
+        base_url: &str,
+        token: &str,
+        clients: usize,
+        handle: &tokio::runtime::Handle,
+        rate: Option<f64>,
+    ) -> Result<Self> {
+        Ok(Self::with_route(
+            Route::Proxy(ProxyClients::start(base_url, token, clients, handle)?),
+            rate,
+        ))
+    }
+
+    fn with_route(route: Route, rate: Option<f64>) -> Self {
+        Self {
+            route,
             rate,
             started: None,
             next: None,
             posted: 0,
-        })
+        }
     }
 
     pub fn post(&mut self, event: Event) -> Result<()> {
@@ -119,26 +159,191 @@ impl Poster {
             }
             self.next = Some(next + Duration::from_secs_f64(1.0 / rate));
         }
-        let key = event.key();
-        let value = self.codec.encode(event.topic(), &event)?;
-        send(
-            &self.producer,
-            BaseRecord::to(event.topic())
-                .key(key.as_str())
-                .payload(value.as_slice())
-                .partition(partition_for(&key, self.partitions)),
-        )?;
+        match &mut self.route {
+            Route::Topics {
+                producer,
+                codec,
+                partitions,
+            } => {
+                let key = event.key();
+                let value = codec.encode(event.topic(), &event)?;
+                send(
+                    producer,
+                    BaseRecord::to(event.topic())
+                        .key(key.as_str())
+                        .payload(value.as_slice())
+                        .partition(partition_for(&key, *partitions)),
+                )?;
+            }
+            Route::Proxy(clients) => clients.post(&event)?,
+        }
         self.posted += 1;
         Ok(())
     }
 
-    /// Waits until every posted event is acknowledged.
-    pub fn settle(&self) -> Result<()> {
-        while self.producer.in_flight_count() > 0 {
-            self.producer.poll(Duration::from_millis(1));
+    /// Waits until every posted event is acknowledged (or, through the proxy, answered).
+    pub fn settle(&mut self) -> Result<()> {
+        match &mut self.route {
+            Route::Topics { producer, .. } => {
+                habitat_runtime::waits::settle(producer, Duration::from_secs(60))
+                    .map_err(|left| anyhow::anyhow!("{left} events not acknowledged within 60 s"))
+            }
+            Route::Proxy(clients) => clients.settle(),
+        }
+    }
+}
+
+/// Events per request to the proxy.
+pub const PROXY_BATCH: usize = 100;
+
+/// A batch is sent once its first event has waited this long, full or not.
+const PROXY_LINGER: Duration = Duration::from_millis(5);
+
+enum ToClient {
+    Batch(Vec<serde_json::Value>),
+    /// Answered once every batch sent before it is answered.
+    Settle(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Connections to the proxy, each with the events of its cooperatives waiting to go: a
+/// cooperative's events always go through the same connection, one request at a time, so
+/// they reach their partition in the order they were posted.
+struct ProxyClients {
+    senders: Vec<tokio::sync::mpsc::Sender<ToClient>>,
+    open: Vec<(Vec<serde_json::Value>, Option<Instant>)>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl ProxyClients {
+    fn start(
+        base_url: &str,
+        token: &str,
+        clients: usize,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<Self> {
+        let failure = Arc::new(Mutex::new(None));
+        let mut senders = Vec::new();
+        for _ in 0..clients.max(1) {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<ToClient>(4);
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()?;
+            let url = format!("{base_url}/v1/events:batch");
+            let token = token.to_owned();
+            let failure = failure.clone();
+            drop(handle.spawn(async move {
+                while let Some(message) = rx.recv().await {
+                    match message {
+                        ToClient::Batch(events) => {
+                            if let Err(error) = post_batch(&client, &url, &token, events).await {
+                                *failure.lock().expect("failure lock") = Some(error.to_string());
+                            }
+                        }
+                        ToClient::Settle(done) => _ = done.send(()),
+                    }
+                }
+            }));
+            senders.push(tx);
+        }
+        let open = senders.iter().map(|_| (Vec::new(), None)).collect();
+        Ok(Self {
+            senders,
+            open,
+            failure,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.failure.lock().expect("failure lock").take() {
+            Some(failure) => bail!("the REST proxy refused a batch: {failure}"),
+            None => Ok(()),
+        }
+    }
+
+    fn post(&mut self, event: &Event) -> Result<()> {
+        self.check()?;
+        let meta = event.meta();
+        let client = usize::try_from(
+            meta.tenant_id
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+                % self.senders.len() as u64,
+        )?;
+        let mut payload = serde_json::to_value(event)?;
+        if let Some(fields) = payload.as_object_mut() {
+            _ = fields.remove("meta");
+        }
+        let (events, opened) = &mut self.open[client];
+        events.push(serde_json::json!({
+            "event_type": meta.event_type,
+            "tenant_id": meta.tenant_id,
+            "actor": meta.actor,
+            "payload": payload,
+        }));
+        _ = opened.get_or_insert_with(Instant::now);
+        if events.len() >= PROXY_BATCH {
+            self.send(client)?;
+        }
+        for lingering in 0..self.open.len() {
+            if self.open[lingering]
+                .1
+                .is_some_and(|opened| opened.elapsed() >= PROXY_LINGER)
+            {
+                self.send(lingering)?;
+            }
         }
         Ok(())
     }
+
+    fn send(&mut self, client: usize) -> Result<()> {
+        let (events, opened) = &mut self.open[client];
+        *opened = None;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(events);
+        if self.senders[client]
+            .blocking_send(ToClient::Batch(batch))
+            .is_err()
+        {
+            bail!("a connection to the REST proxy stopped");
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        for client in 0..self.senders.len() {
+            self.send(client)?;
+        }
+        for sender in &self.senders {
+            let (done, answered) = tokio::sync::oneshot::channel();
+            if sender.blocking_send(ToClient::Settle(done)).is_err()
+                || answered.blocking_recv().is_err()
+            {
+                bail!("a connection to the REST proxy stopped");
+            }
+        }
+        self.check()
+    }
+}
+
+async fn post_batch(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    events: Vec<serde_json::Value>,
+) -> Result<()> {
+    let response = client
+        .post(url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "events": events }))
+        .send()
+        .await?;
+    let status = response.status();
+    if status.as_u16() != 202 {
+        bail!("{url} answered {status}: {}", response.text().await?);
+    }
+    Ok(())
 }
 
 /// The year up to the close: policies, members, openings, contributions (submitted, then

@@ -64,6 +64,10 @@ pub struct TopologyBench {
     /// A YAML file of settings the sink starts with (`--config`).
     #[arg(long)]
     pub sink_config: Option<PathBuf>,
+    /// Post through the REST proxy (a release `rest-proxy` process, batches of 100 over
+    /// eight connections) instead of producing straight to the context topics.
+    #[arg(long)]
+    pub via_proxy: bool,
     /// Measure every run this many times and report the median one (by events/s), with
     /// the range of all: on a shared two-core machine one run can be off by 15 %.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -103,10 +107,16 @@ impl Service {
         let log = std::fs::File::create(logs.join(format!("{name}-{instance}.log")))?;
         let mut command = Command::new(sibling_binary(name, &env_var)?);
         crate::stack::clear_habitat_env(&mut command, |_| false);
+        // The proxy serves `/readyz` and `/metrics` beside its API.
+        let listen = if name == PROXY {
+            "HABITAT_LISTEN"
+        } else {
+            "HABITAT_METRICS_LISTEN"
+        };
         let child = command
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+            .env(listen, format!("127.0.0.1:{metrics}"))
             .env("HABITAT_LOG", log_filter())
             .stdout(Stdio::null())
             .stderr(log)
@@ -129,6 +139,11 @@ impl Service {
             .is_some_and(|r| r.status().is_success())
     }
 }
+
+const PROXY: &str = "rest-proxy";
+
+/// Connections the load generator posts to the proxy over.
+const PROXY_CLIENTS: usize = 8;
 
 /// What one process cost in a run.
 struct Cost {
@@ -202,6 +217,12 @@ pub fn run(args: &TopologyBench) -> Result<()> {
         "Whole topology: {} cooperatives × {} members × {} contributions (submitted and approved), {} partitions; durable Postgres.",
         shape.tenants, shape.members, shape.contributions, args.partitions
     );
+    if args.via_proxy {
+        println!(
+            "Posted through the REST proxy: batches of up to {} events over {PROXY_CLIENTS} connections, each cooperative's events on one of them in order.",
+            load::PROXY_BATCH
+        );
+    }
     println!("{}", machine());
     let mut outcomes = Vec::new();
     for scenario in scenarios(args) {
@@ -369,6 +390,28 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
             &logs,
         )?);
     }
+    let proxy_token = if args.via_proxy {
+        stack.cluster.create_database("proxy")?;
+        let keys_url = stack.cluster.url("proxy");
+        let token = runtime.block_on(async {
+            let pool = rest_proxy::keys::connect(&keys_url).await?;
+            let (_, token) = rest_proxy::keys::create(
+                &pool,
+                "bench",
+                &[rest_proxy::keys::ANY.to_owned()],
+                &[rest_proxy::keys::ANY.to_owned()],
+            )
+            .await?;
+            Ok::<_, anyhow::Error>(token)
+        })?;
+        let mut env = common.to_vec();
+        env.push(("HABITAT_DATABASE_URL", keys_url));
+        env.push(("HABITAT_MAX_BATCH_EVENTS", load::PROXY_BATCH.to_string()));
+        services.push(Service::start(PROXY, 0, &env, &[], &logs)?);
+        Some(token)
+    } else {
+        None
+    };
     let waited = Instant::now();
     while !services.iter().all(|s| s.ready(runtime)) {
         if waited.elapsed() > Duration::from_secs(120) {
@@ -383,7 +426,16 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     let postmaster = stack.cluster.postmaster_pid()?;
     let me = i32::try_from(std::process::id())?;
     let codec = AvroCodec::new(registry, runtime.handle().clone())?;
-    let mut poster = Poster::new(bootstrap, codec, args.partitions, scenario.rate)?;
+    let mut poster = match (&proxy_token, services.iter().find(|s| s.name == PROXY)) {
+        (Some(token), Some(proxy)) => Poster::via_proxy(
+            &format!("http://127.0.0.1:{}", proxy.metrics),
+            token,
+            PROXY_CLIENTS,
+            runtime.handle(),
+            scenario.rate,
+        )?,
+        _ => Poster::new(bootstrap, codec, args.partitions, scenario.rate)?,
+    };
     let waits = Waits {
         runtime,
         pool: &pool,
