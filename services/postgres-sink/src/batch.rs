@@ -328,9 +328,11 @@ impl Batch {
                 .offsets
                 .insert((topic, partition), next);
         }
-        parts[0].records = self.records;
-        parts[0].dead_letter_classes = self.dead_letter_classes;
-        parts[0].occurred = self.occurred;
+        // The counts for the metrics go with a part that is written (an empty one is not).
+        let first = parts.iter().position(|p| !p.is_empty()).unwrap_or(0);
+        parts[first].records = self.records;
+        parts[first].dead_letter_classes = self.dead_letter_classes;
+        parts[first].occurred = self.occurred;
         parts
     }
 
@@ -472,6 +474,24 @@ mod tests {
                 );
                 assert!(part.entities["members"].contains_key(key), "{key}");
             }
+        }
+    }
+
+    #[test]
+    fn the_counts_go_with_a_part_that_is_written() {
+        // Only partitions that fall to one part: the other is empty and never written, so
+        // the counts for the metrics must not be left on it.
+        for partition in 0..4 {
+            let mut batch = Batch::default();
+            batch.skip(Coordinates {
+                topic: "habitat.people",
+                partition,
+                offset: 7,
+            });
+            let parts = batch.split(2);
+            let written: Vec<&Batch> = parts.iter().filter(|p| !p.is_empty()).collect();
+            assert_eq!(written.len(), 1, "partition {partition}");
+            assert_eq!(written[0].len(), 1, "partition {partition}");
         }
     }
 }
