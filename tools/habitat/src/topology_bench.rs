@@ -69,7 +69,8 @@ pub struct TopologyBench {
     #[arg(long)]
     pub via_proxy: bool,
     /// Measure every run this many times and report the median one (by events/s), with
-    /// the range of all: on a shared two-core machine one run can be off by 15 %.
+    /// the range of all: on a shared two-core machine runs of the same settings differ by
+    /// up to 20 %.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
 }
