@@ -1093,20 +1093,12 @@ where
         Ok(())
     }
 
-    /// Waits until every produced record is acknowledged, in 1 ms steps (not rdkafka's
-    /// `flush`, which polls in 100 ms steps and would put up to 100 ms into every batch;
-    /// the producer's own thread serves the callbacks).
+    /// Waits until every produced record is acknowledged (not rdkafka's `flush`, which
+    /// polls in 100 ms steps and would put up to 100 ms into every batch; the producer's
+    /// own thread serves the callbacks).
     fn settle_in_flight(&self, timeout: Duration) -> Result<(), Failure> {
-        let deadline = Instant::now() + timeout;
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() >= deadline {
-                return Err(classify(&KafkaError::Flush(
-                    RDKafkaErrorCode::OperationTimedOut,
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(())
+        crate::waits::settled(&self.producer, timeout)
+            .map_err(|_| classify(&KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)))
     }
 
     fn send(&self, record: &Encoded) -> Result<(), KafkaError> {

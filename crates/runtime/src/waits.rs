@@ -22,6 +22,28 @@ where
     C: ProducerContext<Part>,
     Part: Partitioner,
 {
+    // One event at most per call: its deadline has passed as soon as it starts.
+    until_acknowledged(producer, timeout, || producer.poll(Duration::ZERO))
+}
+
+/// As [`settle`], for a producer whose own thread serves the reports (`ThreadedProducer`).
+pub fn settled<C, Part>(producer: &impl Producer<C, Part>, timeout: Duration) -> Result<(), usize>
+where
+    C: ProducerContext<Part>,
+    Part: Partitioner,
+{
+    until_acknowledged(producer, timeout, || {})
+}
+
+fn until_acknowledged<C, Part>(
+    producer: &impl Producer<C, Part>,
+    timeout: Duration,
+    serve: impl Fn(),
+) -> Result<(), usize>
+where
+    C: ProducerContext<Part>,
+    Part: Partitioner,
+{
     let deadline = Instant::now() + timeout;
     loop {
         let before = producer.in_flight_count();
@@ -31,8 +53,7 @@ where
         if Instant::now() >= deadline {
             return Err(usize::try_from(before).unwrap_or(0));
         }
-        // One event at most: its deadline has passed as soon as it starts.
-        producer.poll(Duration::ZERO);
+        serve();
         if producer.in_flight_count() == before {
             std::thread::sleep(PAUSE);
         }

@@ -104,29 +104,33 @@ fn watermarks(consumer: &BaseConsumer, topic: &str) -> (i64, i64) {
         .expect("watermarks")
 }
 
+/// Creates `topic` with `partitions`, writes `value` to `partition` and reads the topic
+/// back from the beginning with a new reader until a record comes.
+fn create_write_read(
+    topic: &str,
+    partitions: i32,
+    partition: i32,
+    value: &str,
+) -> Vec<(i64, String)> {
+    create_topic_blocking(topic, partitions);
+    let producer = plain_producer();
+    send(&producer, topic, partition, value);
+    producer.flush(TIMEOUT).expect("flush");
+    let reader = consumer("read_committed", None);
+    assign_from_beginning(&reader, topic, partitions);
+    read_until(&reader, value, |seen| !seen.is_empty())
+}
+
 #[test]
 fn a_topic_deleted_and_created_again_is_read_as_it_is_now() {
     let topic = unique("recreated");
-    create_topic_blocking(&topic, 1);
-    let producer = plain_producer();
-    send(&producer, &topic, 0, "before");
-    producer.flush(TIMEOUT).expect("flush");
-    let reader = consumer("read_committed", None);
-    assign_from_beginning(&reader, &topic, 1);
-    let read = read_until(&reader, "the first topic's record", |seen| !seen.is_empty());
+    let read = create_write_read(&topic, 1, 0, "before");
     assert_eq!(values(&read), ["before"]);
-    drop((reader, producer));
 
     // Again with three partitions: fetches must not answer from what the broker knew of
     // the first one (one partition, its records).
     test_support::delete_topic_blocking(&topic);
-    create_topic_blocking(&topic, 3);
-    let producer = plain_producer();
-    send(&producer, &topic, 2, "after");
-    producer.flush(TIMEOUT).expect("flush");
-    let reader = consumer("read_committed", None);
-    assign_from_beginning(&reader, &topic, 3);
-    let read = read_until(&reader, "the new topic's record", |seen| !seen.is_empty());
+    let read = create_write_read(&topic, 3, 2, "after");
     assert_eq!(read, [(0, "after".to_owned())]);
 }
 

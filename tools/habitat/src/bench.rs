@@ -205,6 +205,21 @@ impl BenchStack {
     pub fn broker_pid(&self) -> i32 {
         self.broker.as_ref().map_or(0, BenchBroker::pid)
     }
+
+    /// A `proxy` database for the REST proxy's keys, with one key for every tenant and
+    /// event type: (the database's URL, the key's token).
+    pub fn proxy_key(&self) -> Result<(String, String)> {
+        use rest_proxy::keys::{self, ANY};
+        self.cluster.create_database("proxy")?;
+        let database = self.cluster.url("proxy");
+        let token = self.runtime.block_on(async {
+            let pool = keys::connect(&database).await?;
+            let (_, token) =
+                keys::create(&pool, "bench", &[ANY.to_owned()], &[ANY.to_owned()]).await?;
+            Ok::<_, anyhow::Error>(token)
+        })?;
+        Ok((database, token))
+    }
 }
 
 /// The context topics.

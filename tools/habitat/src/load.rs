@@ -263,12 +263,11 @@ impl ProxyClients {
     fn post(&mut self, event: &Event) -> Result<()> {
         self.check()?;
         let meta = event.meta();
-        let client = usize::try_from(
-            meta.tenant_id
-                .bytes()
-                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
-                % self.senders.len() as u64,
-        )?;
+        // The tenant's connection, chosen as its partition is.
+        let client = usize::try_from(partition_for(
+            &meta.tenant_id,
+            i32::try_from(self.senders.len())?,
+        ))?;
         let mut payload = serde_json::to_value(event)?;
         if let Some(fields) = payload.as_object_mut() {
             _ = fields.remove("meta");

@@ -16,7 +16,6 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use devstack::process::{Guardian, free_port, sibling_binary};
-use rest_proxy::keys::{self, ANY};
 use serde_json::{Value, json};
 
 use crate::bench::{BenchStack, cpu_time, machine};
@@ -135,14 +134,7 @@ async fn load(url: &str, token: &str, bodies: Vec<Vec<u8>>, clients: usize) -> R
 pub fn run(args: &ProxyBench) -> Result<()> {
     let stack = BenchStack::start("proxy", 6)?;
     let (runtime, bootstrap, registry) = (&stack.runtime, &stack.bootstrap, &stack.registry);
-    let cluster = &stack.cluster;
-    cluster.create_database("proxy")?;
-    let database = cluster.url("proxy");
-    let token = runtime.block_on(async {
-        let pool = keys::connect(&database).await?;
-        let (_, token) = keys::create(&pool, "bench", &[ANY.to_owned()], &[ANY.to_owned()]).await?;
-        Ok::<_, anyhow::Error>(token)
-    })?;
+    let (database, token) = stack.proxy_key()?;
 
     let port = free_port()?;
     let child = Command::new(sibling_binary("rest-proxy", "HABITAT_REST_PROXY_BIN")?)

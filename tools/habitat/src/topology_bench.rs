@@ -391,25 +391,16 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
             &logs,
         )?);
     }
-    let proxy_token = if args.via_proxy {
-        stack.cluster.create_database("proxy")?;
-        let keys_url = stack.cluster.url("proxy");
-        let token = runtime.block_on(async {
-            let pool = rest_proxy::keys::connect(&keys_url).await?;
-            let (_, token) = rest_proxy::keys::create(
-                &pool,
-                "bench",
-                &[rest_proxy::keys::ANY.to_owned()],
-                &[rest_proxy::keys::ANY.to_owned()],
-            )
-            .await?;
-            Ok::<_, anyhow::Error>(token)
-        })?;
+    // Through the proxy: its address and key.
+    let proxy = if args.via_proxy {
+        let (keys_url, token) = stack.proxy_key()?;
         let mut env = common.to_vec();
         env.push(("HABITAT_DATABASE_URL", keys_url));
         env.push(("HABITAT_MAX_BATCH_EVENTS", load::PROXY_BATCH.to_string()));
-        services.push(Service::start(PROXY, 0, &env, &[], &logs)?);
-        Some(token)
+        let service = Service::start(PROXY, 0, &env, &[], &logs)?;
+        let url = format!("http://127.0.0.1:{}", service.metrics);
+        services.push(service);
+        Some((url, token))
     } else {
         None
     };
@@ -426,16 +417,14 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     let pool = runtime.block_on(PgPool::connect(&database))?;
     let postmaster = stack.cluster.postmaster_pid()?;
     let me = i32::try_from(std::process::id())?;
-    let codec = AvroCodec::new(registry, runtime.handle().clone())?;
-    let mut poster = match (&proxy_token, services.iter().find(|s| s.name == PROXY)) {
-        (Some(token), Some(proxy)) => Poster::via_proxy(
-            &format!("http://127.0.0.1:{}", proxy.metrics),
-            token,
-            PROXY_CLIENTS,
-            runtime.handle(),
-            scenario.rate,
-        )?,
-        _ => Poster::new(bootstrap, codec, args.partitions, scenario.rate)?,
+    let mut poster = match &proxy {
+        Some((url, token)) => {
+            Poster::via_proxy(url, token, PROXY_CLIENTS, runtime.handle(), scenario.rate)?
+        }
+        None => {
+            let codec = AvroCodec::new(registry, runtime.handle().clone())?;
+            Poster::new(bootstrap, codec, args.partitions, scenario.rate)?
+        }
     };
     let waits = Waits {
         runtime,
@@ -464,33 +453,33 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         .bind(&measured)
         .fetch_one(&pool)
         .await?;
-        let latency: Vec<f64> = sqlx::query_scalar(
-            "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
-                    ORDER BY extract(epoch FROM pg_xact_commit_timestamp(d.xmin) - o.occurred_at) * 1000)
-               FROM habitat.event_log d
-               JOIN habitat.event_log o ON o.event_id = d.correlation_id
-              WHERE d.tenant_id LIKE $1",
-        )
-        .bind(&measured)
-        .fetch_one(&pool)
-        .await?;
-        let by_type: Vec<(String, i64, f64, f64)> = sqlx::query_as(
-            "SELECT d.event_type, count(*),
-                    percentile_cont(0.5) WITHIN GROUP (
-                        ORDER BY extract(epoch FROM pg_xact_commit_timestamp(d.xmin) - o.occurred_at) * 1000),
-                    percentile_cont(0.99) WITHIN GROUP (
-                        ORDER BY extract(epoch FROM pg_xact_commit_timestamp(d.xmin) - o.occurred_at) * 1000)
-               FROM habitat.event_log d
-               JOIN habitat.event_log o ON o.event_id = d.correlation_id
-              WHERE d.tenant_id LIKE $1
-              GROUP BY d.event_type
-              ORDER BY 4 DESC",
+        // Each row's latency, per record type and over all of them, in one pass.
+        let rows: Vec<(bool, Option<String>, i64, Vec<f64>)> = sqlx::query_as(
+            "SELECT GROUPING(l.event_type) = 1, l.event_type, count(*),
+                    percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY l.ms)
+               FROM (SELECT d.event_type,
+                            extract(epoch FROM pg_xact_commit_timestamp(d.xmin) - o.occurred_at)
+                              * 1000 AS ms
+                       FROM habitat.event_log d
+                       JOIN habitat.event_log o ON o.event_id = d.correlation_id
+                      WHERE d.tenant_id LIKE $1) l
+              GROUP BY GROUPING SETS ((l.event_type), ())",
         )
         .bind(&measured)
         .fetch_all(&pool)
         .await?;
+        let mut latency = [0.0; 3];
+        let mut by_type = Vec::new();
+        for (total, event_type, count, p) in rows {
+            if total {
+                latency = [p[0], p[1], p[2]];
+            } else {
+                by_type.push((event_type.unwrap_or_default(), count, p[0], p[2]));
+            }
+        }
+        by_type.sort_by(|a, b| b.3.total_cmp(&a.3));
         let seconds = (last - started_at).as_seconds_f64();
-        Ok::<_, anyhow::Error>((seconds, [latency[0], latency[1], latency[2]], by_type))
+        Ok::<_, anyhow::Error>((seconds, latency, by_type))
     })?;
     let late_changes: i64 = runtime.block_on(
         sqlx::query_scalar("SELECT count(*) FROM habitat.late_changes WHERE tenant_id LIKE $1")
