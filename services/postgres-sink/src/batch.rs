@@ -1,7 +1,7 @@
 //! A batch: the records of one Postgres transaction, already in the form the SQL takes.
 //!
-//! Every record becomes one `event_log` row, kept column by column (arrays bound as
-//! parameters; the payload as JSON text that Postgres parses once into JSONB). An entity
+//! Every record becomes one `event_log` row, appended with binary `COPY` (the payload as
+//! JSON text that Postgres parses once into JSONB). An entity
 //! row is then built in Postgres from its log row, so no record is sent or parsed twice.
 //! Within a batch only the last operation on a key reaches its table (the same key twice
 //! in one upsert would be refused, and the earlier state is overwritten anyway); the log
@@ -14,7 +14,10 @@ use contracts::records::Event;
 use habitat_runtime::dlq::DeadLetter;
 use serde::Serialize;
 
-use crate::tables::{entity_of_key, table_of_entity, table_of_record};
+use crate::{
+    copy::CopyWriter,
+    tables::{entity_of_key, table_of_entity, table_of_record},
+};
 
 /// Where a record was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,41 +44,60 @@ impl Op {
     }
 }
 
-/// `event_log` rows, column by column.
-#[derive(Debug, Default)]
-pub struct Log {
-    pub topics: Vec<String>,
-    pub partitions: Vec<i32>,
-    pub offsets: Vec<i64>,
-    pub keys: Vec<String>,
-    pub event_ids: Vec<Option<String>>,
-    pub event_types: Vec<Option<String>>,
-    pub tenants: Vec<Option<String>>,
-    pub occurred: Vec<Option<DateTime<Utc>>>,
-    pub schema_versions: Vec<Option<i32>>,
-    pub producers: Vec<Option<String>>,
-    pub actors: Vec<Option<String>>,
-    pub correlations: Vec<Option<String>>,
-    pub causations: Vec<Option<String>>,
+/// One `event_log` row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogRow {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub tenant: Option<String>,
+    pub occurred: Option<DateTime<Utc>>,
+    pub schema_version: Option<i32>,
+    pub producer: Option<String>,
+    pub actor: Option<String>,
+    pub correlation: Option<String>,
+    pub causation: Option<String>,
     /// The record's fields but `meta` as JSON (REST conventions); `None` for a tombstone.
-    pub payloads: Vec<Option<String>>,
+    pub payload: Option<String>,
 }
 
-impl Log {
-    pub fn len(&self) -> usize {
-        self.offsets.len()
-    }
+/// The columns [`copy_log`] writes, in its order.
+pub const LOG_COLUMNS: &str = "source_topic, source_partition, source_offset, record_key, \
+     event_id, event_type, tenant_id, occurred_at, schema_version, producer, actor, \
+     correlation_id, causation_id, payload";
 
-    pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
+/// `rows` as a binary `COPY` stream of [`LOG_COLUMNS`].
+pub fn copy_log(rows: &[LogRow]) -> Vec<u8> {
+    let mut copy = CopyWriter::new();
+    for row in rows {
+        _ = copy
+            .row(14)
+            .text(Some(&row.topic))
+            .int4(Some(row.partition))
+            .int8(row.offset)
+            .text(Some(&row.key))
+            .text(row.event_id.as_deref())
+            .text(row.event_type.as_deref())
+            .text(row.tenant.as_deref())
+            .timestamptz(row.occurred)
+            .int4(row.schema_version)
+            .text(row.producer.as_deref())
+            .text(row.actor.as_deref())
+            .text(row.correlation.as_deref())
+            .text(row.causation.as_deref())
+            .jsonb(row.payload.as_deref());
     }
+    copy.finish()
 }
 
 /// The rows and offsets of one transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
     /// `event_log` rows.
-    pub log: Log,
+    pub log: Vec<LogRow>,
     /// Table → record key → last operation.
     pub entities: BTreeMap<&'static str, HashMap<String, Op>>,
     /// `dead_letters` rows (JSON objects), with the partition they were read from.
@@ -136,40 +158,32 @@ impl Batch {
     }
 
     fn logged(&mut self, at: Coordinates<'_>, key: &str, event: Option<&Event>) {
-        let log = &mut self.log;
-        log.topics.push(at.topic.to_owned());
-        log.partitions.push(at.partition);
-        log.offsets.push(at.offset);
-        log.keys.push(key.to_owned());
+        let mut row = LogRow {
+            topic: at.topic.to_owned(),
+            partition: at.partition,
+            offset: at.offset,
+            key: key.to_owned(),
+            ..LogRow::default()
+        };
         match event {
             Some(event) => {
                 let meta = event.meta();
-                log.event_ids.push(Some(meta.event_id.clone()));
-                log.event_types.push(Some(meta.event_type.clone()));
-                log.tenants.push(Some(meta.tenant_id.clone()));
-                log.occurred.push(Some(meta.occurred_at));
-                log.schema_versions.push(Some(meta.schema_version));
-                log.producers.push(Some(meta.producer.clone()));
-                log.actors.push(meta.actor.clone());
-                log.correlations.push(Some(meta.correlation_id.clone()));
-                log.causations.push(meta.causation_id.clone());
+                row.event_id = Some(meta.event_id.clone());
+                row.event_type = Some(meta.event_type.clone());
+                row.tenant = Some(meta.tenant_id.clone());
+                row.occurred = Some(meta.occurred_at);
+                row.schema_version = Some(meta.schema_version);
+                row.producer = Some(meta.producer.clone());
+                row.actor = meta.actor.clone();
+                row.correlation = Some(meta.correlation_id.clone());
+                row.causation = meta.causation_id.clone();
                 let mut json = serde_json::to_string(event).expect("an event serializes");
                 strip_meta(&mut json);
-                log.payloads.push(Some(json));
+                row.payload = Some(json);
             }
-            None => {
-                log.event_ids.push(None);
-                log.event_types.push(None);
-                log.tenants.push(key.split('/').next().map(str::to_owned));
-                log.occurred.push(None);
-                log.schema_versions.push(None);
-                log.producers.push(None);
-                log.actors.push(None);
-                log.correlations.push(None);
-                log.causations.push(None);
-                log.payloads.push(None);
-            }
+            None => row.tenant = key.split('/').next().map(str::to_owned),
         }
+        self.log.push(row);
     }
 
     /// A decoded event: logged, and upserted into its entity's table.
@@ -255,58 +269,8 @@ impl Batch {
             usize::try_from(hash % n as u64).unwrap_or(0)
         };
         let mut parts: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
-        let log = self.log;
-        let rows = log
-            .topics
-            .into_iter()
-            .zip(log.partitions)
-            .zip(log.offsets)
-            .zip(log.keys)
-            .zip(log.event_ids)
-            .zip(log.event_types)
-            .zip(log.tenants)
-            .zip(log.occurred)
-            .zip(log.schema_versions)
-            .zip(log.producers)
-            .zip(log.actors)
-            .zip(log.correlations)
-            .zip(log.causations)
-            .zip(log.payloads);
-        for (
-            (
-                (
-                    (
-                        (
-                            (
-                                (((((((topic, partition), offset), key), id), ty), tenant), at),
-                                version,
-                            ),
-                            producer,
-                        ),
-                        actor,
-                    ),
-                    correlation,
-                ),
-                causation,
-            ),
-            payload,
-        ) in rows
-        {
-            let target = &mut parts[part(&topic, partition)].log;
-            target.topics.push(topic);
-            target.partitions.push(partition);
-            target.offsets.push(offset);
-            target.keys.push(key);
-            target.event_ids.push(id);
-            target.event_types.push(ty);
-            target.tenants.push(tenant);
-            target.occurred.push(at);
-            target.schema_versions.push(version);
-            target.producers.push(producer);
-            target.actors.push(actor);
-            target.correlations.push(correlation);
-            target.causations.push(causation);
-            target.payloads.push(payload);
+        for row in self.log {
+            parts[part(&row.topic, row.partition)].log.push(row);
         }
         for (table, ops) in self.entities {
             for (key, op) in ops {
@@ -445,8 +409,8 @@ mod tests {
             batch.entities["members"]["coop-a/member/m-1"],
             Op::Delete("habitat.people".to_owned(), 2)
         );
-        assert_eq!(batch.log.tenants, vec![Some("coop-a".to_owned())]);
-        assert_eq!(batch.log.payloads, vec![None]);
+        assert_eq!(batch.log[0].tenant.as_deref(), Some("coop-a"));
+        assert_eq!(batch.log[0].payload, None);
     }
 
     #[test]
@@ -466,13 +430,16 @@ mod tests {
         assert_eq!(parts.iter().map(|p| p.offsets.len()).sum::<usize>(), 3);
         assert_eq!(parts.iter().map(Batch::len).sum::<u64>(), 5);
         for part in &parts {
-            for (i, partition) in part.log.partitions.iter().enumerate() {
-                let key = &part.log.keys[i];
+            for row in &part.log {
                 assert!(
                     part.offsets
-                        .contains_key(&("habitat.people".to_owned(), *partition))
+                        .contains_key(&("habitat.people".to_owned(), row.partition))
                 );
-                assert!(part.entities["members"].contains_key(key), "{key}");
+                assert!(
+                    part.entities["members"].contains_key(&row.key),
+                    "{}",
+                    row.key
+                );
             }
         }
     }

@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod copy;
 pub mod dlq;
 pub mod report;
 pub mod sink;

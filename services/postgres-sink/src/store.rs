@@ -14,7 +14,7 @@ use sqlx::{
 };
 
 use crate::{
-    batch::{Batch, Op, json_array},
+    batch::{Batch, LOG_COLUMNS, Op, copy_log, json_array},
     tables::{LEDGER, Statements},
 };
 
@@ -212,33 +212,13 @@ impl Store {
             return Err(WriteError::Conflict(lost));
         }
         if !batch.log.is_empty() {
-            let log = &batch.log;
-            _ = sqlx::query!(
-                "INSERT INTO event_log (source_topic, source_partition, source_offset, record_key,
-                                        event_id, event_type, tenant_id, occurred_at, schema_version,
-                                        producer, actor, correlation_id, causation_id, payload)
-                 SELECT t, p, o, k, i, e, n, w, v, r, a, c, u, j::jsonb
-                   FROM unnest($1::text[], $2::int4[], $3::int8[], $4::text[], $5::text[],
-                               $6::text[], $7::text[], $8::timestamptz[], $9::int4[], $10::text[],
-                               $11::text[], $12::text[], $13::text[], $14::text[])
-                        AS x(t, p, o, k, i, e, n, w, v, r, a, c, u, j)",
-                &log.topics,
-                &log.partitions,
-                &log.offsets,
-                &log.keys,
-                &log.event_ids as &[Option<String>],
-                &log.event_types as &[Option<String>],
-                &log.tenants as &[Option<String>],
-                &log.occurred as &[Option<chrono::DateTime<chrono::Utc>>],
-                &log.schema_versions as &[Option<i32>],
-                &log.producers as &[Option<String>],
-                &log.actors as &[Option<String>],
-                &log.correlations as &[Option<String>],
-                &log.causations as &[Option<String>],
-                &log.payloads as &[Option<String>]
-            )
-            .execute(&mut *tx)
-            .await?;
+            let mut copy = tx
+                .copy_in_raw(&format!(
+                    "COPY event_log ({LOG_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                ))
+                .await?;
+            _ = copy.send(copy_log(&batch.log)).await?;
+            _ = copy.finish().await?;
         }
         for (table, ops) in &batch.entities {
             let deleted: Vec<String> = ops

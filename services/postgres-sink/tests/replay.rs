@@ -33,7 +33,14 @@ fn a_tombstone_deletes_and_replay_finds_no_difference_until_a_row_is_altered() {
     let stack = Stack::new();
     let tenant = unique("coop");
     let mut coop = Coop::new(&tenant);
-    let ana = coop.member("m-1", "Ana");
+    let mut ana = coop.member("m-1", "Ana");
+    // Every meta field reaches its log column as it was: the time to the microsecond, an
+    // absent actor as NULL.
+    if let Event::MemberRegistered(m) = &mut ana {
+        m.meta.occurred_at += chrono::TimeDelta::microseconds(123_457);
+        m.meta.actor = None;
+        m.meta.causation_id = Some("cause-1".to_owned());
+    }
     let ben = coop.member("m-2", "Ben");
     let work = coop.contribution("c-1", "m-1", "120.50", true);
     let posting = coop.transaction("t-1", "m-1", "3900", "3100", "75.25");
@@ -81,6 +88,43 @@ fn a_tombstone_deletes_and_replay_finds_no_difference_until_a_row_is_altered() {
             .count(),
         1,
         "{logged:?}"
+    );
+
+    let meta = ana.meta();
+    type LogRow = (
+        String,
+        Option<String>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<i32>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: LogRow = stack.query(
+        sqlx::query_as(
+            "SELECT record_key, event_id, occurred_at, schema_version, producer, actor,
+                    correlation_id, causation_id, payload->>'display_name'
+               FROM event_log WHERE tenant_id = $1 AND event_type = 'people.MemberRegistered'
+                AND payload->>'member_id' = 'm-1'",
+        )
+        .bind(&tenant)
+        .fetch_one(&stack.pool),
+    );
+    assert_eq!(
+        row,
+        (
+            ana_key(&ana),
+            Some(meta.event_id.clone()),
+            Some(meta.occurred_at),
+            Some(meta.schema_version),
+            Some(meta.producer.clone()),
+            None,
+            Some(meta.correlation_id.clone()),
+            Some("cause-1".to_owned()),
+            Some("Ana".to_owned()),
+        )
     );
 
     let clean = verify(&stack);
