@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use url::Url;
 
+/// Every request is decoded into and encoded from many small allocations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
