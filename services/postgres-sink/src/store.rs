@@ -62,10 +62,20 @@ pub fn options(url: &str, schema: &str) -> Result<PgConnectOptions, sqlx::Error>
     Ok(PgConnectOptions::from_str(url)?.options([("search_path", schema)]))
 }
 
-/// Creates `schema` when missing and applies the migrations in it.
+/// The advisory lock every sink holds while it creates and migrates a schema.
+const MIGRATION_LOCK: i64 = 0x6861_6269_7461_7401;
+
+/// Creates `schema` when missing and applies the migrations in it. Instances starting
+/// together take turns: `CREATE SCHEMA IF NOT EXISTS` is not safe against a concurrent
+/// create (one of them fails on the catalog's unique index), so it runs under an advisory
+/// lock, released when the connection closes.
 pub async fn migrate(url: &str, schema: &str) -> anyhow::Result<()> {
     check_schema_name(schema).map_err(anyhow::Error::msg)?;
     let mut conn = PgConnection::connect_with(&options(url, schema)?).await?;
+    _ = sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut conn)
+        .await?;
     _ = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .execute(&mut conn)
         .await?;
