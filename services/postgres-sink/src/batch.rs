@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::{
     copy::CopyWriter,
+    payload::payload_json,
     tables::{entity_of_key, table_of_entity, table_of_record},
 };
 
@@ -177,9 +178,7 @@ impl Batch {
                 row.actor = meta.actor.clone();
                 row.correlation = Some(meta.correlation_id.clone());
                 row.causation = meta.causation_id.clone();
-                let mut json = serde_json::to_string(event).expect("an event serializes");
-                strip_meta(&mut json);
-                row.payload = Some(json);
+                row.payload = Some(payload_json(event).expect("an event record serializes"));
             }
             None => row.tenant = key.split('/').next().map(str::to_owned),
         }
@@ -306,50 +305,6 @@ impl Batch {
     }
 }
 
-/// A record's JSON without its leading `"meta"` member. Every event record serializes
-/// `meta` first, and `meta` holds only scalars, so its object ends at the first `}`
-/// outside a string. Anything else is returned unchanged.
-pub fn without_meta(json: &str) -> String {
-    let mut json = json.to_owned();
-    strip_meta(&mut json);
-    json
-}
-
-/// Cuts the leading `"meta"` member out of a record's JSON in place (see [`without_meta`]):
-/// one scan over the bytes, no second string.
-pub fn strip_meta(json: &mut String) {
-    const PREFIX: &[u8] = b"{\"meta\":{";
-    let bytes = json.as_bytes();
-    if !bytes.starts_with(PREFIX) {
-        return;
-    }
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut end = None;
-    for (i, &b) in bytes.iter().enumerate().skip(PREFIX.len()) {
-        match b {
-            _ if escaped => escaped = false,
-            b'\\' if in_string => escaped = true,
-            b'"' => in_string = !in_string,
-            b'{' | b'[' if !in_string => return,
-            b'}' if !in_string => {
-                // `"meta":{…}` and the comma after it.
-                end = Some(if bytes.get(i + 1) == Some(&b',') {
-                    i + 2
-                } else {
-                    i + 1
-                });
-                break;
-            }
-            _ => {}
-        }
-    }
-    if let Some(end) = end {
-        // Keep the opening `{`.
-        json.replace_range(1..end, "");
-    }
-}
-
 /// `[row, row, …]` from JSON object texts.
 pub fn json_array<'a>(rows: impl IntoIterator<Item = &'a String>) -> String {
     let mut out = String::from("[");
@@ -366,23 +321,6 @@ pub fn json_array<'a>(rows: impl IntoIterator<Item = &'a String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn meta_is_cut_from_the_front() {
-        let json = r#"{"meta":{"event_id":"e-1","actor":"steward:}\"{,","causation_id":null},"member_id":"m-1","lines":[{"a":1}]}"#;
-        assert_eq!(
-            without_meta(json),
-            r#"{"member_id":"m-1","lines":[{"a":1}]}"#
-        );
-        assert_eq!(without_meta(r#"{"meta":{"a":1}}"#), "{}");
-        for unchanged in [
-            r#"{"member_id":"m-1"}"#,
-            r#"{"meta":{"nested":{"x":1}},"b":2}"#,
-            "{\"meta\":{\"a\":\"open",
-        ] {
-            assert_eq!(without_meta(unchanged), unchanged);
-        }
-    }
 
     #[test]
     fn hex_and_arrays() {
