@@ -1,8 +1,8 @@
 //! A batch: the records of one Postgres transaction, already in the form the SQL takes.
 //!
-//! Every record becomes one `event_log` row, appended with binary `COPY` (the payload as
-//! JSON text that Postgres parses once into JSONB). An entity
-//! row is then built in Postgres from its log row, so no record is sent or parsed twice.
+//! Every record becomes one `event_log` row, appended with binary `COPY` (the payload: the
+//! record's JSON without `meta`, which Postgres parses once into JSONB). An entity row is
+//! then built in Postgres from its log row, so no record is sent or parsed twice.
 //! Within a batch only the last operation on a key reaches its table (the same key twice
 //! in one upsert would be refused, and the earlier state is overwritten anyway); the log
 //! keeps every record.
