@@ -5,11 +5,13 @@
 //!   conventions and exact Avro conversion; [`records::Event`] over every event record.
 //! - [`topology`]: the model of `topics.yaml`.
 //! - [`partition`]: the tenant partitioner every producer uses.
+//! - [`payload`]: a record's JSON without `meta`, as producers post it and the sink logs it.
 //! - [`wire`]: the Confluent wire format and TopicRecordNameStrategy subjects.
 
 pub mod avro;
 pub mod catalog;
 pub mod partition;
+pub mod payload;
 pub mod topology;
 pub mod wire;
 

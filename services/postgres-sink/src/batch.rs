@@ -10,13 +10,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use contracts::records::Event;
+use contracts::{payload::payload_json, records::Event};
 use habitat_runtime::dlq::DeadLetter;
 use serde::Serialize;
 
 use crate::{
     copy::CopyWriter,
-    payload::payload_json,
     tables::{entity_of_key, table_of_entity, table_of_record},
 };
 

@@ -14,7 +14,6 @@ pub mod batch;
 pub mod config;
 pub mod copy;
 pub mod dlq;
-pub mod payload;
 pub mod report;
 pub mod sink;
 pub mod store;

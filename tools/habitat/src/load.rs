@@ -268,10 +268,7 @@ impl ProxyClients {
             &meta.tenant_id,
             i32::try_from(self.senders.len())?,
         ))?;
-        let mut payload = serde_json::to_value(event)?;
-        if let Some(fields) = payload.as_object_mut() {
-            _ = fields.remove("meta");
-        }
+        let payload = contracts::payload::payload_value(event)?;
         let (events, opened) = &mut self.open[client];
         events.push(serde_json::json!({
             "event_type": meta.event_type,
