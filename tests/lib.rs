@@ -12,6 +12,7 @@ use habitat_runtime::{Codec, avro::AvroCodec, partition_for};
 use rdkafka::{
     Message,
     consumer::BaseConsumer,
+    message::Headers,
     producer::{BaseProducer, BaseRecord, Producer},
 };
 use test_support::{client_config, create_topic_blocking, kafka, scratch_dir, unique, wait_for};
@@ -69,6 +70,13 @@ impl Running {
     }
 }
 
+impl Running {
+    /// The process id, to signal it.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.0.id()).expect("a pid")
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         _ = self.0.kill();
@@ -102,6 +110,10 @@ pub struct TopicReader {
     topic: String,
     consumer: BaseConsumer,
     pub events: Vec<Event>,
+    /// The headers of each of `events` (name, value as text).
+    pub headers: Vec<Vec<(String, String)>>,
+    /// Pass over records that do not decode instead of failing.
+    lenient: bool,
 }
 
 impl TopicReader {
@@ -111,7 +123,17 @@ impl TopicReader {
             topic: topic.to_owned(),
             consumer,
             events: Vec::new(),
+            headers: Vec::new(),
+            lenient: false,
         }
+    }
+
+    /// A reader that passes over records that do not decode (a topic a test filled with
+    /// garbage on purpose).
+    #[must_use]
+    pub fn lenient(mut self) -> Self {
+        self.lenient = true;
+        self
     }
 
     /// Reads until `found` answers, failing after two minutes.
@@ -122,17 +144,48 @@ impl TopicReader {
         what: &str,
         mut found: impl FnMut(&[Event]) -> Option<T>,
     ) -> T {
+        self.until_with_headers(codec, tenant, what, |events, _| found(events))
+    }
+
+    /// Reads until `found` answers from the events and their headers, failing after two
+    /// minutes.
+    pub fn until_with_headers<T>(
+        &mut self,
+        codec: &AvroCodec,
+        tenant: &str,
+        what: &str,
+        mut found: impl FnMut(&[Event], &[Vec<(String, String)>]) -> Option<T>,
+    ) -> T {
         wait_for(TIMEOUT, what, || {
             while let Some(message) = self.consumer.poll(Duration::from_millis(50)) {
                 let message = message.expect("consume");
-                let event = codec
-                    .decode(&self.topic, message.payload().expect("a value"))
-                    .expect("decode");
+                let event = match codec.decode(&self.topic, message.payload().expect("a value")) {
+                    Ok(event) => event,
+                    Err(_) if self.lenient => continue,
+                    Err(error) => panic!("decode: {error:?}"),
+                };
                 if event.meta().tenant_id == tenant {
                     self.events.push(event);
+                    self.headers.push(
+                        message
+                            .headers()
+                            .map(|headers| {
+                                headers
+                                    .iter()
+                                    .map(|h| {
+                                        (
+                                            h.key.to_owned(),
+                                            String::from_utf8_lossy(h.value.unwrap_or_default())
+                                                .into_owned(),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    );
                 }
             }
-            found(&self.events)
+            found(&self.events, &self.headers)
         })
     }
 }

@@ -15,9 +15,15 @@ use std::{
 
 use serde_json::{Map, Value};
 
+/// The writer that stands for producers (the REST proxy and the outbox relay) in
+/// `topics.yaml`; every other writer is a processor.
+const PRODUCER_EDGE: &str = "rest-proxy";
+
 #[derive(Debug, serde::Deserialize)]
 struct Topology {
     topics: Vec<TopicDecl>,
+    /// Every processor: a record whose writer is none of them is written by producers.
+    processors: Vec<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -26,7 +32,7 @@ struct TopicDecl {
     records: Vec<RecordDecl>,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize)]
 struct RecordDecl {
     #[serde(rename = "type")]
     full_name: String,
@@ -63,12 +69,18 @@ fn main() {
         serde_yaml::from_str(&fs::read_to_string(&topics_file).expect("read topics.yaml"))
             .expect("parse topics.yaml");
     let mut bindings: BTreeMap<String, (String, RecordDecl)> = BTreeMap::new();
-    for topic in topology.topics {
-        for record in topic.records {
+    for topic in &topology.topics {
+        for record in topic.records.iter().cloned() {
             assert!(
                 types.contains_key(&record.full_name),
                 "topics.yaml names {} but schemas/ has no such record",
                 record.full_name
+            );
+            assert!(
+                topology.processors.contains(&record.writer) || record.writer == PRODUCER_EDGE,
+                "{}: its writer {} is neither a processor nor {PRODUCER_EDGE}",
+                record.full_name,
+                record.writer
             );
             _ = bindings.insert(record.full_name.clone(), (topic.name.clone(), record));
         }
@@ -499,6 +511,11 @@ fn gen_record(
         _ = writeln!(out, "    const WRITER: &'static str = \"{}\";", decl.writer);
         _ = writeln!(
             out,
+            "    const PRODUCER_WRITABLE: bool = {};",
+            decl.writer == PRODUCER_EDGE
+        );
+        _ = writeln!(
+            out,
             "    const READERS: &'static [&'static str] = &[{}];",
             decl.readers
                 .iter()
@@ -627,7 +644,7 @@ fn gen_event_enum(out: &mut String, bindings: &BTreeMap<String, (String, RecordD
         let name = short(full);
         _ = writeln!(
             out,
-            "    crate::avro::EventInfo {{ full_name: {name}::FULL_NAME, event_type: {name}::EVENT_TYPE, topic: {name}::TOPIC, key_pattern: {name}::KEY_PATTERN, writer: {name}::WRITER, readers: {name}::READERS, schema: {name}::SCHEMA }},"
+            "    crate::avro::EventInfo {{ full_name: {name}::FULL_NAME, event_type: {name}::EVENT_TYPE, topic: {name}::TOPIC, key_pattern: {name}::KEY_PATTERN, writer: {name}::WRITER, producer_writable: {name}::PRODUCER_WRITABLE, readers: {name}::READERS, schema: {name}::SCHEMA }},"
         );
     }
     out.push_str("];\n\n");
@@ -673,6 +690,8 @@ fn gen_event_enum(out: &mut String, bindings: &BTreeMap<String, (String, RecordD
         ("event_type", "&'static str", "EVENT_TYPE"),
         ("topic", "&'static str", "TOPIC"),
         ("schema", "&'static str", "SCHEMA"),
+        ("writer", "&'static str", "WRITER"),
+        ("producer_writable", "bool", "PRODUCER_WRITABLE"),
     ] {
         _ = writeln!(
             out,
@@ -691,6 +710,11 @@ fn gen_event_enum(out: &mut String, bindings: &BTreeMap<String, (String, RecordD
     out.push_str("    pub fn meta(&self) -> &Meta {\n        match self {\n");
     for full in bindings.keys() {
         _ = writeln!(out, "            Self::{}(r) => &r.meta,", short(full));
+    }
+    out.push_str("        }\n    }\n\n");
+    out.push_str("    pub fn meta_mut(&mut self) -> &mut Meta {\n        match self {\n");
+    for full in bindings.keys() {
+        _ = writeln!(out, "            Self::{}(r) => &mut r.meta,", short(full));
     }
     out.push_str("        }\n    }\n\n");
     out.push_str("    pub fn key(&self) -> String {\n        match self {\n");

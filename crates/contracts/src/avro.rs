@@ -65,6 +65,9 @@ pub struct EventInfo {
     pub topic: &'static str,
     pub key_pattern: &'static str,
     pub writer: &'static str,
+    /// Producers (the REST proxy, the outbox relay) may write it: its writer is no
+    /// processor. A processor's records are refused to them.
+    pub producer_writable: bool,
     pub readers: &'static [&'static str],
     /// The independent schema, as registered.
     pub schema: &'static str,
@@ -79,6 +82,8 @@ pub trait EventRecord: AvroType {
     const TOPIC: &'static str;
     const KEY_PATTERN: &'static str;
     const WRITER: &'static str;
+    /// Producers may write it (its writer in `topics.yaml` is no processor).
+    const PRODUCER_WRITABLE: bool;
     const READERS: &'static [&'static str];
     fn meta(&self) -> &Meta;
     fn meta_mut(&mut self) -> &mut Meta;

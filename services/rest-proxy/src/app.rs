@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashMap,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -12,8 +13,8 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -28,7 +29,7 @@ use rdkafka::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    idempotency::{Claim, Idempotency},
+    idempotency::{Claim, ClaimError, Idempotency},
     keys::{ApiKey, Keys, Unauthorized},
     registry::Schemas,
     validate::{Problem, Refusal, Stamp, Submission, event_of},
@@ -317,12 +318,39 @@ impl ApiError {
         Self::retry_later("broker_unavailable", message)
     }
 
+    /// The key or idempotency store (Postgres) cannot be reached.
+    pub(crate) fn store_unavailable(message: impl Into<String>) -> Self {
+        Self::retry_later("store_unavailable", message)
+    }
+
+    /// The registry refused the proxy's credentials: misconfigured, logged; the body says
+    /// no more than that.
+    pub(crate) fn registry_refused(message: impl Into<String>) -> Self {
+        tracing::error!(error = %message.into(), "The schema registry refused the proxy's credentials.");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "registry_refused",
+            "the proxy cannot use the schema registry (its credentials were refused); nothing was written",
+        )
+    }
+
     pub(crate) fn registry_unavailable(message: impl Into<String>) -> Self {
         Self::retry_later("registry_unavailable", message)
     }
 
-    fn from_refusal(refusal: Refusal, prefix: &str) -> Self {
+    pub(crate) fn from_refusal(refusal: Refusal, prefix: &str) -> Self {
         match refusal {
+            Refusal::NotWritable { event_type, writer } => Self::new(
+                StatusCode::FORBIDDEN,
+                "not_writable",
+                format!(
+                    "{event_type} is written by the {writer} processor only; producers may not write it"
+                ),
+            )
+            .with_details(vec![Problem {
+                path: format!("{prefix}event_type"),
+                problem: format!("written by {writer}"),
+            }]),
             Refusal::UnknownEventType(name) => Self::new(
                 StatusCode::NOT_FOUND,
                 "unknown_event_type",
@@ -426,25 +454,55 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Api
     })
 }
 
-pub(crate) async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
+/// The client's address, when the server was started with connection info.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
+pub(crate) async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Peer,
+) -> Result<ApiKey, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    state.keys.check(token).await.map_err(|refused| {
-        let mut error = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            refused.to_string(),
-        );
-        if refused == Unauthorized::Missing {
-            error.body.details = vec![Problem {
-                path: "Authorization".to_owned(),
-                problem: "missing".to_owned(),
-            }];
+    state.keys.check(token, peer.0).await.map_err(|refused| {
+        let message = refused.to_string();
+        match refused {
+            Unauthorized::StoreUnavailable(_) => ApiError::store_unavailable(message),
+            Unauthorized::TooManyFailures(wait) => {
+                let mut error =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", message);
+                error.retry_after = Some(wait.as_secs() + 1);
+                error
+            }
+            Unauthorized::Missing => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).with_details(vec![
+                    Problem {
+                        path: "Authorization".to_owned(),
+                        problem: "missing".to_owned(),
+                    },
+                ])
+            }
+            Unauthorized::Invalid | Unauthorized::Revoked => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+            }
         }
-        error
     })
 }
 
@@ -484,6 +542,7 @@ pub(crate) async fn record(state: &AppState, event: Event) -> Result<Record, Api
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|error| match error {
             CodecError::Unavailable(m) => ApiError::registry_unavailable(m),
+            CodecError::Unauthorized(m) => ApiError::registry_refused(m),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "encode_failed",
@@ -531,6 +590,7 @@ fn answer<T: Serialize>(value: &T) -> Answer {
 
 async fn post_event(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -538,6 +598,7 @@ async fn post_event(
         &state,
         "/v1/events",
         Dialect::Habitat,
+        peer,
         &headers,
         bytes,
         |state, key, bytes| async move {
@@ -558,6 +619,7 @@ async fn post_event(
 
 async fn post_batch(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -565,6 +627,7 @@ async fn post_batch(
         &state,
         "/v1/events:batch",
         Dialect::Habitat,
+        peer,
         &headers,
         bytes,
         |state, key, bytes| async move {
@@ -642,6 +705,7 @@ pub(crate) async fn handle<F, Fut>(
     state: &AppState,
     route: &str,
     dialect: Dialect,
+    peer: Peer,
     headers: &HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
     work: F,
@@ -651,7 +715,7 @@ where
     Fut: std::future::Future<Output = Result<Answer, ApiError>>,
 {
     let outcome = async {
-        let key = authorize(state, headers).await?;
+        let key = authorize(state, headers, peer).await?;
         if let Err(wait) = state.rate.check(&key.id) {
             let mut error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -669,12 +733,27 @@ where
             return work(state.clone(), key, bytes).await;
         };
         let request = crate::idempotency::request_digest(route, &bytes);
-        match state
+        let claim = state
             .idempotency
             .claim(&key.id, &idempotency, &request)
             .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?
-        {
+            .map_err(|error| match error {
+                ClaimError::InProgress { retry_after } => {
+                    let mut refused = ApiError::new(
+                        StatusCode::CONFLICT,
+                        "idempotency_key_in_progress",
+                        format!(
+                            "the first request with this Idempotency-Key is still in progress; \
+                             retry after {} s",
+                            retry_after.as_secs().max(1)
+                        ),
+                    );
+                    refused.retry_after = Some(retry_after.as_secs().max(1));
+                    refused
+                }
+                ClaimError::Store(error) => ApiError::store_unavailable(error.to_string()),
+            })?;
+        match claim {
             Claim::Answered(status, body) => Ok((
                 StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED),
                 body,
@@ -686,17 +765,28 @@ where
             )),
             Claim::Mine => {
                 let outcome = work(state.clone(), key.clone(), bytes).await;
-                let kept = match &outcome {
-                    Ok((status, body)) => Some((status.as_u16(), body.clone())),
+                let store = &state.idempotency;
+                match &outcome {
+                    Ok((status, body)) => {
+                        store
+                            .answer(&key.id, &idempotency, status.as_u16(), body.clone())
+                            .await;
+                    }
                     // Nothing was written: a retry may try again.
-                    Err(error) if error.status.is_server_error() => None,
-                    Err(error) => Some((error.status.as_u16(), error.json(dialect))),
-                };
-                state
-                    .idempotency
-                    .finish(&key.id, &idempotency, kept)
-                    .await
-                    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+                    Err(error) if error.status.is_server_error() => {
+                        store.release(&key.id, &idempotency).await;
+                    }
+                    Err(error) => {
+                        store
+                            .answer(
+                                &key.id,
+                                &idempotency,
+                                error.status.as_u16(),
+                                error.json(dialect),
+                            )
+                            .await;
+                    }
+                }
                 outcome
             }
         }

@@ -4,15 +4,20 @@
 //! in constant time.
 
 use std::{
-    collections::HashMap,
-    sync::RwLock,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
+use contracts::records::CATALOG;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
+use subtle::ConstantTimeEq;
 
 /// `*` in a key's tenants or event types grants all.
 pub const ANY: &str = "*";
@@ -84,13 +89,43 @@ fn random_hex(bytes: usize) -> String {
         })
 }
 
+/// Why a key was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// A grant names an event type producers may not write, or none of the catalog.
+    #[error("{0}")]
+    Refused(String),
+    #[error("the key store: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Every event type granted must be one producers may write (`*` grants all of those).
+pub fn check_grants(event_types: &[String]) -> Result<(), CreateError> {
+    for granted in event_types.iter().filter(|t| *t != ANY) {
+        let info = CATALOG
+            .iter()
+            .find(|info| info.event_type == granted)
+            .ok_or_else(|| {
+                CreateError::Refused(format!("{granted} is not an event type of the catalog"))
+            })?;
+        if !info.producer_writable {
+            return Err(CreateError::Refused(format!(
+                "{granted} is written by the {} processor only; a key cannot grant it",
+                info.writer
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Creates a key; returns it with its secret text, shown once.
 pub async fn create(
     pool: &PgPool,
     name: &str,
     tenants: &[String],
     event_types: &[String],
-) -> Result<(ApiKey, String), sqlx::Error> {
+) -> Result<(ApiKey, String), CreateError> {
+    check_grants(event_types)?;
     let id = random_hex(6);
     let secret = random_hex(32);
     let row = sqlx::query(
@@ -143,11 +178,53 @@ pub async fn revoke(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
 }
 
 /// Checks bearer tokens, keeping what it read for `ttl` (a revocation takes effect within
-/// that time).
+/// that time) in a bounded cache: at most `CACHE_ENTRIES` key ids, found or not.
+///
+/// A token that is not shaped like a key (`hsk_` + 12 hex digits + `_` + 64 hex digits)
+/// is refused before any query. Failed authentications are counted per client address;
+/// an address over its budget is refused (429) before any query until its minute is over
+/// (a key already in the cache still passes: checking it costs nothing).
 pub struct Keys {
     pool: PgPool,
     ttl: Duration,
-    cache: RwLock<HashMap<String, (Instant, Found)>>,
+    cache: moka::sync::Cache<String, Found>,
+    failures: Option<Failures>,
+}
+
+/// Failed authentications per client address in a fixed window from the first; bounded.
+struct Failures {
+    limit: u32,
+    window: Duration,
+    counts: moka::sync::Cache<IpAddr, Arc<(Instant, AtomicU32)>>,
+}
+
+impl Failures {
+    /// Time left until `peer` may try again, when it has used up its failures.
+    fn blocked(&self, peer: IpAddr) -> Option<Duration> {
+        let entry = self.counts.get(&peer)?;
+        (entry.1.load(Ordering::Relaxed) >= self.limit)
+            .then(|| self.window.saturating_sub(entry.0.elapsed()))
+            .filter(|left| !left.is_zero())
+    }
+
+    fn count(&self, peer: IpAddr) {
+        let entry = self
+            .counts
+            .get_with(peer, || Arc::new((Instant::now(), AtomicU32::new(0))));
+        _ = entry.1.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Most key ids kept in the cache (hits and misses together).
+pub const CACHE_ENTRIES: u64 = 10_000;
+
+/// A cache of `entries` key ids for `ttl` (none kept when `ttl` is zero).
+fn key_cache(entries: u64, ttl: Duration) -> moka::sync::Cache<String, Found> {
+    let entries = if ttl.is_zero() { 0 } else { entries };
+    moka::sync::Cache::builder()
+        .max_capacity(entries)
+        .time_to_live(ttl.max(Duration::from_millis(1)))
+        .build()
 }
 
 /// A key id's row: the key and the digest of its secret; `None` when there is none.
@@ -165,7 +242,7 @@ fn key_of(row: &sqlx::postgres::PgRow) -> ApiKey {
     }
 }
 
-/// Why a token was refused (401).
+/// Why a token was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Unauthorized {
     #[error("missing Authorization: Bearer <api key>")]
@@ -174,34 +251,88 @@ pub enum Unauthorized {
     Invalid,
     #[error("the API key was revoked")]
     Revoked,
+    /// Too many failed authentications from this address (429).
+    #[error("too many failed authentications from this address; retry after {0:?}")]
+    TooManyFailures(Duration),
+    /// The key store cannot be read (503): nothing is known of the key.
+    #[error("the key store is unavailable: {0}")]
+    StoreUnavailable(String),
+}
+
+/// The id and secret of a token shaped like a key, or `None`.
+fn shape(token: &str) -> Option<(&str, &str)> {
+    let (id, secret) = token.strip_prefix("hsk_")?.split_once('_')?;
+    let hex = |text: &str, len: usize| {
+        text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    (hex(id, 12) && hex(secret, 64)).then_some((id, secret))
 }
 
 impl Keys {
+    /// Checks against `pool`, trusting what it read for `ttl`; no limit on failures.
     pub fn new(pool: PgPool, ttl: Duration) -> Self {
         Self {
             pool,
             ttl,
-            cache: RwLock::new(HashMap::new()),
+            cache: key_cache(CACHE_ENTRIES, ttl),
+            failures: None,
         }
     }
 
-    /// The key a bearer token stands for.
-    pub async fn check(&self, token: Option<&str>) -> Result<ApiKey, Unauthorized> {
+    /// At most `entries` key ids in the cache (default `CACHE_ENTRIES`).
+    #[must_use]
+    pub fn with_cache_entries(mut self, entries: u64) -> Self {
+        self.cache = key_cache(entries, self.ttl);
+        self
+    }
+
+    /// At most `per_minute` failed authentications per client address in a minute
+    /// (0: no limit); an address over it is answered 429 until the minute is over.
+    #[must_use]
+    pub fn with_failure_limit(mut self, per_minute: u32) -> Self {
+        let window = Duration::from_secs(60);
+        self.failures = (per_minute > 0).then(|| Failures {
+            limit: per_minute,
+            window,
+            counts: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(window)
+                .build(),
+        });
+        self
+    }
+
+    /// The key a bearer token stands for, asked by a client at `peer` (when known).
+    pub async fn check(
+        &self,
+        token: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<ApiKey, Unauthorized> {
+        let outcome = self.lookup(token, peer).await;
+        if let (Err(Unauthorized::Invalid | Unauthorized::Revoked), Some(peer), Some(failures)) =
+            (&outcome, peer, &self.failures)
+        {
+            failures.count(peer);
+        }
+        outcome
+    }
+
+    async fn lookup(
+        &self,
+        token: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<ApiKey, Unauthorized> {
         let token = token.ok_or(Unauthorized::Missing)?;
-        let (id, secret) = token
-            .strip_prefix("hsk_")
-            .and_then(|rest| rest.split_once('_'))
-            .ok_or(Unauthorized::Invalid)?;
-        let cached = self
-            .cache
-            .read()
-            .expect("keys lock")
-            .get(id)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, found)| found.clone());
-        let found = match cached {
+        let (id, secret) = shape(token).ok_or(Unauthorized::Invalid)?;
+        let found = match self.cache.get(id) {
             Some(found) => found,
             None => {
+                // A query only for an address within its failed authentications.
+                if let (Some(peer), Some(failures)) = (peer, &self.failures)
+                    && let Some(left) = failures.blocked(peer)
+                {
+                    return Err(Unauthorized::TooManyFailures(left));
+                }
                 let found = sqlx::query(
                     "SELECT id, name, tenants, event_types, created_at, revoked_at, secret_sha256
                        FROM api_keys WHERE id = $1",
@@ -209,18 +340,14 @@ impl Keys {
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|_| Unauthorized::Invalid)?
+                .map_err(|e| Unauthorized::StoreUnavailable(e.to_string()))?
                 .map(|r| (key_of(&r), r.get::<Vec<u8>, _>(6)));
-                _ = self
-                    .cache
-                    .write()
-                    .expect("keys lock")
-                    .insert(id.to_owned(), (Instant::now(), found.clone()));
+                self.cache.insert(id.to_owned(), found.clone());
                 found
             }
         };
         let (key, stored) = found.ok_or(Unauthorized::Invalid)?;
-        if !constant_time_eq(&digest(secret), &stored) {
+        if !bool::from(digest(secret).ct_eq(&stored)) {
             return Err(Unauthorized::Invalid);
         }
         if key.revoked_at.is_some() {
@@ -228,10 +355,12 @@ impl Keys {
         }
         Ok(key)
     }
-}
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    /// Key ids in the cache now (for tests of its bound).
+    pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
 }
 
 #[cfg(test)]
@@ -253,7 +382,26 @@ mod tests {
             .may_write("coop-b", "people.MemberRegistered")
             .expect_err("tenant");
         assert!(error.contains("coop-b"), "{error}");
-        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
         assert_eq!(random_hex(32).len(), 64);
+    }
+
+    #[test]
+    fn only_tokens_shaped_like_keys_are_looked_up() {
+        let id = random_hex(6);
+        let secret = random_hex(32);
+        assert_eq!(
+            shape(&format!("hsk_{id}_{secret}")),
+            Some((id.as_str(), secret.as_str()))
+        );
+        for token in [
+            "hsk_nope_nope".to_owned(),
+            format!("hsk_{id}_{secret}0"),
+            format!("hsk_{id}_{}", secret.to_uppercase()),
+            format!("hsk_{id}{secret}"),
+            format!("xsk_{id}_{secret}"),
+            format!("hsk_{}_{secret}", &id[1..]),
+        ] {
+            assert_eq!(shape(&token), None, "{token}");
+        }
     }
 }

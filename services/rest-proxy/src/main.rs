@@ -5,7 +5,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use clap::{CommandFactory as _, Parser};
 use habitat_runtime::{
     avro::AvroCodec,
-    config::{EnvUse, KafkaSettings, redact_url},
+    config::{EnvUse, KafkaSettings, RegistryAuth, redact_url},
     runner::{Loaded, clap_env_names, init_tracing},
 };
 use rdkafka::ClientConfig;
@@ -40,6 +40,9 @@ struct Args {
         default_value = "http://127.0.0.1:18081"
     )]
     schema_registry_url: String,
+    /// The registry's HTTP Basic credentials, `user:password`.
+    #[arg(long, env = "HABITAT_SCHEMA_REGISTRY_AUTH", hide_env_values = true)]
+    schema_registry_auth: Option<RegistryAuth>,
     /// Postgres holding the API keys and idempotency records (schema `rest_proxy`).
     #[arg(long, env = "HABITAT_DATABASE_URL")]
     database_url: String,
@@ -58,6 +61,21 @@ struct Args {
     /// How long a key read from Postgres is trusted (a revocation takes this long).
     #[arg(long, env = "HABITAT_KEY_CACHE_SECONDS", default_value_t = 5)]
     key_cache_seconds: u64,
+    /// Failed authentications per client address per minute before it is answered 429
+    /// without a key lookup until the minute is over; 0 for no limit.
+    #[arg(long, env = "HABITAT_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
+    auth_failures_per_minute: u32,
+    /// How long the answer to a request with an Idempotency-Key is kept, in hours.
+    #[arg(long, env = "HABITAT_IDEMPOTENCY_KEEP_HOURS", default_value_t = 24)]
+    idempotency_keep_hours: u64,
+    /// Age in seconds after which an unanswered Idempotency-Key claim (its proxy died) is
+    /// taken over; longer than any write takes (the writer gives up on a commit after 30 s).
+    #[arg(
+        long,
+        env = "HABITAT_IDEMPOTENCY_TAKEOVER_SECONDS",
+        default_value_t = 120
+    )]
+    idempotency_takeover_seconds: u64,
     /// Print the configuration and the `HABITAT_*` variables read and ignored, then exit.
     #[arg(long)]
     print_config: bool,
@@ -69,12 +87,19 @@ impl std::fmt::Debug for Args {
             .field("listen", &self.listen)
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("schema_registry_url", &self.schema_registry_url)
+            .field("schema_registry_auth", &self.schema_registry_auth)
             .field("database_url", &redact_url(&self.database_url))
             .field("instance_id", &self.instance_id)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch_events", &self.max_batch_events)
             .field("rate_limit_per_second", &self.rate_limit_per_second)
             .field("key_cache_seconds", &self.key_cache_seconds)
+            .field("auth_failures_per_minute", &self.auth_failures_per_minute)
+            .field("idempotency_keep_hours", &self.idempotency_keep_hours)
+            .field(
+                "idempotency_takeover_seconds",
+                &self.idempotency_takeover_seconds,
+            )
             .finish()
     }
 }
@@ -111,7 +136,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let codec = match AvroCodec::new(&args.schema_registry_url, runtime.handle().clone()) {
+    let codec = match AvroCodec::with_auth(
+        &args.schema_registry_url,
+        args.schema_registry_auth.as_ref(),
+        runtime.handle().clone(),
+    ) {
         Ok(codec) => codec,
         Err(error) => {
             eprintln!("error: {error}");
@@ -128,17 +157,22 @@ fn main() -> ExitCode {
         timeout: Duration::from_secs(10),
         kafka: kafka.0.clone().into_iter().collect(),
     });
+    let mut idempotency = Idempotency::new(pool.clone());
+    idempotency.keep = Duration::from_secs(args.idempotency_keep_hours * 3600);
+    idempotency.takeover = Duration::from_secs(args.idempotency_takeover_seconds);
     let state = AppState {
-        keys: Arc::new(Keys::new(
-            pool.clone(),
-            Duration::from_secs(args.key_cache_seconds),
-        )),
+        keys: Arc::new(
+            Keys::new(pool, Duration::from_secs(args.key_cache_seconds))
+                .with_failure_limit(args.auth_failures_per_minute),
+        ),
         rate: Arc::new(RateLimit::per_second(args.rate_limit_per_second)),
-        idempotency: Idempotency::new(pool),
+        idempotency: idempotency.clone(),
         writer,
         codec: Arc::new(codec),
         partitions: Arc::new(Partitions::new(client)),
-        schemas: Arc::new(Schemas::new(&args.schema_registry_url)),
+        schemas: Arc::new(
+            Schemas::new(&args.schema_registry_url).with_auth(args.schema_registry_auth.clone()),
+        ),
         limits: Limits {
             body_bytes: args.max_body_bytes,
             batch_events: args.max_batch_events,
@@ -148,21 +182,25 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         info!(addr = %listener.local_addr()?, "Serving the REST proxy.");
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                if let (Ok(mut term), Ok(mut int)) = (
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::interrupt()),
-                ) {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
+        let _purge = idempotency.purge_every(Duration::from_secs(600));
+        axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
-                info!("Signal received: finishing the requests in flight.");
-            })
-            .await
+            }
+            info!("Signal received: finishing the requests in flight.");
+        })
+        .await
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use std::{
 };
 
 use apache_avro::Schema;
+use habitat_runtime::config::RegistryAuth;
 use serde::Deserialize;
 
 /// A registered schema and where it is registered.
@@ -35,6 +36,7 @@ pub enum Lookup {
 /// The registry client with its cache.
 pub struct Schemas {
     url: String,
+    auth: Option<RegistryAuth>,
     client: reqwest::Client,
     by_id: RwLock<HashMap<u32, Arc<Registered>>>,
     by_version: RwLock<HashMap<(String, i32), u32>>,
@@ -61,16 +63,26 @@ impl Schemas {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
+            auth: None,
             client: reqwest::Client::new(),
             by_id: RwLock::new(HashMap::new()),
             by_version: RwLock::new(HashMap::new()),
         }
     }
 
+    /// Asks with HTTP Basic credentials, when given.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Option<RegistryAuth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
     async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str, what: &str) -> Result<T, Lookup> {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.url))
+        let mut request = self.client.get(format!("{}{path}", self.url));
+        if let Some(auth) = &self.auth {
+            request = request.basic_auth(&auth.user, Some(&auth.password));
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| Lookup::Unavailable(e.to_string()))?;

@@ -32,13 +32,13 @@ use serde_json::{Value, json};
 
 use crate::{
     app::{
-        Answer, ApiError, AppState, Dialect, authorize, count, handle, parse,
+        Answer, ApiError, AppState, Dialect, Peer, authorize, count, handle, parse,
         record as event_record, write_one,
     },
     avro_json,
     keys::ApiKey,
     registry::{Lookup, Registered},
-    validate::{Problem, ids_and_currencies, rules},
+    validate::{Problem, SCHEMA_VERSION, ids_and_currencies, rules, writable},
 };
 
 /// `POST …/records`.
@@ -132,12 +132,18 @@ fn cluster_data(base: &str, id: &str) -> Value {
 }
 
 /// Answers a read-only route: authorized, counted, errors in Confluent's shape.
-async fn read_only<F, Fut>(state: &AppState, route: &str, headers: &HeaderMap, work: F) -> Response
+async fn read_only<F, Fut>(
+    state: &AppState,
+    route: &str,
+    peer: Peer,
+    headers: &HeaderMap,
+    work: F,
+) -> Response
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Value, ApiError>>,
 {
-    let outcome = match authorize(state, headers).await {
+    let outcome = match authorize(state, headers, peer).await {
         Ok(_) => work().await,
         Err(error) => Err(error),
     };
@@ -150,8 +156,12 @@ where
 }
 
 /// `GET /v3/clusters`.
-pub async fn list_clusters(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    read_only(&state, "/v3/clusters", &headers, || async {
+pub async fn list_clusters(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Response {
+    read_only(&state, "/v3/clusters", peer, &headers, || async {
         let id = state
             .partitions
             .cluster_id()
@@ -171,12 +181,19 @@ pub async fn list_clusters(State(state): State<AppState>, headers: HeaderMap) ->
 pub async fn get_cluster(
     State(state): State<AppState>,
     Path(cluster_id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    read_only(&state, "/v3/clusters/{cluster_id}", &headers, || async {
-        let id = cluster(&state, &cluster_id).await?;
-        Ok(cluster_data(&base_url(&headers), &id))
-    })
+    read_only(
+        &state,
+        "/v3/clusters/{cluster_id}",
+        peer,
+        &headers,
+        || async {
+            let id = cluster(&state, &cluster_id).await?;
+            Ok(cluster_data(&base_url(&headers), &id))
+        },
+    )
     .await
 }
 
@@ -184,9 +201,10 @@ pub async fn get_cluster(
 pub async fn list_topics(
     State(state): State<AppState>,
     Path(cluster_id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    read_only(&state, "/v3/clusters/{cluster_id}/topics", &headers, || async {
+    read_only(&state, "/v3/clusters/{cluster_id}/topics", peer, &headers, || async {
         let id = cluster(&state, &cluster_id).await?;
         let base = format!("{}/clusters/{id}", base_url(&headers));
         let mut data = Vec::new();
@@ -223,6 +241,7 @@ pub async fn list_topics(
 pub async fn produce(
     State(state): State<AppState>,
     Path((cluster_id, topic_name)): Path<(String, String)>,
+    peer: Peer,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -230,6 +249,7 @@ pub async fn produce(
         &state,
         "/v3/clusters/{cluster_id}/topics/{topic_name}/records",
         Dialect::Confluent,
+        peer,
         &headers,
         bytes,
         |state, key, bytes| async move {
@@ -248,6 +268,39 @@ pub async fn produce(
         },
     )
     .await
+}
+
+/// Header names clients may not send: the proxy's own.
+const RESERVED_HEADERS: &str = "habitat.";
+
+/// Stamps the record's identity as `/v1/events` does — a new event id, this key as its
+/// producer, now as `occurred_at` — and returns what the client had put there as headers
+/// (`habitat.client.event_id`, `.producer`, `.occurred_at`), for tracing only.
+fn restamp(event: &mut Event, key: &ApiKey) -> Vec<(String, Option<Vec<u8>>)> {
+    let meta = event.meta_mut();
+    let sent = [
+        (
+            "event_id",
+            std::mem::replace(&mut meta.event_id, uuid::Uuid::now_v7().to_string()),
+        ),
+        (
+            "producer",
+            std::mem::replace(&mut meta.producer, format!("rest:{}", key.name)),
+        ),
+        (
+            "occurred_at",
+            std::mem::replace(&mut meta.occurred_at, Utc::now()).to_rfc3339(),
+        ),
+    ];
+    meta.schema_version = SCHEMA_VERSION;
+    sent.into_iter()
+        .map(|(name, value)| {
+            (
+                format!("{RESERVED_HEADERS}client.{name}"),
+                Some(value.into_bytes()),
+            )
+        })
+        .collect()
 }
 
 fn lookup_error(error: Lookup, path: &str) -> ApiError {
@@ -331,10 +384,10 @@ async fn event_of(
     value: &RequestData,
 ) -> Result<(Event, std::sync::Arc<Registered>), ApiError> {
     let registered = named_schema(state, topic, value).await?;
-    let belongs = CATALOG
+    let info = CATALOG
         .iter()
-        .any(|info| info.full_name == registered.full_name && info.topic == topic);
-    if !belongs {
+        .find(|info| info.full_name == registered.full_name && info.topic == topic);
+    let Some(info) = info else {
         return Err(ApiError::invalid(
             if value.schema_id.is_some() {
                 "value.schema_id"
@@ -346,7 +399,8 @@ async fn event_of(
                 registered.id, registered.full_name
             ),
         ));
-    }
+    };
+    writable(info).map_err(|refusal| ApiError::from_refusal(refusal, "value.data.meta."))?;
     let avro = avro_json::decode(&value.data, &registered.schema, "value.data")
         .map_err(|p| ApiError::invalid(&p.path, p.problem))?;
     let binary = apache_avro::writer::datum::GenericDatumWriter::builder(&registered.schema)
@@ -361,6 +415,7 @@ async fn event_of(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|error| match error {
             CodecError::Unavailable(m) => ApiError::registry_unavailable(m),
+            CodecError::Unauthorized(m) => ApiError::registry_refused(m),
             other => ApiError::invalid("value.data", other.to_string()),
         })?;
     Ok((event, registered))
@@ -390,8 +445,7 @@ async fn produce_record(
             "keys are STRING (the key SPEC §3 gives the record)",
         ));
     }
-    let (event, registered) = event_of(state, topic, value).await?;
-
+    let (mut event, registered) = event_of(state, topic, value).await?;
     let mut problems = Vec::new();
     let info = CATALOG
         .iter()
@@ -418,8 +472,14 @@ async fn produce_record(
     key.may_write(&event.meta().tenant_id, event.event_type())
         .map_err(|denied| ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied))?;
 
-    let mut headers = Vec::with_capacity(request.headers.len());
+    let mut headers = Vec::with_capacity(request.headers.len() + 3);
     for (i, h) in request.headers.iter().enumerate() {
+        if h.name.starts_with(RESERVED_HEADERS) {
+            return Err(ApiError::invalid(
+                &format!("headers[{i}].name"),
+                format!("headers named {RESERVED_HEADERS}* are written by Habitat Streams"),
+            ));
+        }
         let value = match &h.value {
             None => None,
             Some(text) => Some(
@@ -435,6 +495,7 @@ async fn produce_record(
         };
         headers.push((h.name.clone(), value));
     }
+    headers.extend(restamp(&mut event, key));
     let mut record = event_record(state, event).await?;
     if let Some(given) = request.key.as_ref().map(|k| &k.data)
         && given.as_str() != Some(record.key.as_str())

@@ -5,7 +5,10 @@
 //! of every problem). The proxy fills `meta`.
 
 use chrono::{DateTime, Utc};
-use contracts::records::{CATALOG, Event, LoanFrequency};
+use contracts::{
+    avro::EventInfo,
+    records::{CATALOG, Event, LoanFrequency},
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -50,6 +53,26 @@ pub enum Refusal {
     UnknownEventType(String),
     /// The event does not match its schema or breaks a domain rule (422).
     Invalid(Vec<Problem>),
+    /// A processor owns this record type: producers may not write it (403).
+    NotWritable {
+        event_type: String,
+        /// Its single writer in `topics.yaml`.
+        writer: &'static str,
+    },
+}
+
+/// Producers may write only the records whose writer in `topics.yaml` is a producer edge;
+/// a processor's records (allocations, schedules, payments' states, the ledger, capital
+/// accounts) are refused to them.
+pub fn writable(info: &EventInfo) -> Result<(), Refusal> {
+    if info.producer_writable {
+        Ok(())
+    } else {
+        Err(Refusal::NotWritable {
+            event_type: info.event_type.to_owned(),
+            writer: info.writer,
+        })
+    }
 }
 
 /// What the proxy stamps on an accepted event.
@@ -99,6 +122,7 @@ pub fn event_of(submission: &Submission, stamp: &Stamp<'_>) -> Result<Event, Ref
         .iter()
         .find(|info| info.event_type == submission.event_type)
         .ok_or_else(|| Refusal::UnknownEventType(submission.event_type.clone()))?;
+    writable(info)?;
     let mut problems = Vec::new();
     if !is_id(&submission.tenant_id) {
         problems.push(Problem::new(

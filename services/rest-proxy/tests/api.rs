@@ -44,10 +44,11 @@ fn shared() -> &'static (tokio::runtime::Runtime, String) {
 }
 
 fn start(bootstrap: &str) -> Proxy {
-    start_with(bootstrap, RateLimit::unlimited())
+    start_with(bootstrap, |_, _| {})
 }
 
-fn start_with(bootstrap: &str, rate: RateLimit) -> Proxy {
+/// A proxy whose state `adjust` may change first; served with the clients' addresses.
+fn start_with(bootstrap: &str, adjust: impl FnOnce(&mut AppState, &sqlx::PgPool)) -> Proxy {
     let (rt, registry) = shared();
     let codec = AvroCodec::new(registry, rt.handle().clone()).expect("codec");
     let writer = Writer::start(WriterConfig {
@@ -59,9 +60,9 @@ fn start_with(bootstrap: &str, rate: RateLimit) -> Proxy {
     });
     let tenant = unique("coop");
     let (pool, token) = common::key_store(rt, &unique("apps"), std::slice::from_ref(&tenant));
-    let state = AppState {
+    let mut state = AppState {
         keys: Arc::new(Keys::new(pool.clone(), Duration::ZERO)),
-        rate: Arc::new(rate),
+        rate: Arc::new(RateLimit::unlimited()),
         idempotency: Idempotency::new(pool.clone()),
         writer,
         codec: Arc::new(AvroCodec::new(registry, rt.handle().clone()).expect("codec")),
@@ -77,7 +78,14 @@ fn start_with(bootstrap: &str, rate: RateLimit) -> Proxy {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    _ = rt.spawn(async move { axum::serve(listener, router(state)).await });
+    adjust(&mut state, &pool);
+    _ = rt.spawn(async move {
+        axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
     Proxy {
         rt,
         url,
@@ -124,6 +132,31 @@ impl Proxy {
         path: &str,
         body: Vec<u8>,
     ) -> (u16, Option<String>, Value) {
+        self.send(token, None, path, body)
+    }
+
+    /// Posts `body` with an `Idempotency-Key`.
+    fn post_keyed(
+        &self,
+        idempotency: &str,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Option<String>, Value) {
+        self.send(
+            Some(&self.token),
+            Some(idempotency),
+            path,
+            serde_json::to_vec(body).expect("json"),
+        )
+    }
+
+    fn send(
+        &self,
+        token: Option<&str>,
+        idempotency: Option<&str>,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (u16, Option<String>, Value) {
         self.rt.block_on(async {
             let mut request = reqwest::Client::new()
                 .post(format!("{}{path}", self.url))
@@ -131,6 +164,9 @@ impl Proxy {
                 .body(body);
             if let Some(token) = token {
                 request = request.bearer_auth(token);
+            }
+            if let Some(key) = idempotency {
+                request = request.header("idempotency-key", key);
             }
             let response = request.send().await.expect("request");
             let status = response.status().as_u16();
@@ -436,7 +472,9 @@ fn twenty_concurrent_retries_with_one_idempotency_key_write_one_record() {
 #[test]
 fn a_key_over_its_rate_gets_429_with_retry_after() {
     // Two a minute: the third request cannot have earned a new token.
-    let proxy = start_with(&kafka().bootstrap, RateLimit::per_minute(2));
+    let proxy = start_with(&kafka().bootstrap, |state, _| {
+        state.rate = Arc::new(RateLimit::per_minute(2));
+    });
     let body = submission(&proxy.tenant, contribution("c-r", "1.00"));
     let statuses: Vec<(u16, Option<String>)> = (0..3)
         .map(|_| {
@@ -558,9 +596,32 @@ fn confluent_v3_records_are_checked_like_events_and_read_back_exactly() {
         c.reviewed_at.map(|t| t.timestamp_micros()),
         Some(1_770_026_400_000_000)
     );
-    assert_eq!(c.meta.event_id, event_id);
-    assert_eq!(c.meta.producer, "connect:legacy");
+    // The record's identity is stamped by the proxy, as on /v1/events; what the client
+    // put there travels as headers only.
+    assert_ne!(c.meta.event_id, event_id);
+    let stamped = uuid::Uuid::parse_str(&c.meta.event_id).expect("a UUID");
+    assert_eq!(stamped.get_version_num(), 7, "{stamped}");
+    assert!(
+        c.meta.producer.starts_with("rest:apps-"),
+        "{}",
+        c.meta.producer
+    );
+    assert!(
+        c.meta.occurred_at.timestamp_micros() > 1_770_000_000_000_000,
+        "not the client's occurred_at: {}",
+        c.meta.occurred_at
+    );
     assert_eq!(c.meta.tenant_id, tenant);
+    let headers = &people.headers[0];
+    for (name, value) in [
+        ("habitat.client.event_id", event_id.as_str()),
+        ("habitat.client.producer", "connect:legacy"),
+    ] {
+        assert!(
+            headers.iter().any(|(n, v)| n == name && v == value),
+            "{name}: {headers:?}"
+        );
+    }
 
     // By schema id, with the key and partition SPEC §3 gives it, and a header.
     let (status, _, body) = proxy.post(
@@ -616,6 +677,12 @@ fn confluent_v3_records_are_checked_like_events_and_read_back_exactly() {
             422,
             "value.schema_id",
         ),
+        (
+            json!({"headers": [{"name": "habitat.event_id", "value": "eA=="}],
+                   "value": {"subject": subject, "data": avro_contribution(&tenant, "v3-3", &event_id)}}),
+            422,
+            "headers[0].name",
+        ),
     ];
     for (request, status_expected, path) in refusals {
         let (status, _, body) = proxy.post(&records, &request);
@@ -658,4 +725,283 @@ fn confluent_v3_records_are_checked_like_events_and_read_back_exactly() {
             format!("{tenant}/contribution/v3-2")
         ]
     );
+}
+
+/// A journal entry: a processor's record (the distribution recorder's).
+fn journal_entry(tenant: &str) -> Value {
+    json!({"event_type": "treasury.TransactionPosted", "tenant_id": tenant,
+           "payload": {"transaction_id": "forged-1", "posted_on": "2026-03-01",
+                       "description": "cash to capital", "currency": "USD", "source": "manual",
+                       "lines": [{"account": "1010", "member_id": null, "debit": "0.00", "credit": "1000000.00"},
+                                 {"account": "3100", "member_id": "m-1", "debit": "1000000.00", "credit": "0.00"}]}})
+}
+
+#[test]
+fn producers_write_only_the_records_they_own() {
+    let proxy = start(&kafka().bootstrap);
+    let tenant = proxy.tenant.clone();
+
+    // One event, a batch holding one, and a v3 record: 403 not_writable naming the writer.
+    let (status, _, body) = proxy.post("/v1/events", &journal_entry(&tenant));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error_code"], "not_writable");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("distribution-recorder")),
+        "{body}"
+    );
+    assert_eq!(body["details"][0]["path"], "event_type");
+    let opened = json!({"event_type": "treasury.PeriodOpened", "tenant_id": tenant,
+                        "payload": {"period_id": "2026", "starts_on": "2026-01-01",
+                                    "ends_on": "2026-12-31", "status": "OPEN",
+                                    "currency": "USD"}});
+    let (status, _, body) = proxy.post(
+        "/v1/events:batch",
+        &json!({"events": [opened.clone(), journal_entry(&tenant)]}),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        (
+            body["error_code"].as_str(),
+            body["details"][0]["path"].as_str()
+        ),
+        (Some("not_writable"), Some("events[1].event_type"))
+    );
+    let (status, body) = proxy.get("/v3/clusters");
+    assert_eq!(status, 200, "{body}");
+    let cluster = body["data"][0]["cluster_id"].as_str().expect("cluster");
+    // The processor's record is registered (by its processor, in a real deployment).
+    let subject = "habitat.treasury-habitat.treasury.CapitalAccountUpdated";
+    let schema = contracts::records::CATALOG
+        .iter()
+        .find(|info| info.event_type == "treasury.CapitalAccountUpdated")
+        .expect("in the catalog")
+        .schema;
+    let registered = proxy.rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/subjects/{subject}/versions", proxy.registry))
+            .json(&json!({ "schema": schema }))
+            .send()
+            .await
+            .expect("registry")
+            .status()
+    });
+    assert!(registered.is_success(), "{registered}");
+    let (status, _, body) = proxy.post(
+        &format!("/v3/clusters/{cluster}/topics/habitat.treasury/records"),
+        &json!({"value": {"subject": subject, "data": {}}}),
+    );
+    assert_eq!(
+        (status, body["error_code"].as_i64()),
+        (403, Some(403)),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("distribution-recorder")),
+        "{body}"
+    );
+
+    // A key cannot be granted a processor's record.
+    let refused = proxy.rt.block_on(keys::create(
+        &proxy.pool,
+        &unique("ledger"),
+        std::slice::from_ref(&tenant),
+        &["treasury.TransactionPosted".to_owned()],
+    ));
+    let Err(keys::CreateError::Refused(message)) = refused else {
+        panic!("{refused:?}")
+    };
+    assert!(message.contains("distribution-recorder"), "{message}");
+
+    // Nothing of the refused requests reached the topic: the next accepted event is the
+    // first of this tenant there.
+    let (status, _, body) = proxy.post("/v1/events", &opened);
+    assert_eq!(status, 202, "{body}");
+    let mut treasury = TopicReader::new("habitat.treasury");
+    let types = treasury.until(&proxy.codec, &tenant, "the accepted event", |events| {
+        (!events.is_empty()).then(|| events.iter().map(Event::event_type).collect::<Vec<_>>())
+    });
+    assert_eq!(types, ["treasury.PeriodOpened"]);
+}
+
+#[test]
+fn an_answer_that_cannot_be_recorded_after_the_commit_is_still_the_real_result() {
+    let proxy = start_with(&kafka().bootstrap, |state, _| {
+        state.idempotency.wait = Duration::from_secs(1);
+    });
+    // The answer store refuses every answer (a claim still goes through).
+    proxy
+        .rt
+        .block_on(
+            sqlx::raw_sql(
+                "CREATE FUNCTION refuse_answers() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.status IS NOT NULL THEN RAISE EXCEPTION 'the answer store is down'; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_answers BEFORE UPDATE ON idempotency_keys
+                 FOR EACH ROW EXECUTE FUNCTION refuse_answers();",
+            )
+            .execute(&proxy.pool),
+        )
+        .expect("trigger");
+    let event = submission(&proxy.tenant, contribution("c-kept", "5.00"));
+    let (status, _, first) = proxy.post_keyed("kept-1", "/v1/events", &event);
+    assert_eq!(
+        status, 202,
+        "the write committed: never a 503 after it ({first})"
+    );
+    let accepted: Accepted = serde_json::from_value(first.clone()).expect("accepted");
+    assert_eq!(
+        accepted.key,
+        format!("{}/contribution/c-kept", proxy.tenant)
+    );
+
+    // While the answer is unrecorded a retry is told to wait, and writes nothing.
+    let (status, retry, body) = proxy.post_keyed("kept-1", "/v1/events", &event);
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (409, Some("idempotency_key_in_progress")),
+        "{body}"
+    );
+    assert!(retry.is_some(), "Retry-After");
+
+    // The store comes back: the answer is recorded in the background, and a retry gets it.
+    proxy
+        .rt
+        .block_on(
+            sqlx::raw_sql("DROP TRIGGER refuse_answers ON idempotency_keys").execute(&proxy.pool),
+        )
+        .expect("drop trigger");
+    let again = test_support::wait_for(Duration::from_secs(30), "the recorded answer", || {
+        let (status, _, body) = proxy.post_keyed("kept-1", "/v1/events", &event);
+        (status == 202).then_some(body)
+    });
+    assert_eq!(again, first);
+
+    // Written once: a marker after it, and c-kept exactly once before it.
+    let (status, _, _) = proxy.post(
+        "/v1/events",
+        &submission(&proxy.tenant, contribution("c-marker", "1.00")),
+    );
+    assert_eq!(status, 202);
+    let mut people = TopicReader::new("habitat.people");
+    let keys = people.until(&proxy.codec, &proxy.tenant, "the marker", |events| {
+        let keys: Vec<String> = events.iter().map(Event::key).collect();
+        keys.iter().any(|k| k.ends_with("c-marker")).then_some(keys)
+    });
+    assert_eq!(
+        keys,
+        [
+            format!("{}/contribution/c-kept", proxy.tenant),
+            format!("{}/contribution/c-marker", proxy.tenant)
+        ]
+    );
+}
+
+#[test]
+fn kept_answers_expire_and_are_purged() {
+    let proxy = start_with(&kafka().bootstrap, |state, _| {
+        state.idempotency.keep = Duration::from_secs(1);
+    });
+    let event = submission(&proxy.tenant, contribution("c-exp", "2.00"));
+    let (status, _, first) = proxy.post_keyed("exp-1", "/v1/events", &event);
+    assert_eq!(status, 202, "{first}");
+    let count = |sql: &str| -> i64 {
+        proxy
+            .rt
+            .block_on(sqlx::query_scalar(sql).fetch_one(&proxy.pool))
+            .expect("count")
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM idempotency_keys WHERE expires_at IS NOT NULL"),
+        1
+    );
+    let idempotency = rest_proxy::idempotency::Idempotency::new(proxy.pool.clone());
+    let purged = test_support::wait_for(Duration::from_secs(10), "the answer to expire", || {
+        let purged = proxy.rt.block_on(idempotency.purge()).expect("purge");
+        (purged > 0).then_some(purged)
+    });
+    assert_eq!(purged, 1);
+    assert_eq!(count("SELECT count(*) FROM idempotency_keys"), 0);
+
+    // The key is free again: the same request is a new write.
+    let (status, _, second) = proxy.post_keyed("exp-1", "/v1/events", &event);
+    assert_eq!(status, 202, "{second}");
+    assert_ne!(second["event_id"], first["event_id"]);
+}
+
+#[test]
+fn tokens_are_shaped_before_any_query_and_failures_are_limited_per_address() {
+    // A key store that cannot be reached: a token of the wrong shape is refused without a
+    // query (401); a well-shaped one needs the store, so it is 503 with Retry-After.
+    let closed = format!("postgres://habitat@127.0.0.1:{}/nowhere", devstack_port());
+    let proxy = start_with(&kafka().bootstrap, |state, _| {
+        let _runtime = shared().0.enter();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(&closed)
+            .expect("lazy pool");
+        state.keys = Arc::new(Keys::new(pool, Duration::from_secs(60)));
+    });
+    let body =
+        serde_json::to_vec(&submission(&proxy.tenant, contribution("c-1", "1.00"))).expect("json");
+    let (status, _, error) = proxy.post_as(Some("hsk_nope_nope"), "/v1/events", body.clone());
+    assert_eq!(
+        (status, error["error_code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let shaped = format!("hsk_{}_{}", "a".repeat(12), "b".repeat(64));
+    let (status, retry, error) = proxy.post_as(Some(&shaped), "/v1/events", body.clone());
+    assert_eq!(
+        (status, error["error_code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{error}"
+    );
+    assert!(retry.is_some(), "Retry-After");
+
+    // Three failures a minute per address: the fourth is 429 without a lookup; a key
+    // already known still passes; the cache holds no more than its bound.
+    let keys = std::cell::OnceCell::new();
+    let proxy = start_with(&kafka().bootstrap, |state, pool| {
+        let bounded = Arc::new(
+            Keys::new(pool.clone(), Duration::from_secs(60))
+                .with_failure_limit(3)
+                .with_cache_entries(20),
+        );
+        _ = keys.set(bounded.clone());
+        state.keys = bounded;
+    });
+    let keys = keys.get().expect("keys");
+    let body =
+        serde_json::to_vec(&submission(&proxy.tenant, contribution("c-1", "1.00"))).expect("json");
+    let (status, _, _) = proxy.post_as(Some(&proxy.token), "/v1/events", body.clone());
+    assert_eq!(status, 202);
+    let unknown = |i: usize| format!("hsk_{:012x}_{}", i, "c".repeat(64));
+    let statuses: Vec<u16> = (0..4)
+        .map(|i| {
+            proxy
+                .post_as(Some(&unknown(i)), "/v1/events", body.clone())
+                .0
+        })
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 429]);
+    let (status, retry, error) = proxy.post_as(Some(&unknown(99)), "/v1/events", body.clone());
+    assert_eq!(
+        (status, error["error_code"].as_str()),
+        (429, Some("too_many_failures"))
+    );
+    let retry: u64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!((1..=61).contains(&retry), "{retry}");
+    let (status, _, body_ok) = proxy.post_as(Some(&proxy.token), "/v1/events", body.clone());
+    assert_eq!(status, 202, "a cached key passes: {body_ok}");
+    for i in 0..100 {
+        _ = proxy
+            .rt
+            .block_on(keys.check(Some(&unknown(1000 + i)), None));
+    }
+    assert!(keys.cached() <= 20, "{} key ids cached", keys.cached());
 }
