@@ -75,6 +75,29 @@ enum Failure {
     Stop(EngineError),
 }
 
+/// Seeks every partition of `committed` back to its committed offset (the beginning when
+/// none). A seek that fails stops the instance: going on from the fetch position would pass
+/// over records whose effects the abort just discarded.
+fn seek_back(
+    committed: &TopicPartitionList,
+    mut seek: impl FnMut(&str, i32, Offset) -> Result<(), KafkaError>,
+) -> Result<(), EngineError> {
+    for element in committed.elements() {
+        let offset = match element.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        seek(element.topic(), element.partition(), offset).map_err(|error| {
+            EngineError::Kafka(format!(
+                "rewinding {}[{}] to {offset:?} after an abort failed: {error}",
+                element.topic(),
+                element.partition()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 fn classify(error: &KafkaError) -> Failure {
     if let Some(code) = error.rdkafka_error_code()
         && matches!(
@@ -614,6 +637,11 @@ where
                         std::thread::sleep(Duration::from_millis(500));
                         self.fail(Failure::Abort(reason))?;
                     }
+                    Ok(Accepted::RegistryRefused(reason)) => {
+                        return Err(EngineError::Setup(format!(
+                            "the schema registry refused the credentials: {reason}"
+                        )));
+                    }
                     Err(KafkaError::PartitionEOF(_)) => {}
                     Err(error) => {
                         if let KafkaError::MessageConsumptionFatal(code) = error {
@@ -938,6 +966,9 @@ where
                 Some(value) => Some(self.engine.codec.encode(&output.topic, value).map_err(
                     |e| match e {
                         CodecError::Unavailable(reason) => Failure::Abort(reason),
+                        CodecError::Unauthorized(reason) => {
+                            Failure::Stop(EngineError::Setup(reason))
+                        }
                         other => Failure::Stop(EngineError::Processor(other.to_string())),
                     },
                 )?),
@@ -1150,20 +1181,10 @@ where
             .consumer
             .committed(Duration::from_secs(10))
             .map_err(|e| EngineError::Kafka(format!("committed offsets: {e}")))?;
-        for element in committed.elements() {
-            let offset = match element.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            if let Err(error) = self.consumer.seek(
-                element.topic(),
-                element.partition(),
-                offset,
-                Duration::from_secs(10),
-            ) {
-                warn!(%error, topic = element.topic(), partition = element.partition(), "Seek failed.");
-            }
-        }
+        seek_back(&committed, |topic, partition, offset| {
+            self.consumer
+                .seek(topic, partition, offset, Duration::from_secs(10))
+        })?;
         self.open_tasks(&partitions).map_err(|f| match f {
             Failure::Stop(e) => e,
             Failure::Abort(m) => EngineError::Kafka(m),
@@ -1206,6 +1227,8 @@ enum Accepted {
     Buffered,
     /// The registry could not be asked about its schema: the batch must be retried.
     RegistryUnavailable(String),
+    /// The registry refused our credentials: the instance stops.
+    RegistryRefused(String),
 }
 
 /// Buffers a consumed record in its partition's merger: decoded, passed over (a type the
@@ -1264,6 +1287,7 @@ where
             raw: (raw_key, message.payload().map(<[u8]>::to_vec)),
         },
         Err(CodecError::Unavailable(reason)) => return Ok(Accepted::RegistryUnavailable(reason)),
+        Err(CodecError::Unauthorized(reason)) => return Ok(Accepted::RegistryRefused(reason)),
         Err(error) => Pending::Undecodable(Box::new(DeadLetter::undecodable(
             (topic, partition, offset),
             engine.processor.name(),
@@ -1315,5 +1339,60 @@ pub fn report(outcome: &Result<(), EngineError>) {
     match outcome {
         Ok(()) => info!("Stopped cleanly."),
         Err(error) => error!(%error, "Stopped on an error."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::*;
+
+    fn committed() -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset("in", 0, Offset::Offset(42))
+            .expect("offset");
+        list.add_partition_offset("in", 1, Offset::Invalid)
+            .expect("offset");
+        list.add_partition_offset("in", 2, Offset::Offset(7))
+            .expect("offset");
+        list
+    }
+
+    #[test]
+    fn a_rewind_seeks_every_partition_to_its_committed_offset() {
+        let mut seeks = Vec::new();
+        seek_back(&committed(), |topic, partition, offset| {
+            seeks.push((topic.to_owned(), partition, offset));
+            Ok(())
+        })
+        .expect("rewound");
+        assert_eq!(
+            seeks,
+            [
+                ("in".to_owned(), 0, Offset::Offset(42)),
+                ("in".to_owned(), 1, Offset::Beginning),
+                ("in".to_owned(), 2, Offset::Offset(7)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_seek_that_fails_after_an_abort_stops_the_instance() {
+        let mut seeks = 0;
+        let error = seek_back(&committed(), |_, partition, _| {
+            seeks += 1;
+            if partition == 1 {
+                Err(KafkaError::Seek(RDKafkaErrorCode::State.to_string()))
+            } else {
+                Ok(())
+            }
+        })
+        .expect_err("the failed seek stops it");
+        assert_eq!(seeks, 2, "nothing after the failed seek");
+        assert!(
+            matches!(&error, EngineError::Kafka(m) if m.contains("in[1]") && m.contains("after an abort")),
+            "{error}"
+        );
     }
 }
