@@ -22,7 +22,7 @@ use schema_registry_converter::{
 };
 use tokio::runtime::Handle;
 
-use crate::{Codec, CodecError};
+use crate::{Codec, CodecError, config::RegistryAuth};
 
 /// The codec of [`Event`]s: every record of the catalog, Avro through the registry.
 pub struct AvroCodec {
@@ -53,8 +53,19 @@ impl Known {
 }
 
 impl AvroCodec {
-    /// A codec asking the registry at `url`; registry calls run on `handle`.
+    /// A codec asking the registry at `url` without credentials; registry calls run on
+    /// `handle`.
     pub fn new(url: &str, handle: Handle) -> Result<Self, CodecError> {
+        Self::with_auth(url, None, handle)
+    }
+
+    /// A codec asking the registry at `url` with HTTP Basic credentials, when given (a
+    /// registry that requires them for writes refuses to register without).
+    pub fn with_auth(
+        url: &str,
+        auth: Option<&RegistryAuth>,
+        handle: Handle,
+    ) -> Result<Self, CodecError> {
         let readers = CATALOG
             .iter()
             .map(|info| {
@@ -69,7 +80,15 @@ impl AvroCodec {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            settings: SrSettings::new(url.trim_end_matches('/').to_owned()),
+            settings: {
+                let mut settings = SrSettings::new_builder(url.trim_end_matches('/').to_owned());
+                if let Some(auth) = auth {
+                    _ = settings.set_basic_authorization(&auth.user, Some(&auth.password));
+                }
+                settings
+                    .build()
+                    .map_err(|e| CodecError::Unavailable(format!("registry client: {e}")))?
+            },
             handle,
             writers: RwLock::new(HashMap::new()),
             ids: RwLock::new(HashMap::new()),
@@ -143,10 +162,14 @@ impl AvroCodec {
 
 fn lookup_error(error: &SRCError, what: &str) -> CodecError {
     let text = format!("{what}: {error}");
-    // The registry answers 404 for an id or subject it does not have; anything else
-    // (unreachable, 5xx) is worth retrying.
+    // The registry answers 404 for an id or subject it does not have, 401/403 for missing
+    // or wrong credentials; anything else (unreachable, 5xx) is worth retrying.
     if !error.retriable && text.contains("status 404") {
         CodecError::UnknownSchema(text)
+    } else if !error.retriable && (text.contains("status 401") || text.contains("status 403")) {
+        CodecError::Unauthorized(format!(
+            "{text} (set HABITAT_SCHEMA_REGISTRY_AUTH=user:password)"
+        ))
     } else {
         CodecError::Unavailable(text)
     }

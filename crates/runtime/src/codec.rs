@@ -16,6 +16,10 @@ pub enum CodecError {
     /// The registry could not be reached: the transaction is aborted and retried.
     #[error("schema registry unavailable: {0}")]
     Unavailable(String),
+    /// The registry refused our credentials: misconfigured, the process stops (the record
+    /// is not at fault and is not dead-lettered).
+    #[error("the schema registry refused the credentials: {0}")]
+    Unauthorized(String),
     /// A value the processor made cannot be written: a defect, the process stops.
     #[error("cannot encode: {0}")]
     Encode(String),

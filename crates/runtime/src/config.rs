@@ -54,6 +54,9 @@ pub struct RuntimeConfig {
     pub restore_timeout_ms: u64,
     /// Schema registry URL (Avro processors).
     pub schema_registry_url: Option<String>,
+    /// HTTP Basic credentials for the schema registry, `user:password`
+    /// (`HABITAT_SCHEMA_REGISTRY_AUTH`); the registry requires them for writes.
+    pub schema_registry_auth: Option<RegistryAuth>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; off when unset.
     pub metrics_listen: Option<SocketAddr>,
     /// The `topics.yaml` environment internal topics are created for.
@@ -85,6 +88,7 @@ impl Default for RuntimeConfig {
             session_timeout_ms: 10_000,
             restore_timeout_ms: 120_000,
             schema_registry_url: None,
+            schema_registry_auth: None,
             metrics_listen: None,
             environment: "dev".to_owned(),
             create_internal_topics: true,
@@ -131,6 +135,13 @@ impl RuntimeConfig {
                 "INSTANCE_ID" => self.instance_id = value,
                 "GROUP_ID" => self.group_id = Some(value),
                 "SCHEMA_REGISTRY_URL" => self.schema_registry_url = Some(value),
+                "SCHEMA_REGISTRY_AUTH" => {
+                    self.schema_registry_auth = Some(
+                        value
+                            .parse()
+                            .map_err(|e| format!("HABITAT_SCHEMA_REGISTRY_AUTH: {e}"))?,
+                    );
+                }
                 "ENVIRONMENT" => self.environment = value,
                 "CLOCK_OFFSET_SECONDS" => {
                     self.clock_offset_seconds = value
@@ -211,6 +222,51 @@ impl EnvUse {
     }
 }
 
+/// HTTP Basic credentials for the schema registry, written `user:password` (as Confluent's
+/// `basic.auth.user.info`); the password never prints.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RegistryAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::str::FromStr for RegistryAuth {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (user, password) = text
+            .trim_end()
+            .split_once(':')
+            .filter(|(user, _)| !user.is_empty())
+            .ok_or("credentials are written user:password")?;
+        Ok(Self {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+}
+
+impl TryFrom<String> for RegistryAuth {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<RegistryAuth> for String {
+    fn from(auth: RegistryAuth) -> Self {
+        format!("{}:{}", auth.user, auth.password)
+    }
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:***", self.user)
+    }
+}
+
 /// A URL with its password replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -288,8 +344,17 @@ mod tests {
                     "hunter2".to_owned(),
                 ),
                 ("PATH".to_owned(), "/bin".to_owned()),
+                (
+                    "HABITAT_SCHEMA_REGISTRY_AUTH".to_owned(),
+                    "habitat:s3cr:et".to_owned(),
+                ),
             ])
             .expect("valid env");
+        let auth = config.schema_registry_auth.clone().expect("registry auth");
+        assert_eq!(
+            (auth.user.as_str(), auth.password.as_str()),
+            ("habitat", "s3cr:et")
+        );
         assert_eq!(config.bootstrap_servers, "kafka:9092");
         assert_eq!(config.commit_interval(), Duration::from_millis(250));
         assert_eq!(config.instance_id, "pod-3");
@@ -297,6 +362,10 @@ mod tests {
         assert_eq!(config.kafka.0["security.protocol"], "SASL_SSL");
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("s3cr"), "{printed}");
+        assert!(printed.contains("habitat:***"), "{printed}");
+        assert!(":nobody".parse::<RegistryAuth>().is_err());
+        assert!("nobody".parse::<RegistryAuth>().is_err());
         assert!(printed.contains("SASL_SSL"));
     }
 

@@ -184,7 +184,8 @@ where
             .schema_registry_url
             .as_deref()
             .ok_or("schema_registry_url is not set (HABITAT_SCHEMA_REGISTRY_URL)")?;
-        AvroCodec::new(url, handle.clone()).map_err(|e| e.to_string())
+        AvroCodec::with_auth(url, config.schema_registry_auth.as_ref(), handle.clone())
+            .map_err(|e| e.to_string())
     })
 }
 

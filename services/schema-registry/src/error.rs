@@ -94,6 +94,14 @@ impl RegistryError {
         )
     }
 
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            40101,
+            "Unauthorized: this call needs the registry's credentials (HTTP Basic)".into(),
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

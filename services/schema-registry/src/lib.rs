@@ -5,9 +5,12 @@
 //! across restarts. Compatibility is decided by apache-avro's schema-compatibility
 //! checker for all seven Confluent levels.
 
+pub mod access;
 pub mod compatibility;
 pub mod error;
 pub mod store;
+
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
@@ -21,6 +24,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::{
+    access::{Access, Metrics},
     compatibility::Level,
     error::{RegistryError, Result},
     store::Store,
@@ -30,15 +34,24 @@ use crate::{
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 /// Shared state of the HTTP handlers.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub access: Arc<Access>,
+    pub metrics: Metrics,
 }
 
 impl AppState {
+    /// An open registry (tests and tools): no credentials asked.
     pub fn new(pool: PgPool) -> Self {
+        Self::with_access(pool, Access::default())
+    }
+
+    pub fn with_access(pool: PgPool, access: Access) -> Self {
         Self {
             store: Store::new(pool),
+            access: Arc::new(access),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -52,13 +65,20 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// Connects to `database_url`, migrates, and serves the registry on a free loopback port
 /// in a task of the current runtime; returns its URL (tests and tools).
 pub async fn spawn_local(database_url: &str) -> anyhow::Result<String> {
+    spawn_local_with(database_url, Access::default()).await
+}
+
+/// As [`spawn_local`], asking callers what `access` says.
+pub async fn spawn_local_with(database_url: &str, access: Access) -> anyhow::Result<String> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect(database_url)
         .await?;
     migrate(&pool).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    _ = tokio::spawn(async move { axum::serve(listener, app(AppState::new(pool))).await });
+    _ = tokio::spawn(async move {
+        axum::serve(listener, app(AppState::with_access(pool, access))).await
+    });
     Ok(url)
 }
 
@@ -77,9 +97,12 @@ impl IntoResponse for RegistryJson {
 
 /// The registry's routes.
 pub fn app(state: AppState) -> Router {
+    let guarded = (state.access.clone(), state.metrics.clone());
     Router::new()
         .route("/", get(|| async { RegistryJson(json!({})) }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
         .route(
@@ -102,7 +125,28 @@ pub fn app(state: AppState) -> Router {
             "/config/{subject}",
             get(get_subject_config).put(put_subject_config),
         )
+        .route_layer(axum::middleware::from_fn_with_state(guarded, access::guard))
         .with_state(state)
+}
+
+/// Ready when the store answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(error) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store: {error}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,11 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::Parser;
-use schema_registry::{AppState, app, migrate};
+use schema_registry::{
+    AppState,
+    access::{Access, Credentials},
+    app, migrate,
+};
 use sqlx::postgres::PgPoolOptions;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
@@ -19,6 +23,17 @@ struct Config {
     /// Postgres holding the registry's tables (migrated on start).
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
+    /// The credentials writes need (register, delete, set a compatibility level), HTTP
+    /// Basic `user:password`.
+    #[arg(long, env = "SCHEMA_REGISTRY_CREDENTIALS", hide_env_values = true)]
+    credentials: Option<Credentials>,
+    /// Require the credentials for reads too.
+    #[arg(long, env = "SCHEMA_REGISTRY_READS_NEED_CREDENTIALS")]
+    reads_need_credentials: bool,
+    /// Serve without credentials: anyone who reaches the registry may change it. Only for a
+    /// throwaway registry.
+    #[arg(long, conflicts_with = "credentials")]
+    open: bool,
     /// Log filter in `tracing` syntax.
     #[arg(long, env = "SCHEMA_REGISTRY_LOG", default_value = "info")]
     log: String,
@@ -32,6 +47,16 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if config.credentials.is_none() && !config.open {
+        anyhow::bail!(
+            "writes need credentials: set SCHEMA_REGISTRY_CREDENTIALS=user:password (or \
+             --credentials), or pass --open for a throwaway registry anyone may change"
+        );
+    }
+    let access = Access {
+        credentials: config.credentials.clone(),
+        reads_need_credentials: config.reads_need_credentials,
+    };
     let pool = PgPoolOptions::new()
         .max_connections(10)
         .connect(&config.database_url)
@@ -45,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     println!("schema-registry listening on {}", listener.local_addr()?);
     let mut terminate = signal(SignalKind::terminate())?;
-    axum::serve(listener, app(AppState::new(pool)))
+    axum::serve(listener, app(AppState::with_access(pool, access)))
         .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = terminate.recv() => {}

@@ -53,6 +53,12 @@ impl Store {
         Self { pool }
     }
 
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        _ = sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn subjects(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT subject FROM subject_versions WHERE NOT deleted ORDER BY subject",

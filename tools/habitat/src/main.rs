@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use habitat::{StackArgs, bench, demo, finance, runtime_bench, schemas, stack, topics};
+use habitat_runtime::config::RegistryAuth;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +65,9 @@ enum Command {
     /// The REST proxy's API keys: create, list, revoke.
     #[command(subcommand)]
     Keys(finance::Keys),
+    /// Who reads the books: finance roles bound to tenants.
+    #[command(subcommand)]
+    Finance(finance::Finance),
     /// Measure performance (run with optimised builds: `./habitat bench ...`); with no
     /// part named, the whole topology.
     Bench(BenchCommand),
@@ -127,6 +131,9 @@ enum Schemas {
             default_value = "http://127.0.0.1:18081"
         )]
         schema_registry_url: String,
+        /// The registry's HTTP Basic credentials, `user:password`.
+        #[arg(long, env = "HABITAT_SCHEMA_REGISTRY_AUTH", hide_env_values = true)]
+        schema_registry_auth: Option<RegistryAuth>,
     },
     /// Append the catalog's changed schemas to schemas/history.json (their release).
     Snapshot {
@@ -145,6 +152,9 @@ enum Schemas {
             default_value = "http://127.0.0.1:18081"
         )]
         schema_registry_url: String,
+        /// The registry's HTTP Basic credentials, `user:password`.
+        #[arg(long, env = "HABITAT_SCHEMA_REGISTRY_AUTH", hide_env_values = true)]
+        schema_registry_auth: Option<RegistryAuth>,
     },
 }
 
@@ -234,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => finance::run_report(&args),
         Command::Dlq(command) => finance::run_dlq(&command),
         Command::Keys(command) => finance::run_keys(&command),
+        Command::Finance(command) => finance::run_finance(&command),
         Command::Topics(Topics::Apply {
             bootstrap_servers,
             environment,
@@ -273,8 +284,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Schemas(Schemas::Register {
             schema_registry_url: registry,
+            schema_registry_auth: auth,
         }) => {
-            for (subject, id) in block_on(schemas::register(&registry, &schemas::catalog()))? {
+            for (subject, id) in block_on(schemas::register(
+                &registry,
+                auth.as_ref(),
+                &schemas::catalog(),
+            ))? {
                 println!("registered {subject} (id {id})");
             }
             Ok(())
@@ -292,7 +308,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Schemas(Schemas::Check {
             schema_registry_url: registry,
-        }) => schemas::report(&block_on(schemas::check(&registry, &schemas::catalog()))?),
+            schema_registry_auth: auth,
+        }) => schemas::report(&block_on(schemas::check(
+            &registry,
+            auth.as_ref(),
+            &schemas::catalog(),
+        ))?),
         Command::Catalog { output } => {
             std::fs::write(
                 &output,

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use contracts::{records::CATALOG, wire::subject};
+use habitat_runtime::config::RegistryAuth;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -40,7 +41,15 @@ pub enum Verdict {
     Incompatible(Vec<String>),
 }
 
-async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<(StatusCode, Value)> {
+async fn send(
+    request: reqwest::RequestBuilder,
+    auth: Option<&RegistryAuth>,
+    what: &str,
+) -> Result<(StatusCode, Value)> {
+    let request = match auth {
+        Some(auth) => request.basic_auth(&auth.user, Some(&auth.password)),
+        None => request,
+    };
     let response = request
         .header("content-type", CONTENT_TYPE)
         .send()
@@ -56,13 +65,18 @@ fn message(body: &Value) -> String {
 }
 
 /// Registers every schema (setting each subject's compatibility first); returns the ids.
-pub async fn register(registry: &str, subjects: &[SubjectSchema]) -> Result<Vec<(String, i64)>> {
+pub async fn register(
+    registry: &str,
+    auth: Option<&RegistryAuth>,
+    subjects: &[SubjectSchema],
+) -> Result<Vec<(String, i64)>> {
     let http = Client::new();
     let mut ids = Vec::new();
     for entry in subjects {
         let (status, body) = send(
             http.put(format!("{registry}/config/{}", entry.subject))
                 .body(json!({ "compatibility": COMPATIBILITY }).to_string()),
+            auth,
             "set compatibility",
         )
         .await?;
@@ -76,6 +90,7 @@ pub async fn register(registry: &str, subjects: &[SubjectSchema]) -> Result<Vec<
         let (status, body) = send(
             http.post(format!("{registry}/subjects/{}/versions", entry.subject))
                 .body(json!({ "schema": entry.schema }).to_string()),
+            auth,
             "register",
         )
         .await?;
@@ -88,7 +103,11 @@ pub async fn register(registry: &str, subjects: &[SubjectSchema]) -> Result<Vec<
 }
 
 /// Tests every schema against what is registered, without registering anything.
-pub async fn check(registry: &str, subjects: &[SubjectSchema]) -> Result<Vec<(String, Verdict)>> {
+pub async fn check(
+    registry: &str,
+    auth: Option<&RegistryAuth>,
+    subjects: &[SubjectSchema],
+) -> Result<Vec<(String, Verdict)>> {
     let http = Client::new();
     let mut verdicts = Vec::new();
     for entry in subjects {
@@ -98,6 +117,7 @@ pub async fn check(registry: &str, subjects: &[SubjectSchema]) -> Result<Vec<(St
                 entry.subject
             ))
             .body(json!({ "schema": entry.schema }).to_string()),
+            auth,
             "check compatibility",
         )
         .await?;
@@ -180,7 +200,8 @@ pub fn snapshot(history: &mut History, subjects: &[SubjectSchema]) -> Vec<String
 }
 
 /// Registers every released version in order, then checks the catalog against them all:
-/// the CI gate that stops a change no released reader could follow.
+/// the CI gate that stops a change no released reader could follow (on a throwaway, open
+/// registry).
 pub async fn check_history(
     registry: &str,
     history: &History,
@@ -194,7 +215,7 @@ pub async fn check_history(
                 schema: schema.clone(),
             })
             .collect();
-        _ = register(registry, &released).await?;
+        _ = register(registry, None, &released).await?;
     }
-    check(registry, subjects).await
+    check(registry, None, subjects).await
 }

@@ -18,11 +18,44 @@ use devstack::{
     process::{live_pid, sibling_binary, spawn_detached, terminate, wait_for_tcp},
 };
 
+use habitat_runtime::config::RegistryAuth;
+
 use crate::{StackArgs, schemas, topics};
 
 const DATABASE: &str = "habitat";
 /// The schema registry's own database in the local cluster.
 const REGISTRY_DATABASE: &str = "habitat_registry";
+
+/// The file in the state directory holding the registry's credentials, `user:password`.
+pub const REGISTRY_CREDENTIALS: &str = "registry-credentials";
+
+/// The registry's credentials of this state directory: read, or made (a random password)
+/// and kept readable by the owner only.
+fn registry_credentials(root: &Path) -> Result<RegistryAuth> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let path = root.join(REGISTRY_CREDENTIALS);
+    if let Ok(text) = fs::read_to_string(&path) {
+        return text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let auth: RegistryAuth = format!("habitat:{password}")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{}", String::from(auth.clone()))?;
+    eprintln!(
+        "Registry credentials generated in {} (mode 600).",
+        path.display()
+    );
+    Ok(auth)
+}
 
 /// The stream processors of SPEC §5, in the order they are started.
 pub const PROCESSORS: [&str; 4] = [
@@ -38,6 +71,8 @@ pub struct Running {
     pub bootstrap: String,
     pub database_url: String,
     pub registry_url: String,
+    /// The registry's credentials (kept in `<state-dir>/registry-credentials`).
+    pub registry_auth: RegistryAuth,
     pub proxy_url: String,
     /// `(name, metrics URL)` of each processor and the sink.
     pub metrics: Vec<(String, String)>,
@@ -50,6 +85,10 @@ impl Running {
         println!("  Kafka API (devbroker): {}", self.bootstrap);
         println!("  Postgres:              {}", self.database_url);
         println!("  Schema registry:       {}", self.registry_url);
+        println!(
+            "  Registry credentials:  {} (user:password for writes; HABITAT_SCHEMA_REGISTRY_AUTH)",
+            self.state_dir.join(REGISTRY_CREDENTIALS).display()
+        );
         println!(
             "  REST proxy:            {}  (OpenAPI at /openapi.json)",
             self.proxy_url
@@ -262,6 +301,7 @@ pub fn up(args: &StackArgs) -> Result<Running> {
             .arg(paths.broker_data()),
         broker_addr,
     )?;
+    let registry_auth = registry_credentials(&paths.root)?;
     let registry_addr = SocketAddr::from(([127, 0, 0, 1], args.registry_port));
     registry.start(
         !start_registry,
@@ -271,7 +311,11 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         )?)
         .arg("--listen")
         .arg(registry_addr.to_string())
-        .env("DATABASE_URL", &registry_database_url),
+        .env("DATABASE_URL", &registry_database_url)
+        .env(
+            "SCHEMA_REGISTRY_CREDENTIALS",
+            String::from(registry_auth.clone()),
+        ),
         registry_addr,
     )?;
     let registry_url = format!("http://{registry_addr}");
@@ -294,7 +338,11 @@ pub fn up(args: &StackArgs) -> Result<Running> {
     let registered = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(schemas::register(&registry_url, &schemas::catalog()))?;
+        .block_on(schemas::register(
+            &registry_url,
+            Some(&registry_auth),
+            &schemas::catalog(),
+        ))?;
     eprintln!("Schemas: {} subjects registered.", registered.len());
 
     let mut metrics = Vec::new();
@@ -314,6 +362,10 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         _ = command
             .env("HABITAT_BOOTSTRAP_SERVERS", &bootstrap)
             .env("HABITAT_SCHEMA_REGISTRY_URL", &registry_url)
+            .env(
+                "HABITAT_SCHEMA_REGISTRY_AUTH",
+                String::from(registry_auth.clone()),
+            )
             .env("HABITAT_LOG", "info");
         if service.name == "rest-proxy" {
             _ = command
@@ -333,6 +385,7 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         bootstrap,
         database_url,
         registry_url,
+        registry_auth,
         proxy_url: format!("http://127.0.0.1:{}", args.proxy_port),
         metrics,
         state_dir: paths.root,

@@ -178,17 +178,17 @@ fn edited(full_name_suffix: &str, edit: impl Fn(&mut Vec<Value>)) -> Vec<Subject
 async fn schemas_register_then_check_and_an_incompatible_change_is_named() {
     let registry = registry().await;
     let catalog = schemas::catalog();
-    let before = schemas::check(&registry, &catalog).await.unwrap();
+    let before = schemas::check(&registry, None, &catalog).await.unwrap();
     assert!(before.iter().all(|(_, v)| *v == Verdict::New));
 
-    let ids = schemas::register(&registry, &catalog).await.unwrap();
+    let ids = schemas::register(&registry, None, &catalog).await.unwrap();
     assert_eq!(ids.len(), 28);
     assert_eq!(
-        schemas::register(&registry, &catalog).await.unwrap(),
+        schemas::register(&registry, None, &catalog).await.unwrap(),
         ids,
         "idempotent"
     );
-    let verdicts = schemas::check(&registry, &catalog).await.unwrap();
+    let verdicts = schemas::check(&registry, None, &catalog).await.unwrap();
     assert!(
         verdicts.iter().all(|(_, v)| *v == Verdict::Compatible),
         "{verdicts:?}"
@@ -199,7 +199,7 @@ async fn schemas_register_then_check_and_an_incompatible_change_is_named() {
     let compatible = edited(".people.MemberRegistered", |fields| {
         fields.push(serde_json::json!({"name": "nickname", "type": ["null", "string"], "default": null, "doc": "x"}));
     });
-    let verdicts = schemas::check(&registry, &compatible).await.unwrap();
+    let verdicts = schemas::check(&registry, None, &compatible).await.unwrap();
     assert!(
         verdicts.iter().all(|(_, v)| *v == Verdict::Compatible),
         "{verdicts:?}"
@@ -209,7 +209,7 @@ async fn schemas_register_then_check_and_an_incompatible_change_is_named() {
     let breaking = edited(".people.MemberRegistered", |fields| {
         fields.push(serde_json::json!({"name": "nickname", "type": "string", "doc": "x"}));
     });
-    let verdicts = schemas::check(&registry, &breaking).await.unwrap();
+    let verdicts = schemas::check(&registry, None, &breaking).await.unwrap();
     let subject = "habitat.people-habitat.people.MemberRegistered";
     let (_, verdict) = verdicts.iter().find(|(s, _)| s == subject).unwrap();
     match verdict {
@@ -228,7 +228,7 @@ async fn schemas_register_then_check_and_an_incompatible_change_is_named() {
         error.contains(subject) && error.contains("BACKWARD_TRANSITIVE"),
         "{error}"
     );
-    let rejected = schemas::register(&registry, &breaking)
+    let rejected = schemas::register(&registry, None, &breaking)
         .await
         .unwrap_err()
         .to_string();

@@ -75,6 +75,48 @@ fn up_demo(stack: &Stack) -> String {
     out
 }
 
+/// `up` made the registry's credentials, kept them readable by the owner only and said
+/// where; the registry refuses a write without them and takes one with them.
+fn registry_credentials_guard_writes(stack: &Stack, out: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = stack.dir.join("registry-credentials");
+    assert!(
+        out.contains(&path.display().to_string()),
+        "says where: {out}"
+    );
+    let mode = std::fs::metadata(&path)
+        .expect("the credentials file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    let (user, password) = text.trim_end().split_once(':').expect("user:password");
+    assert!(!user.is_empty() && password.len() >= 16, "{text:?}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let register = |auth: Option<(&str, &str)>| {
+        let mut request = reqwest::Client::new()
+            .put(format!(
+                "http://127.0.0.1:{}/config/habitat.people-habitat.people.MemberRegistered",
+                stack.registry_port
+            ))
+            .header("content-type", "application/vnd.schemaregistry.v1+json")
+            .body(r#"{"compatibility": "BACKWARD_TRANSITIVE"}"#);
+        if let Some((user, password)) = auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        rt.block_on(request.send())
+            .expect("registry")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(register(None), 401);
+    assert_eq!(register(Some((user, password))), 200);
+}
+
 #[test]
 fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
     let stack = Stack::new();
@@ -87,6 +129,7 @@ fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
         out.contains(&format!("http://127.0.0.1:{}", stack.proxy_port)),
         "says where the proxy is: {out}"
     );
+    registry_credentials_guard_writes(&stack, &out);
 
     // Weighted patronage W: ana 1250 × 1.0, ben 800 × 1.5, cleo 600 × 1.0, dev 400 × 0.5;
     // T = 3250. Shares of 10,000.00: 3846.153…, 3692.307…, 1846.153…, 615.384…; floors sum
