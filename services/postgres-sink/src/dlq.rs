@@ -53,6 +53,24 @@ pub enum DlqError {
         at: DateTime<Utc>,
         why: String,
     },
+    #[error(
+        "dead letter {id} was already re-driven by {by} at {at}; re-drive it again with --again"
+    )]
+    AlreadyRedriven {
+        id: i64,
+        by: String,
+        at: DateTime<Utc>,
+    },
+    #[error(
+        "dead letter {id} is being re-driven by {by} since {since}; if that re-drive died, \
+         check the topic and re-drive it with --again after {} minutes",
+        STALE_CLAIM.as_secs() / 60
+    )]
+    BeingRedriven {
+        id: i64,
+        by: String,
+        since: DateTime<Utc>,
+    },
     #[error("dead letter {0} holds no record to re-drive (a timer's letter); resolve it instead")]
     NothingToRedrive(i64),
     #[error("re-drive of dead letter {id} to {topic}: {error}")]
@@ -130,17 +148,75 @@ pub struct Redriven {
     pub partition: i32,
 }
 
-/// Publishes the letter's original record to its source topic and partition in a Kafka
-/// transaction, then marks the letter `REDRIVEN`. A resolved letter is refused.
+/// How long a re-drive may hold its claim before `--again` may take it: far longer than a
+/// publish takes (its Kafka timeouts are 30 s).
+pub const STALE_CLAIM: Duration = Duration::from_secs(300);
+
+/// Claims the letter for a re-drive (`REDRIVING`): a `NEW` one; with `again` also a
+/// `REDRIVEN` one, or one whose re-drive died more than `STALE_CLAIM` ago. The status it
+/// had, or why it cannot be claimed.
+async fn claim(pool: &PgPool, id: i64, by: &str, again: bool) -> Result<String, DlqError> {
+    let claimed = sqlx::query_scalar!(
+        r#"UPDATE dead_letters AS d
+              SET status = 'REDRIVING', redriving_by = $2, redriving_since = now()
+             FROM (SELECT id, status FROM dead_letters WHERE id = $1 FOR UPDATE) AS before
+            WHERE d.id = before.id
+              AND d.record_value IS NOT NULL
+              AND (before.status = 'NEW'
+                   OR ($3 AND before.status = 'REDRIVEN')
+                   OR ($3 AND before.status = 'REDRIVING'
+                       AND d.redriving_since < now() - make_interval(secs => $4)))
+        RETURNING before.status AS "status!""#,
+        id,
+        by,
+        again,
+        STALE_CLAIM.as_secs_f64()
+    )
+    .fetch_optional(pool)
+    .await?;
+    if let Some(status) = claimed {
+        return Ok(status);
+    }
+    let letter = get(pool, id).await?;
+    refuse_resolved(&letter)?;
+    if letter.record_value.is_none() {
+        return Err(DlqError::NothingToRedrive(id));
+    }
+    let holder = sqlx::query!(
+        "SELECT redriving_by, redriving_since FROM dead_letters WHERE id = $1",
+        id
+    )
+    .fetch_one(pool)
+    .await?;
+    Err(match letter.status.as_str() {
+        "REDRIVING" => DlqError::BeingRedriven {
+            id,
+            by: holder.redriving_by.unwrap_or_default(),
+            since: holder.redriving_since.unwrap_or_default(),
+        },
+        _ => DlqError::AlreadyRedriven {
+            id,
+            by: letter.redriven_by.unwrap_or_default(),
+            at: letter.redriven_at.unwrap_or_default(),
+        },
+    })
+}
+
+/// Re-drives the letter once: claims it (`REDRIVING`), publishes its original record to its
+/// source topic and partition in a Kafka transaction, then marks it `REDRIVEN`. A resolved
+/// letter is refused; a re-driven one is re-driven again only with `again`; of two
+/// concurrent re-drives one publishes and the other is refused. A publish that fails gives
+/// the letter its status back.
 pub async fn redrive(
     pool: &PgPool,
     id: i64,
     by: &str,
+    again: bool,
     bootstrap_servers: &str,
     kafka: &KafkaSettings,
 ) -> Result<Redriven, DlqError> {
+    let before = claim(pool, id, by, again).await?;
     let letter = get(pool, id).await?;
-    refuse_resolved(&letter)?;
     let Some(value) = letter.record_value.clone() else {
         return Err(DlqError::NothingToRedrive(id));
     };
@@ -158,7 +234,10 @@ pub async fn redrive(
         topic: topic.clone(),
         error,
     };
-    let published = tokio::task::spawn_blocking(move || {
+    // Err((error, settled)): `settled` when nothing can have been published (the failure
+    // came before the commit); a commit that failed or timed out may have gone through.
+    let published = tokio::task::spawn_blocking(move || -> Result<(), (String, bool)> {
+        let before_commit = |e: String| (e, true);
         let mut config = ClientConfig::new();
         _ = config
             .set("bootstrap.servers", &servers)
@@ -166,12 +245,14 @@ pub async fn redrive(
             .set("enable.idempotence", "true")
             .set("acks", "all");
         settings.apply(&mut config);
-        let producer: BaseProducer = config.create().map_err(|e| e.to_string())?;
+        let producer: BaseProducer = config.create().map_err(|e| before_commit(e.to_string()))?;
         let timeout = Duration::from_secs(30);
         producer
             .init_transactions(timeout)
-            .map_err(|e| e.to_string())?;
-        producer.begin_transaction().map_err(|e| e.to_string())?;
+            .map_err(|e| before_commit(e.to_string()))?;
+        producer
+            .begin_transaction()
+            .map_err(|e| before_commit(e.to_string()))?;
         let id_text = id.to_string();
         let headers = OwnedHeaders::new().insert(Header {
             key: REDRIVEN_FROM,
@@ -184,17 +265,39 @@ pub async fn redrive(
         if let Some(key) = &key {
             record = record.key(key.as_slice());
         }
-        producer.send(record).map_err(|(e, _)| e.to_string())?;
+        producer
+            .send(record)
+            .map_err(|(e, _)| before_commit(e.to_string()))?;
         producer
             .commit_transaction(timeout)
-            .map_err(|e| e.to_string())
+            .map_err(|e| (e.to_string(), false))
     })
     .await
-    .map_err(|e| kafka_error(e.to_string()))?;
-    published.map_err(kafka_error)?;
+    .map_err(|e| (e.to_string(), false))
+    .and_then(|published| published);
+    if let Err((error, settled)) = published {
+        if !settled {
+            // It may have been published: the claim stays, and `--again` after
+            // STALE_CLAIM is a decision taken knowingly.
+            return Err(kafka_error(format!(
+                "{error}; the outcome is unknown, the letter stays REDRIVING"
+            )));
+        }
+        // Nothing was published: the claim is given back.
+        _ = sqlx::query!(
+            "UPDATE dead_letters SET status = $2, redriving_by = NULL, redriving_since = NULL
+              WHERE id = $1 AND status = 'REDRIVING'",
+            id,
+            before
+        )
+        .execute(pool)
+        .await?;
+        return Err(kafka_error(error));
+    }
     _ = sqlx::query!(
         "UPDATE dead_letters SET status = 'REDRIVEN', redrive_count = redrive_count + 1,
-                redriven_by = $2, redriven_at = now()
+                redriven_by = $2, redriven_at = now(), redriving_by = NULL,
+                redriving_since = NULL
           WHERE id = $1",
         id,
         by

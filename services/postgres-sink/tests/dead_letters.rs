@@ -179,13 +179,39 @@ fn dead_letters_are_listed_redriven_once_fixed_and_resolved_once() {
     let shown = dlq::decoded_payload(own, Some(&stack.codec));
     assert_eq!(shown["contribution_id"], "c-1", "{shown}");
 
-    let redriven = stack.query(dlq::redrive(
-        &stack.pool,
-        own.id,
-        "ops:test",
-        &kafka().bootstrap,
-        &common::kafka_settings(),
-    ));
+    // Two operators at once: one publishes, the other is refused.
+    let (first, second) = stack.rt.block_on(async {
+        let settings = common::kafka_settings();
+        tokio::join!(
+            dlq::redrive(
+                &stack.pool,
+                own.id,
+                "ops:test",
+                false,
+                &kafka().bootstrap,
+                &settings
+            ),
+            dlq::redrive(
+                &stack.pool,
+                own.id,
+                "ops:test",
+                false,
+                &kafka().bootstrap,
+                &settings
+            ),
+        )
+    });
+    let (redriven, refused) = match (first, second) {
+        (Ok(redriven), Err(refused)) | (Err(refused), Ok(redriven)) => (redriven, refused),
+        other => panic!("exactly one re-drive publishes: {other:?}"),
+    };
+    assert!(
+        matches!(
+            refused,
+            DlqError::BeingRedriven { .. } | DlqError::AlreadyRedriven { .. }
+        ),
+        "{refused}"
+    );
     assert_eq!(redriven.topic, "habitat.people");
     let value: String = wait_for(
         Duration::from_secs(60),
@@ -207,6 +233,57 @@ fn dead_letters_are_listed_redriven_once_fixed_and_resolved_once() {
         ("REDRIVEN", 1)
     );
     assert_eq!(after.redriven_by.as_deref(), Some("ops:test"));
+
+    // A re-driven letter is re-driven again only when asked.
+    let refused = stack
+        .rt
+        .block_on(dlq::redrive(
+            &stack.pool,
+            own.id,
+            "ops:test",
+            false,
+            &kafka().bootstrap,
+            &common::kafka_settings(),
+        ))
+        .expect_err("re-driven already");
+    assert!(
+        matches!(refused, DlqError::AlreadyRedriven { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("--again"), "{refused}");
+    _ = stack.query(dlq::redrive(
+        &stack.pool,
+        own.id,
+        "ops:test",
+        true,
+        &kafka().bootstrap,
+        &common::kafka_settings(),
+    ));
+    assert_eq!(stack.query(dlq::get(&stack.pool, own.id)).redrive_count, 2);
+    // Published twice in all: once by the concurrent pair, once with --again (counted up
+    // to a marker written after them).
+    post(
+        &stack.codec,
+        &[Post::Event(coop.member("m-marker", "Marker"))],
+    );
+    let mut people = end_to_end::TopicReader::new("habitat.people").lenient();
+    let letter_id = own.id.to_string();
+    let redriven =
+        people.until_with_headers(&stack.codec, &tenant, "the marker", |events, headers| {
+            events
+                .iter()
+                .any(|e| e.key().ends_with("/member/m-marker"))
+                .then(|| {
+                    headers
+                        .iter()
+                        .filter(|h| {
+                            h.iter()
+                                .any(|(k, v)| k == dlq::REDRIVEN_FROM && *v == letter_id)
+                        })
+                        .count()
+                })
+        });
+    assert_eq!(redriven, 2);
 
     let resolved = stack.query(dlq::resolve(
         &stack.pool,
@@ -230,6 +307,7 @@ fn dead_letters_are_listed_redriven_once_fixed_and_resolved_once() {
             &stack.pool,
             own.id,
             "ops:test",
+            true,
             &kafka().bootstrap,
             &common::kafka_settings(),
         ))

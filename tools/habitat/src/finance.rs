@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use habitat_runtime::{avro::AvroCodec, config::KafkaSettings};
+use habitat_runtime::{
+    avro::AvroCodec,
+    config::{KafkaSettings, RegistryAuth},
+};
 use postgres_sink::{
     dlq, report,
     store::options,
@@ -45,6 +48,9 @@ pub struct Topics {
         default_value = "http://127.0.0.1:18081"
     )]
     pub registry: String,
+    /// The registry's HTTP Basic credentials, `user:password`.
+    #[arg(long, env = "HABITAT_SCHEMA_REGISTRY_AUTH", hide_env_values = true)]
+    pub registry_auth: Option<RegistryAuth>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -126,6 +132,9 @@ pub enum Dlq {
         /// Who re-drives it.
         #[arg(long)]
         by: String,
+        /// Re-drive a letter that was re-driven before (or whose re-drive died).
+        #[arg(long)]
+        again: bool,
         #[command(flatten)]
         database: Database,
         #[command(flatten)]
@@ -206,6 +215,7 @@ pub fn run_verify(command: &Verify) -> Result<bool> {
     let source = Source {
         bootstrap_servers: topics.bootstrap.clone(),
         schema_registry_url: topics.registry.clone(),
+        schema_registry_auth: topics.registry_auth.clone(),
         kafka: KafkaSettings::default(),
     };
     let outcome = verify::replay(
@@ -250,7 +260,12 @@ pub fn run_dlq(command: &Dlq) -> Result<()> {
                 Ok::<_, anyhow::Error>(dlq::get(&pool, *id).await?)
             })?;
             // Decoding asks the registry from this thread, outside the runtime.
-            let codec = AvroCodec::new(&topics.registry, runtime.handle().clone()).ok();
+            let codec = AvroCodec::with_auth(
+                &topics.registry,
+                topics.registry_auth.as_ref(),
+                runtime.handle().clone(),
+            )
+            .ok();
             let mut shown = serde_json::to_value(&letter)?;
             shown["payload"] = dlq::decoded_payload(&letter, codec.as_ref());
             println!("{}", serde_json::to_string_pretty(&shown)?);
@@ -258,14 +273,22 @@ pub fn run_dlq(command: &Dlq) -> Result<()> {
         Dlq::Redrive {
             id,
             by,
+            again,
             database,
             topics,
         } => {
             let redriven = runtime.block_on(async {
                 let pool = pool(database).await?;
                 Ok::<_, anyhow::Error>(
-                    dlq::redrive(&pool, *id, by, &topics.bootstrap, &KafkaSettings::default())
-                        .await?,
+                    dlq::redrive(
+                        &pool,
+                        *id,
+                        by,
+                        *again,
+                        &topics.bootstrap,
+                        &KafkaSettings::default(),
+                    )
+                    .await?,
                 )
             })?;
             println!(
@@ -294,6 +317,46 @@ pub fn run_dlq(command: &Dlq) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `habitat finance`: who reads the books.
+#[derive(Debug, Subcommand)]
+pub enum Finance {
+    /// Create or update a login-less role that reads the report views for these tenants
+    /// only (and no base table); then `GRANT <role> TO <user>` in Postgres.
+    Grant {
+        /// A tenant the role reads (repeat for several; replaces the role's tenants).
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<String>,
+        /// The role: 1-63 characters of a-z 0-9 _.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        database: Database,
+    },
+}
+
+pub fn run_finance(command: &Finance) -> Result<()> {
+    match command {
+        Finance::Grant {
+            tenants,
+            role,
+            database,
+        } => {
+            runtime()?.block_on(async {
+                let pool = pool(database).await?;
+                postgres_sink::access::grant(&pool, &database.schema, role, tenants).await?;
+                Ok::<_, anyhow::Error>(())
+            })?;
+            println!(
+                "Role {role} reads the report views of {} for {} only; let a user read as it \
+                 with: GRANT {role} TO <user>;",
+                database.schema,
+                tenants.join(", ")
+            );
+            Ok(())
+        }
+    }
 }
 
 /// `habitat keys`: the REST proxy's API keys.
