@@ -4,8 +4,8 @@
 use std::{fmt, net::SocketAddr, time::Duration};
 
 use contracts::topology::Topology;
-use habitat_runtime::config::KafkaSettings;
 pub use habitat_runtime::config::redact_url;
+use habitat_runtime::config::{KafkaSettings, RegistryAuth};
 use serde::{Deserialize, Serialize};
 
 /// Everything the sink process is configured with.
@@ -22,6 +22,8 @@ pub struct SinkConfig {
     pub schema: String,
     /// Schema registry URL.
     pub schema_registry_url: Option<String>,
+    /// HTTP Basic credentials for the registry, `user:password`.
+    pub schema_registry_auth: Option<RegistryAuth>,
     /// Topics read; by default the context topics and every processor's dead-letter topic.
     pub inputs: Vec<String>,
     /// A batch (one Postgres transaction) is written after this many records…
@@ -53,6 +55,7 @@ impl Default for SinkConfig {
             database_url: None,
             schema: crate::DEFAULT_SCHEMA.to_owned(),
             schema_registry_url: None,
+            schema_registry_auth: None,
             inputs: Vec::new(),
             batch_max_records: 10_000,
             batch_interval_ms: 100,
@@ -76,6 +79,7 @@ impl fmt::Debug for SinkConfig {
             )
             .field("schema", &self.schema)
             .field("schema_registry_url", &self.schema_registry_url)
+            .field("schema_registry_auth", &self.schema_registry_auth)
             .field("inputs", &self.inputs)
             .field("batch_max_records", &self.batch_max_records)
             .field("batch_interval_ms", &self.batch_interval_ms)
@@ -147,6 +151,13 @@ impl SinkConfig {
                 "DATABASE_URL" => self.database_url = Some(value),
                 "SINK_SCHEMA" => self.schema = value,
                 "SCHEMA_REGISTRY_URL" => self.schema_registry_url = Some(value),
+                "SCHEMA_REGISTRY_AUTH" => {
+                    self.schema_registry_auth = Some(
+                        value
+                            .parse()
+                            .map_err(|e| format!("HABITAT_SCHEMA_REGISTRY_AUTH: {e}"))?,
+                    );
+                }
                 "METRICS_LISTEN" => self.metrics_listen = Some(number(field, &value)?),
                 "BATCH_MAX_RECORDS" => self.batch_max_records = number(field, &value)?,
                 "BATCH_INTERVAL_MS" => self.batch_interval_ms = number(field, &value)?,

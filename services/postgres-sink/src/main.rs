@@ -135,7 +135,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let codec = match AvroCodec::new(&registry, runtime.handle().clone()) {
+    let codec = match AvroCodec::with_auth(
+        &registry,
+        config.schema_registry_auth.as_ref(),
+        runtime.handle().clone(),
+    ) {
         Ok(codec) => codec,
         Err(error) => {
             eprintln!("error: {error}");

@@ -248,6 +248,11 @@ impl Records {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+                Err(CodecError::Unauthorized(error)) => {
+                    return Err(SinkError::Other(format!(
+                        "the schema registry refused the credentials: {error}"
+                    )));
+                }
                 other => return Ok(other),
             }
         }

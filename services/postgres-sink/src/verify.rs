@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use habitat_runtime::{avro::AvroCodec, config::KafkaSettings};
+use habitat_runtime::{
+    avro::AvroCodec,
+    config::{KafkaSettings, RegistryAuth},
+};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -37,6 +40,7 @@ use crate::{
 pub struct Source {
     pub bootstrap_servers: String,
     pub schema_registry_url: String,
+    pub schema_registry_auth: Option<RegistryAuth>,
     pub kafka: KafkaSettings,
 }
 
@@ -61,7 +65,11 @@ pub fn rebuild(
     handle: &Handle,
 ) -> anyhow::Result<Rebuilt> {
     let started = Instant::now();
-    let codec = AvroCodec::new(&source.schema_registry_url, handle.clone())?;
+    let codec = AvroCodec::with_auth(
+        &source.schema_registry_url,
+        source.schema_registry_auth.as_ref(),
+        handle.clone(),
+    )?;
     let records = Records::new(codec, Arc::new(AtomicBool::new(false)));
     let mut client = ClientConfig::new();
     _ = client

@@ -13,6 +13,7 @@ fn source(stack: &Stack) -> Source {
     Source {
         bootstrap_servers: kafka().bootstrap.clone(),
         schema_registry_url: stack.registry.clone(),
+        schema_registry_auth: None,
         kafka: common::kafka_settings(),
     }
 }

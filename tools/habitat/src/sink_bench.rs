@@ -184,6 +184,7 @@ pub fn run(args: &SinkBench) -> Result<()> {
     let source = Source {
         bootstrap_servers: bootstrap.clone(),
         schema_registry_url: registry.clone(),
+        schema_registry_auth: None,
         kafka: KafkaSettings::default(),
     };
     eprintln!("Rebuilding into Postgres…");

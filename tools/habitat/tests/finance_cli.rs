@@ -71,6 +71,7 @@ fn verify_report_and_dlq_from_the_command_line() {
     let source = Source {
         bootstrap_servers: kafka().bootstrap.clone(),
         schema_registry_url: registry.clone(),
+        schema_registry_auth: None,
         kafka: settings,
     };
     let store = rt
