@@ -9,7 +9,9 @@
 //! - [`verify`]: replay-to-verify — rebuild every table from the topics into a fresh schema
 //!   and diff it against the live one.
 //! - [`dlq`]: dead letters for operators: list, show, re-drive, resolve.
+//! - [`access`]: finance roles bound to tenants.
 
+pub mod access;
 pub mod batch;
 pub mod config;
 pub mod copy;
