@@ -247,10 +247,17 @@ impl Table {
         out
     }
 
-    /// RFC 4180 CSV with a header line.
+    /// RFC 4180 CSV with a header line. A text cell a spreadsheet would run as a formula —
+    /// one that begins with `=`, `+`, `-`, `@`, a tab or a carriage return — is
+    /// neutralised as OWASP recommends (a leading `'`, the cell quoted); numbers stay
+    /// numbers.
     pub fn to_csv(&self) -> String {
         fn field(value: &str) -> String {
-            if value.contains([',', '"', '\n', '\r']) {
+            let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r'])
+                && value.parse::<rust_decimal::Decimal>().is_err();
+            if formula {
+                format!("\"'{}\"", value.replace('"', "\"\""))
+            } else if value.contains([',', '"', '\n', '\r']) {
                 format!("\"{}\"", value.replace('"', "\"\""))
             } else {
                 value.to_owned()
@@ -315,6 +322,36 @@ mod tests {
         assert_eq!(
             table.to_json(),
             serde_json::json!([{"member": "m-1", "memo": "a, \"b\"", "amount": null}])
+        );
+    }
+
+    #[test]
+    fn csv_cells_that_would_run_as_formulas_are_neutralised_and_numbers_stay_numbers() {
+        let table = Table {
+            columns: vec!["memo".into(), "amount".into()],
+            rows: [
+                ("=HYPERLINK(\"http://x\",\"pay\")", "-12.50"),
+                ("+1+cmd|' /C calc'!A0", "+3.00"),
+                ("-2+3", "0.00"),
+                ("@SUM(A1:A9)", "1200.00"),
+                ("\tlabel", "-0.01"),
+                ("\r=1", "5"),
+                ("plain, text", "7.10"),
+            ]
+            .iter()
+            .map(|(memo, amount)| vec![Some((*memo).to_owned()), Some((*amount).to_owned())])
+            .collect(),
+        };
+        assert_eq!(
+            table.to_csv(),
+            "memo,amount\r\n\
+             \"'=HYPERLINK(\"\"http://x\"\",\"\"pay\"\")\",-12.50\r\n\
+             \"'+1+cmd|' /C calc'!A0\",+3.00\r\n\
+             \"'-2+3\",0.00\r\n\
+             \"'@SUM(A1:A9)\",1200.00\r\n\
+             \"'\tlabel\",-0.01\r\n\
+             \"'\r=1\",5\r\n\
+             \"plain, text\",7.10\r\n"
         );
     }
 
