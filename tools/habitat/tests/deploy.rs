@@ -67,22 +67,30 @@ fn binary(program: &str) -> PathBuf {
     sibling_binary(program, &env_var).expect("a workspace binary")
 }
 
-/// `${NAME:-default}` replaced by its default, as Compose does with NAME unset.
-fn compose_defaults(text: &str) -> String {
+/// Compose's variables as Compose fills them with none set: `${NAME:-default}` becomes its
+/// default; `${NAME:?message}` (Compose refuses to start without it) becomes
+/// `required-<NAME>`. Also the names of the required ones.
+fn compose_defaults(text: &str) -> (String, BTreeSet<String>) {
     let mut out = String::new();
+    let mut required = BTreeSet::new();
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let end = rest[start..].find('}').expect("closing brace") + start;
         let inner = &rest[start + 2..end];
-        let (_, default) = inner
-            .split_once(":-")
-            .expect("a default for every variable");
-        out.push_str(default);
+        if let Some((name, _)) = inner.split_once(":?") {
+            out.push_str(&format!("required-{name}"));
+            _ = required.insert(name.to_owned());
+        } else {
+            let (_, default) = inner
+                .split_once(":-")
+                .expect("a default or a requirement for every variable");
+            out.push_str(default);
+        }
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
-    out
+    (out, required)
 }
 
 /// What `<program> --print-config` reports with exactly `env`.
@@ -230,8 +238,14 @@ fn the_dockerfile_builds_every_program_the_deployments_run() {
 
 #[test]
 fn docker_compose_runs_every_program_with_settings_it_has() {
-    let mut compose: Value = serde_yaml::from_str(&compose_defaults(&read("docker-compose.yml")))
-        .expect("docker-compose.yml parses");
+    let (text, required) = compose_defaults(&read("docker-compose.yml"));
+    let mut compose: Value = serde_yaml::from_str(&text).expect("docker-compose.yml parses");
+    // No default secret: the password is required, never defaulted.
+    assert_eq!(required, BTreeSet::from(["POSTGRES_PASSWORD".to_owned()]));
+    assert!(
+        !read("docker-compose.yml").contains("POSTGRES_PASSWORD:-"),
+        "a default password"
+    );
     // Twice: an anchor that merges another anchor brings its own `<<` along.
     compose.apply_merge().expect("merge keys");
     compose.apply_merge().expect("nested merge keys");
@@ -332,10 +346,32 @@ fn docker_compose_runs_every_program_with_settings_it_has() {
             "{name}"
         );
     }
-    // The REST proxy is published on the port it listens on.
+    // The REST proxy is published on the port it listens on, on the loopback.
     let proxy = service("rest-proxy");
     let listen = port_of(&string_map(&proxy["environment"])["HABITAT_LISTEN"]);
-    assert_eq!(string_list(&proxy["ports"]), [format!("{listen}:{listen}")]);
+    assert_eq!(
+        string_list(&proxy["ports"]),
+        [format!("127.0.0.1:{listen}:{listen}")]
+    );
+    // Every published port is bound to the loopback only.
+    for (name, spec) in services.iter().filter(|(_, s)| s["ports"].is_sequence()) {
+        for port in string_list(&spec["ports"]) {
+            assert!(port.starts_with("127.0.0.1:"), "{name:?} publishes {port}");
+        }
+    }
+    // Postgres takes the required password; every URL carries that one.
+    assert_eq!(
+        string_map(&service("postgres")["environment"])["POSTGRES_PASSWORD"],
+        "required-POSTGRES_PASSWORD"
+    );
+    for name in &ours {
+        if let Some(url) = string_map(&service(name)["environment"]).get("HABITAT_DATABASE_URL") {
+            assert!(
+                url.contains(":required-POSTGRES_PASSWORD@"),
+                "{name}: {url}"
+            );
+        }
+    }
 }
 
 /// Helm's rendering of the chart with `values` over values.yaml: the objects, and lint's
