@@ -25,6 +25,7 @@ pub mod avro;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod dlq;
 pub mod driver;
 pub mod engine;

@@ -78,6 +78,7 @@ fn load(args: &Args) -> Result<Loaded<SinkConfig>, String> {
 
 fn main() -> ExitCode {
     habitat_runtime::memory::retain_freed_memory();
+    habitat_runtime::crypto::install_crypto_provider();
     init_tracing();
     let args = Args::parse();
     let config = match load(&args) {

@@ -80,6 +80,8 @@ fn certificates(dir: &Path) {
 
 #[test]
 fn the_sink_connects_over_tls_with_require_and_verify_full() {
+    // As the sink's main does: one rustls provider for the process.
+    habitat_runtime::crypto::install_crypto_provider();
     let dir = scratch_dir().join(unique("tls-pg"));
     std::fs::create_dir_all(&dir).expect("dir");
     certificates(&dir);

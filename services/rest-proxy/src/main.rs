@@ -106,6 +106,7 @@ impl std::fmt::Debug for Args {
 
 fn main() -> ExitCode {
     habitat_runtime::memory::retain_freed_memory();
+    habitat_runtime::crypto::install_crypto_provider();
     init_tracing();
     let args = Args::parse();
     let mut kafka = KafkaSettings::default();

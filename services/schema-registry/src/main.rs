@@ -41,6 +41,9 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Its Postgres may be reached over TLS; the build links two rustls providers, so one is
+    // chosen before the first connection.
+    _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)

@@ -183,6 +183,7 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
+    habitat_runtime::crypto::install_crypto_provider();
     let cli = Cli::parse();
     if let Command::BenchProcessor {
         bootstrap,
