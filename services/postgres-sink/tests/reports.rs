@@ -590,3 +590,38 @@ fn a_tenant_finance_role_reads_its_tenant_only_and_no_base_table() {
         .expect_err("a login role");
     assert!(refused.to_string().contains("can log in"), "{refused}");
 }
+
+#[test]
+fn a_member_name_typed_as_a_formula_is_exported_as_text() {
+    let stack = Stack::new();
+    let tenant = unique("coop");
+    let mut posts = scenario(&tenant);
+    // The member renamed herself after the year: the name a spreadsheet would run.
+    let formula = "=HYPERLINK(\"http://evil.example\",\"Ana\")";
+    posts.push(Post::Event(Coop::new(&tenant).member("m-1", formula)));
+    post(&stack.codec, &posts);
+    let sink = stack.sink();
+    stack.caught_up();
+    drop(sink);
+    let report = report::find("period-allocation").expect("report");
+    let table = stack.query(report::run(
+        &stack.pool,
+        report,
+        &Filter {
+            tenant: Some(tenant.clone()),
+            ..Filter::default()
+        },
+    ));
+    assert_eq!(table.column("display_name")[0].as_deref(), Some(formula));
+    let csv = table.to_csv();
+    let ana = csv
+        .lines()
+        .find(|line| line.contains(",m-1,"))
+        .unwrap_or_else(|| panic!("m-1 in\n{csv}"));
+    assert!(
+        ana.contains(",\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"Ana\"\")\","),
+        "{ana}"
+    );
+    // The amounts are numbers still: 600.00 of 1000.00 is m-1's allocation.
+    assert!(ana.contains(",600.00,"), "{ana}");
+}
