@@ -43,6 +43,13 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ . }}
       key: {{ $.Values.kafka.passwordSecret.key }}
 {{- end }}
+{{- with .Values.schemaRegistry.authSecret.name }}
+- name: HABITAT_SCHEMA_REGISTRY_AUTH
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.schemaRegistry.authSecret.key }}
+{{- end }}
 - name: HABITAT_LOG
   value: {{ .Values.logLevel | quote }}
 - name: HABITAT_LOG_FORMAT

@@ -150,7 +150,9 @@ fn cli_reads(command: &[&str], name: &str) -> bool {
         .env_clear()
         .output()
         .expect("habitat --help");
-    String::from_utf8_lossy(&help.stdout).contains(&format!("[env: {name}="))
+    let help = String::from_utf8_lossy(&help.stdout);
+    // `[env: NAME=]`, or `[env: NAME]` for a secret whose value help does not show.
+    help.contains(&format!("[env: {name}=")) || help.contains(&format!("[env: {name}]"))
 }
 
 /// The `habitat …` commands of a setup command (`sh -c "habitat a && habitat b"`).
@@ -434,6 +436,7 @@ fn container_env(container: &Value) -> BTreeMap<String, String> {
                 );
                 match name.as_str() {
                     "HABITAT_DATABASE_URL" => "postgres://habitat:secret@db:5432/habitat",
+                    "HABITAT_SCHEMA_REGISTRY_AUTH" => "habitat:secret",
                     _ => "secret",
                 }
                 .to_owned()
@@ -462,6 +465,7 @@ fn the_chart_renders_and_runs_every_program_with_settings_it_has() {
             "settings": {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"},
             "passwordSecret": {"name": "kafka-credentials", "key": "password"},
         },
+        "schemaRegistry": {"authSecret": {"name": "registry-credentials", "key": "user-info"}},
         "topicsYaml": production_topics,
     });
     let (objects, lint) = render(&values);
