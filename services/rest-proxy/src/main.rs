@@ -10,10 +10,11 @@ use habitat_runtime::{
 };
 use rdkafka::ClientConfig;
 use rest_proxy::{
-    app::{AppState, HttpMetrics, Limits, Partitions, RateLimit, router},
+    AppState, HttpMetrics, Limits, Partitions, RateLimit,
     idempotency::Idempotency,
     keys::{self, Keys},
     registry::Schemas,
+    router,
     writer::{Writer, WriterConfig},
 };
 use tracing::info;

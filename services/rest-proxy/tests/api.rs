@@ -10,10 +10,11 @@ use contracts::records::Event;
 use end_to_end::TopicReader;
 use habitat_runtime::avro::AvroCodec;
 use rest_proxy::{
-    app::{Accepted, AppState, ErrorBody, HttpMetrics, Limits, Partitions, RateLimit, router},
+    Accepted, AppState, ErrorBody, HttpMetrics, Limits, Partitions, RateLimit,
     idempotency::Idempotency,
     keys::{self, Keys},
     registry::Schemas,
+    router,
     writer::{Writer, WriterConfig},
 };
 use serde_json::{Value, json};
@@ -309,6 +310,11 @@ fn an_unreachable_broker_is_a_503_with_retry_after() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(retry.as_deref(), Some("5"));
     assert_eq!(body["error_code"], "broker_unavailable");
+    // What failed inside is logged, not answered.
+    assert_eq!(
+        body["message"],
+        "the Kafka broker is unavailable; nothing was written: retry after Retry-After"
+    );
 }
 
 /// A loopback port nothing listens on.

@@ -18,10 +18,11 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer},
 };
 use rest_proxy::{
-    app::{AppState, HttpMetrics, Limits, Partitions, RateLimit, router},
+    AppState, HttpMetrics, Limits, Partitions, RateLimit,
     idempotency::Idempotency,
     keys::{ANY, Keys},
     registry::Schemas,
+    router,
     writer::{Writer, WriterConfig},
 };
 use serde_json::{Value, json};

@@ -14,11 +14,12 @@
 use std::collections::BTreeSet;
 
 use axum::{
-    Json,
+    Json, Router,
     body::Bytes,
     extract::{Path, State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
+    routing::{get, post},
 };
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -31,15 +32,28 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    app::{
-        Answer, ApiError, AppState, Dialect, Peer, authorize, count, handle, parse,
-        record as event_record, write_one,
-    },
     avro_json,
+    http::{
+        error::{ApiError, Dialect},
+        pipeline::{Answer, Peer, authorize, handle, parse, record as event_record, write_one},
+    },
     keys::ApiKey,
     registry::{Lookup, Registered},
+    state::AppState,
     validate::{Problem, SCHEMA_VERSION, ids_and_currencies, rules, writable},
 };
+
+/// The v3 routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v3/clusters", get(list_clusters))
+        .route("/v3/clusters/{cluster_id}", get(get_cluster))
+        .route("/v3/clusters/{cluster_id}/topics", get(list_topics))
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic_name}/records",
+            post(produce),
+        )
+}
 
 /// `POST …/records`.
 #[derive(Debug, Deserialize)]
@@ -151,7 +165,7 @@ where
         Ok(body) => (StatusCode::OK, Json(body)).into_response(),
         Err(error) => error.response(Dialect::Confluent),
     };
-    count(state, route, response.status());
+    state.metrics.count(route, response.status());
     response
 }
 
@@ -412,7 +426,7 @@ async fn event_of(
     let topic_name = topic.to_owned();
     let event = tokio::task::spawn_blocking(move || codec.decode(&topic_name, &framed))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(ApiError::internal)?
         .map_err(|error| match error {
             CodecError::Unavailable(m) => ApiError::registry_unavailable(m),
             CodecError::Unauthorized(m) => ApiError::registry_refused(m),
@@ -520,8 +534,7 @@ async fn produce_record(
         ));
     }
     record.headers = headers;
-    let (written_id, _) = wire::unframe(&record.value)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let (written_id, _) = wire::unframe(&record.value).map_err(ApiError::internal)?;
     let key_size = record.key.len();
     let value_size = record.value.len();
     let written_schema = state

@@ -1,0 +1,32 @@
+//! What operators and tools ask: `/healthz`, `/readyz` (the broker answers a metadata
+//! request), `/metrics`, and the OpenAPI document at `/openapi.json`.
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+
+use crate::state::AppState;
+
+/// The operational routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(crate::openapi::serve))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.partitions.of("habitat.people").await {
+        Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {error}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
