@@ -29,6 +29,7 @@ pub mod crypto;
 pub mod dlq;
 pub mod driver;
 pub mod engine;
+pub mod kafka;
 pub mod memory;
 pub mod merge;
 pub mod metrics;

@@ -187,7 +187,7 @@ impl Reader {
     fn poll(&mut self) -> usize {
         while let Some(message) = self.consumer.poll(Duration::from_millis(20)) {
             let message = message.expect("consume");
-            let headers = habitat_runtime::engine::headers_of(&message);
+            let headers = habitat_runtime::kafka::headers_of(&message);
             self.records.push((
                 String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
                 message.payload().unwrap_or_default().to_vec(),

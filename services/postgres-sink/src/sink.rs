@@ -23,7 +23,7 @@ use habitat_runtime::{
     Codec, CodecError,
     avro::AvroCodec,
     dlq::{DeadLetter, class},
-    engine::headers_of,
+    kafka::headers_of,
     metrics::Metrics,
     waits,
 };
