@@ -11,17 +11,17 @@
 //! processor → fire due timers → commit every `commit_interval` or `commit_max_records`,
 //! or once no input has come for `commit_idle` (caught up: small batches when the stream is
 //! quiet, full ones under load).
-//! A transaction is open only inside [`Engine::commit`], so a rebalance never lands in
+//! A transaction is open only inside the commit (`producer`), so a rebalance never lands in
 //! the middle of one; on revocation the uncommitted batch is dropped and the new owner
 //! redoes it from the committed offsets. An abortable error aborts and rewinds to the
 //! committed offsets with the stores restored from their changelogs; a fatal one (being
 //! fenced included) stops the process.
 //!
-//! Rooms: this module holds the [`Engine`] and its loop; [`clients`] the Kafka clients'
-//! settings, callbacks and internal topics; [`intake`] decoding into the mergers and
-//! backpressure; [`rebalance`] and [`restore`] what an assignment does; [`process`] the
-//! processor and timers; [`producer`] the transaction (the only place it is touched) and
-//! the rewind; [`batch`] the open batch; [`error`] how errors are classified.
+//! Rooms: this module holds the [`Engine`] and its loop; `clients` the Kafka clients'
+//! settings, callbacks and internal topics; `intake` decoding into the mergers and
+//! backpressure; `rebalance` and `restore` what an assignment does; `process` the
+//! processor and timers; `producer` the transaction (the only place it is touched) and the
+//! rewind; `batch` the open batch; `error` how errors are classified.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
