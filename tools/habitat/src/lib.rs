@@ -1,18 +1,17 @@
 //! The `habitat` command line's library: each command is a module, so tests call them
 //! in-process.
 
-pub mod bench;
 pub mod demo;
+pub mod dlq;
 pub mod finance;
 pub mod kafka;
-pub mod load;
-pub mod proxy_bench;
-pub mod runtime_bench;
+pub mod keys;
+pub mod report;
 pub mod schemas;
-pub mod sink_bench;
+pub mod sources;
 pub mod stack;
 pub mod topics;
-pub mod topology_bench;
+pub mod verify;
 
 use std::path::PathBuf;
 

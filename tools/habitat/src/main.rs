@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use habitat::{StackArgs, bench, demo, finance, runtime_bench, schemas, stack, topics};
+use habitat::{StackArgs, demo, dlq, finance, keys, report, schemas, stack, topics, verify};
 use habitat_runtime::config::RegistryAuth;
 
 #[derive(Debug, Parser)]
@@ -55,35 +55,26 @@ enum Command {
     #[command(subcommand)]
     Schemas(Schemas),
     /// Export a finance report (CSV or JSON) from the sink's views.
-    Report(finance::ReportArgs),
+    Report(report::ReportArgs),
     /// Check that replaying the topics gives the live tables.
     #[command(subcommand)]
-    Verify(finance::Verify),
+    Verify(verify::Verify),
     /// Dead letters: list, show, re-drive, resolve.
     #[command(subcommand)]
-    Dlq(finance::Dlq),
+    Dlq(dlq::Dlq),
     /// The REST proxy's API keys: create, list, revoke.
     #[command(subcommand)]
-    Keys(finance::Keys),
+    Keys(keys::Keys),
     /// Who reads the books: finance roles bound to tenants.
     #[command(subcommand)]
     Finance(finance::Finance),
     /// Measure performance (run with optimised builds: `./habitat bench ...`); with no
-    /// part named, the whole topology.
-    Bench(BenchCommand),
-    /// A benchmark processor as a process (started by `habitat bench runtime`).
-    #[command(hide = true)]
-    BenchProcessor {
-        #[arg(long)]
-        bootstrap: String,
-        #[arg(long, value_enum)]
-        mode: runtime_bench::Mode,
-        #[arg(long)]
-        input: String,
-        #[arg(long)]
-        output: String,
-        #[arg(long, action = clap::ArgAction::Set)]
-        exactly_once: bool,
+    /// part named, the whole topology. Runs `habitat-bench`, built beside this program
+    /// (`habitat bench --help` for its parts).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -158,45 +149,14 @@ enum Schemas {
     },
 }
 
-#[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
-struct BenchCommand {
-    #[command(subcommand)]
-    part: Option<Bench>,
-    #[command(flatten)]
-    topology: habitat::topology_bench::TopologyBench,
-}
-
-#[derive(Debug, Subcommand)]
-enum Bench {
-    /// The whole topology: four processors and the sink under a synthetic year of many
-    /// cooperatives; exactly-once on and off, 1/2/4 instances, 1×/2×/4× the data.
-    Topology(habitat::topology_bench::TopologyBench),
-    /// devbroker's raw produce and consume rates.
-    Broker(bench::BrokerBench),
-    /// The stream runtime: pass-through and stateful processors, exactly-once on and off.
-    Runtime(runtime_bench::RuntimeBench),
-    /// The Postgres sink: rebuild N records from the topics into a fresh schema.
-    Sink(habitat::sink_bench::SinkBench),
-    /// The REST proxy: events/s and p50/p99 latency of single posts and 100-event batches.
-    Proxy(habitat::proxy_bench::ProxyBench),
-}
-
 fn main() -> ExitCode {
     habitat_runtime::crypto::install_crypto_provider();
     let cli = Cli::parse();
-    if let Command::BenchProcessor {
-        bootstrap,
-        mode,
-        input,
-        output,
-        exactly_once,
-    } = cli.command
-    {
-        return runtime_bench::serve_processor(bootstrap, mode, input, output, exactly_once);
+    if let Command::Bench { args } = &cli.command {
+        return bench(args);
     }
     if let Command::Verify(verify) = &cli.command {
-        return match finance::run_verify(verify) {
+        return match verify::run_verify(verify) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(error) => {
@@ -233,18 +193,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Down { stack, purge } => stack::down(&stack, purge),
         Command::Status { stack } => stack::status(&stack),
-        Command::Bench(bench) => match bench.part {
-            None => habitat::topology_bench::run(&bench.topology),
-            Some(Bench::Topology(args)) => habitat::topology_bench::run(&args),
-            Some(Bench::Broker(args)) => bench::run(&args),
-            Some(Bench::Runtime(args)) => runtime_bench::run(&args),
-            Some(Bench::Sink(args)) => habitat::sink_bench::run(&args),
-            Some(Bench::Proxy(args)) => habitat::proxy_bench::run(&args),
-        },
-        Command::BenchProcessor { .. } | Command::Verify(_) => unreachable!("handled in main"),
-        Command::Report(args) => finance::run_report(&args),
-        Command::Dlq(command) => finance::run_dlq(&command),
-        Command::Keys(command) => finance::run_keys(&command),
+        Command::Bench { .. } | Command::Verify(_) => unreachable!("handled in main"),
+        Command::Report(args) => report::run_report(&args),
+        Command::Dlq(command) => dlq::run_dlq(&command),
+        Command::Keys(command) => keys::run_keys(&command),
         Command::Finance(command) => finance::run_finance(&command),
         Command::Topics(Topics::Apply {
             bootstrap_servers,
@@ -322,6 +274,27 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             println!("Wrote {}.", output.display());
             Ok(())
+        }
+    }
+}
+
+/// `habitat bench …`: the benchmarks' own program, with the same arguments and exit code.
+fn bench(args: &[String]) -> ExitCode {
+    let program = match devstack::process::sibling_binary("habitat-bench", "HABITAT_BENCH_BIN") {
+        Ok(program) => program,
+        Err(error) => {
+            eprintln!("error: {error:#} (./habitat bench builds it)");
+            return ExitCode::from(2);
+        }
+    };
+    match std::process::Command::new(&program).args(args).status() {
+        Ok(status) => status
+            .code()
+            .and_then(|code| u8::try_from(code).ok())
+            .map_or(ExitCode::FAILURE, ExitCode::from),
+        Err(error) => {
+            eprintln!("error: cannot run {}: {error}", program.display());
+            ExitCode::FAILURE
         }
     }
 }

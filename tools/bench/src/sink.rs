@@ -30,10 +30,9 @@ use rdkafka::{
 };
 use rust_decimal::Decimal;
 
-use crate::{
-    bench::{BenchStack, CONTEXT_TOPICS, cpu_time, machine, tree_cpu_time},
-    kafka::{config, send},
-};
+use habitat::kafka::{config, send};
+
+use crate::broker::{BenchStack, CONTEXT_TOPICS, cpu_time, machine, tree_cpu_time};
 
 #[derive(Clone, Debug, Args)]
 pub struct SinkBench {

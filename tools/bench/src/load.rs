@@ -23,7 +23,7 @@ use habitat_runtime::{Codec, avro::AvroCodec, partition_for};
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use rust_decimal::Decimal;
 
-use crate::kafka::{config, send};
+use habitat::kafka::{config, send};
 
 /// The period every cooperative closes.
 pub const PERIOD: &str = "2025";

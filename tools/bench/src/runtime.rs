@@ -26,10 +26,9 @@ use rdkafka::{
     producer::{BaseProducer, BaseRecord, Producer},
 };
 
-use crate::{
-    bench::{self, BrokerBench},
-    kafka::{config, ensure_topic, send},
-};
+use habitat::kafka::{config, ensure_topic, send};
+
+use crate::broker::{self, BrokerBench};
 
 #[derive(Clone, Debug, Args)]
 pub struct RuntimeBench {
@@ -101,7 +100,7 @@ impl Processor for BenchProcessor {
     }
 }
 
-/// The hidden `habitat bench-processor` command: one benchmark processor as a process.
+/// The hidden `bench-processor` command: one benchmark processor as a process.
 pub fn serve_processor(
     bootstrap: String,
     mode: Mode,
@@ -134,7 +133,7 @@ struct Measured {
 }
 
 pub fn run(args: &RuntimeBench) -> Result<()> {
-    let (bootstrap, _broker) = bench::bench_broker(args.bootstrap.as_deref())?;
+    let (bootstrap, _broker) = broker::bench_broker(args.bootstrap.as_deref())?;
     let mut results = Vec::new();
     for mode in [Mode::PassThrough, Mode::Count] {
         for exactly_once in [true, false] {
@@ -154,14 +153,14 @@ pub fn run(args: &RuntimeBench) -> Result<()> {
     };
     let topic = format!("bench-ceiling-{}", uuid::Uuid::new_v4().simple());
     ensure_topic(&bootstrap, &topic, args.partitions)?;
-    let produced = bench::produce(&bootstrap, &topic, &ceiling)?;
-    let consumed = bench::consume(&bootstrap, &topic, &ceiling)?;
+    let produced = broker::produce(&bootstrap, &topic, &ceiling)?;
+    let consumed = broker::consume(&bootstrap, &topic, &ceiling)?;
 
     println!(
         "Stream runtime on devbroker ({} records per throughput run, {} partitions; latency at {} records/s for {} s)",
         args.records, args.partitions, args.rate, args.seconds
     );
-    println!("{}", bench::machine());
+    println!("{}", broker::machine());
     println!("| processor | records/s | CPU µs/record | p50 latency ms | p99 latency ms |");
     println!("|---|---:|---:|---:|---:|");
     for m in &results {
@@ -235,7 +234,7 @@ fn scenario(
         }
         let first = Instant::now();
         let last = outputs.wait_for(args.records, Duration::from_secs(600), &mut child)?;
-        let cpu = crate::bench::cpu_time(pid).context("read the processor's CPU time")?;
+        let cpu = crate::broker::cpu_time(pid).context("read the processor's CPU time")?;
         let span = last
             .saturating_duration_since(first)
             .max(Duration::from_millis(1));
@@ -302,14 +301,13 @@ fn spawn(
     exactly_once: bool,
     metrics_port: u16,
 ) -> Result<Child> {
-    let exe = std::env::current_exe()?;
+    let exe = devstack::process::sibling_binary("bench-processor", "HABITAT_BENCH_PROCESSOR_BIN")?;
     let mode = mode
         .to_possible_value()
         .map(|v| v.get_name().to_owned())
         .unwrap_or_default();
     Command::new(exe)
         .args([
-            "bench-processor",
             "--bootstrap",
             bootstrap,
             "--mode",

@@ -18,7 +18,7 @@ use clap::Args;
 use devstack::process::{Guardian, free_port, sibling_binary};
 use serde_json::{Value, json};
 
-use crate::bench::{BenchStack, cpu_time, machine};
+use crate::broker::{BenchStack, cpu_time, machine};
 
 #[derive(Clone, Debug, Args)]
 pub struct ProxyBench {

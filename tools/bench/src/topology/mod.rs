@@ -29,12 +29,18 @@ use devstack::process::{Guardian, free_port, sibling_binary};
 use habitat_runtime::avro::AvroCodec;
 use sqlx::PgPool;
 
+use habitat::{stack::PROCESSORS, topics::Mode};
+
 use crate::{
-    bench::{self, BenchStack, BrokerBench, cpu_time, machine, peak_memory_mib, tree_cpu_time},
+    broker::{self, BenchStack, BrokerBench, cpu_time, machine, peak_memory_mib, tree_cpu_time},
     load::{self, PERIOD, Poster, Shape},
-    stack::PROCESSORS,
-    topics::Mode,
 };
+
+mod print;
+mod waits;
+
+use print::{print_latency_by_type, print_table};
+use waits::{Waits, quiet_count};
 
 #[derive(Clone, Debug, Args)]
 pub struct TopologyBench {
@@ -107,7 +113,7 @@ impl Service {
         let metrics = free_port()?;
         let log = std::fs::File::create(logs.join(format!("{name}-{instance}.log")))?;
         let mut command = Command::new(sibling_binary(name, &env_var)?);
-        crate::stack::clear_habitat_env(&mut command, |_| false);
+        habitat::stack::clear_habitat_env(&mut command, |_| false);
         // The proxy serves `/readyz` and `/metrics` beside its API.
         let listen = if name == PROXY {
             "HABITAT_LISTEN"
@@ -251,92 +257,6 @@ pub fn run(args: &TopologyBench) -> Result<()> {
     Ok(())
 }
 
-/// Where the latency of a run comes from: each record type's rows, slowest first.
-fn print_latency_by_type(outcome: &Outcome) {
-    println!();
-    println!(
-        "Latency by record type in the last run ({}), from the posted event each row descends from:",
-        outcome.scenario.label
-    );
-    println!("| record type | rows | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|");
-    for (event_type, rows, p50, p99) in &outcome.latency_by_type {
-        println!("| {event_type} | {rows} | {p50:.0} | {p99:.0} |");
-    }
-}
-
-fn print_table(outcomes: &[Outcome]) {
-    println!();
-    println!(
-        "| run | data | events posted | rows in Postgres | seconds | events/s end to end | events/s of every repetition | year phase events/s | p50 ms | p95 ms | p99 ms | CPU s per 1,000 events | late changes |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for o in outcomes {
-        let cpu: f64 = o.costs.iter().map(|c| c.cpu_seconds).sum();
-        let repetitions: Vec<String> = o.repetitions.iter().map(|r| format!("{r:.0}")).collect();
-        println!(
-            "| {} | ×{} | {} | {} | {:.1} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
-            o.scenario.label,
-            o.scenario.scale,
-            o.posted,
-            o.rows,
-            o.seconds,
-            o.events_per_second(),
-            repetitions.join(", "),
-            o.year_events as f64 / o.year_seconds,
-            o.latency_ms[0],
-            o.latency_ms[1],
-            o.latency_ms[2],
-            cpu / (o.posted as f64 / 1000.0),
-            o.late_changes,
-        );
-    }
-    let (Some(first), Some(alo)) = (
-        outcomes.first(),
-        outcomes.iter().find(|o| !o.scenario.exactly_once),
-    ) else {
-        print_costs(outcomes);
-        return;
-    };
-    println!();
-    println!(
-        "Exactly-once against at-least-once: {:.0} vs {:.0} events/s ({:+.1} %).",
-        first.events_per_second(),
-        alo.events_per_second(),
-        (first.events_per_second() / alo.events_per_second() - 1.0) * 100.0
-    );
-    print_costs(outcomes);
-}
-
-fn print_costs(outcomes: &[Outcome]) {
-    let Some(first) = outcomes.first() else {
-        return;
-    };
-    println!();
-    println!(
-        "Cost per process in the first run ({}):",
-        first.scenario.label
-    );
-    println!("| process | CPU s | CPU s per 1,000 events | peak memory MiB |");
-    println!("|---|---:|---:|---:|");
-    for cost in &first.costs {
-        println!(
-            "| {} | {:.1} | {:.3} | {} |",
-            cost.name,
-            cost.cpu_seconds,
-            cost.cpu_seconds / (first.posted as f64 / 1000.0),
-            cost.peak_mib
-                .map_or_else(|| "—".to_owned(), |m| format!("{m:.0}"))
-        );
-    }
-    if let Some((produce, consume)) = first.ceiling {
-        println!();
-        println!(
-            "devbroker's raw ceiling on the same broker (200,000 × 200 B): produce {produce:.0} records/s, consume {consume:.0} records/s."
-        );
-    }
-}
-
 fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outcome> {
     let shape = Shape {
         tenants: base.tenants * scenario.scale,
@@ -345,7 +265,7 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     let stack = BenchStack::start("topology", args.partitions)?;
     let (runtime, bootstrap, registry) = (&stack.runtime, &stack.bootstrap, &stack.registry);
     // Every topic of topics.yaml, the dead-letter topics the sink reads included.
-    _ = crate::topics::apply(bootstrap, &Topology::embedded(), "dev", Mode::default())?;
+    _ = habitat::topics::apply(bootstrap, &Topology::embedded(), "dev", Mode::default())?;
     stack.cluster.create_database("sink")?;
     let database = stack.cluster.url("sink");
     let logs: PathBuf = std::env::temp_dir().join(format!(
@@ -530,9 +450,9 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
             bootstrap: Some(bootstrap.clone()),
         };
         let topic = format!("ceiling-{}", uuid::Uuid::new_v4().simple());
-        crate::kafka::ensure_topic(bootstrap, &topic, args.partitions)?;
-        let produced = bench::produce(bootstrap, &topic, &broker_args)?;
-        let consumed = bench::consume(bootstrap, &topic, &broker_args)?;
+        habitat::kafka::ensure_topic(bootstrap, &topic, args.partitions)?;
+        let produced = broker::produce(bootstrap, &topic, &broker_args)?;
+        let consumed = broker::consume(bootstrap, &topic, &broker_args)?;
         Some((produced.per_second(), consumed.per_second()))
     } else {
         None
@@ -604,113 +524,4 @@ const WARM_UP: Shape = Shape {
 /// every commit), else warnings only.
 fn log_filter() -> String {
     std::env::var("HABITAT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned())
-}
-
-/// Where a run waits for its rows.
-struct Waits<'a> {
-    runtime: &'a tokio::runtime::Runtime,
-    pool: &'a PgPool,
-    logs: &'a std::path::Path,
-}
-
-impl Waits<'_> {
-    /// Posts the year of `shape` and follows it through every phase: the year up to the
-    /// close; the stewards' approval of each proposed set by its hash (read from Postgres);
-    /// the bank's settlement of every distribution that fell due; until every distribution
-    /// is complete. Returns the seconds of the first phase (first post → the last proposed
-    /// set in Postgres).
-    fn year(&self, poster: &mut Poster, shape: Shape) -> Result<f64> {
-        let tenants = format!("{}%", shape.prefix);
-        let started = Instant::now();
-        load::post_year(poster, shape)?;
-        poster.settle()?;
-        let sets: Vec<(String, String)> =
-            self.rows(shape.tenants, "the proposed allocation sets", || {
-                sqlx::query_as(
-                    "SELECT tenant_id, set_hash FROM habitat.allocation_sets
-                      WHERE period_id = $1 AND status = 'PROPOSED' AND tenant_id LIKE $2",
-                )
-                .bind(PERIOD)
-                .bind(&tenants)
-            })?;
-        let year_seconds = started.elapsed().as_secs_f64();
-        for (tenant, hash) in &sets {
-            poster.post(load::approval(tenant, hash))?;
-        }
-        poster.settle()?;
-        let due: Vec<(String, String)> = self.rows(
-            shape.tenants * shape.members,
-            "the distributions to fall due",
-            || {
-                sqlx::query_as(
-                    "SELECT tenant_id, payment_id FROM habitat.payments
-                      WHERE purpose = 'DISTRIBUTION' AND status = 'DUE' AND tenant_id LIKE $1",
-                )
-                .bind(&tenants)
-            },
-        )?;
-        for (tenant, payment) in &due {
-            poster.post(load::settlement(tenant, payment))?;
-        }
-        poster.settle()?;
-        let _completed: Vec<(String,)> = self.rows(
-            shape.tenants * shape.members,
-            "every distribution to complete",
-            || {
-                sqlx::query_as(
-                    "SELECT distribution_id FROM habitat.distributions WHERE tenant_id LIKE $1",
-                )
-                .bind(&tenants)
-            },
-        )?;
-        Ok(year_seconds)
-    }
-
-    /// Polls `query` until it returns `expected` rows.
-    fn rows<'q, T, F>(&self, expected: usize, what: &str, query: F) -> Result<Vec<T>>
-    where
-        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-        F: Fn() -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
-    {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let rows = self
-                .runtime
-                .block_on(query().fetch_all(self.pool))
-                .unwrap_or_default();
-            if rows.len() >= expected {
-                return Ok(rows);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "waited 600 s for {what}: {} of {expected} (logs in {})",
-                    rows.len(),
-                    self.logs.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// `event_log`'s row count once it has not changed for half a second.
-fn quiet_count(runtime: &tokio::runtime::Runtime, pool: &PgPool) -> Result<i64> {
-    let count = || -> Result<i64> {
-        Ok(runtime.block_on(
-            sqlx::query_scalar(
-                "SELECT count(*) FROM habitat.event_log WHERE tenant_id NOT LIKE $1",
-            )
-            .bind(format!("{}%", WARM_UP.prefix))
-            .fetch_one(pool),
-        )?)
-    };
-    let mut last = count()?;
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = count()?;
-        if now == last {
-            return Ok(now);
-        }
-        last = now;
-    }
 }

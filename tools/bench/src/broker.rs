@@ -14,7 +14,7 @@ use devstack::{
     process::{Guardian, free_port},
 };
 
-use crate::kafka::{config, ensure_topic, send};
+use habitat::kafka::{config, ensure_topic, send};
 use rdkafka::{
     Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},

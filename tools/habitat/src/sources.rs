@@ -1,0 +1,66 @@
+//! Where the sink's commands read from: its Postgres (URL and schema) and the Kafka cluster
+//! with its registry; a small runtime and a pool for a command.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use habitat_runtime::config::RegistryAuth;
+use postgres_sink::store::options;
+use sqlx::PgPool;
+
+/// The Postgres the sink writes to.
+#[derive(Clone, Debug, Args)]
+pub struct Database {
+    /// Postgres URL (default: the local stack's).
+    #[arg(
+        long,
+        env = "HABITAT_DATABASE_URL",
+        default_value = "postgres://habitat@127.0.0.1:15432/habitat"
+    )]
+    pub database_url: String,
+    /// Schema of the sink's tables.
+    #[arg(long, env = "HABITAT_SINK_SCHEMA", default_value = postgres_sink::DEFAULT_SCHEMA)]
+    pub schema: String,
+}
+
+/// The Kafka cluster and registry the topics are read from.
+#[derive(Clone, Debug, Args)]
+pub struct Topics {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "HABITAT_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    pub bootstrap: String,
+    /// Schema registry URL.
+    #[arg(
+        long,
+        env = "HABITAT_SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:18081"
+    )]
+    pub registry: String,
+    /// The registry's HTTP Basic credentials, `user:password`.
+    #[arg(long, env = "HABITAT_SCHEMA_REGISTRY_AUTH", hide_env_values = true)]
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+pub async fn pool(database: &Database) -> Result<PgPool> {
+    postgres_sink::store::check_schema_name(&database.schema).map_err(anyhow::Error::msg)?;
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options(&database.database_url, &database.schema)?)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to {}",
+                postgres_sink::config::redact_url(&database.database_url)
+            )
+        })
+}
