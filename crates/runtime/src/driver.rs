@@ -17,6 +17,7 @@ use crate::{
     Clock, Codec, ManualClock, Payload, ProcessError, Processor, Record,
     dlq::DeadLetter,
     step::{self, Outcome},
+    store::{Store, StoreKey},
     task::{Env, Output, TaskState, partition_for},
 };
 
@@ -239,6 +240,15 @@ impl<P: Processor> TestDriver<P> {
             .iter()
             .find(|((_, s, k), _)| s == store && k == key)
             .and_then(|(_, raw)| serde_json::from_slice(raw).ok())
+    }
+
+    /// The value of a typed store at `key`, as the changelog holds it now.
+    pub fn read<K: StoreKey, V: DeserializeOwned>(
+        &self,
+        store: &Store<K, V>,
+        key: &K,
+    ) -> Option<V> {
+        self.get(store.name(), &key.render())
     }
 
     /// Every entry of a store in every partition, in (partition, key) order.

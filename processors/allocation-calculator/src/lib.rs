@@ -14,11 +14,16 @@ use contracts::records::{
     PeriodPatronageSealed,
 };
 use habitat_domain::{AllocationSet, MemberWeight, Money, Ratio, Weighted, allocate};
-use habitat_runtime::{Context, ProcessError, Processor, Record};
+use habitat_runtime::{Context, ProcessError, Processor, Record, Store, store_key};
 use serde::{Deserialize, Serialize};
 
-/// Store: the proposed (or approved) set of each period, by `<tenant>/<period>`.
-pub const SETS: &str = "sets";
+store_key! {
+    /// A period of a tenant.
+    pub struct PeriodKey { period_id }
+}
+
+/// Store: the proposed (or approved) set of each period.
+pub const SETS: Store<PeriodKey, KeptSet> = Store::new("sets");
 
 /// A period's set as kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +46,7 @@ impl Processor for AllocationCalculator {
     }
 
     fn stores(&self) -> Vec<&'static str> {
-        vec![SETS]
+        vec![SETS.name()]
     }
 
     fn process(
@@ -63,7 +68,7 @@ fn allocation_id(period_id: &str, member_id: &str) -> String {
 
 fn sealed(ctx: &mut Context<'_, Event>, seal: &PeriodPatronageSealed) -> Result<(), ProcessError> {
     let tenant = seal.meta.tenant_id.clone();
-    let key = format!("{tenant}/{}", seal.period_id);
+    let key = PeriodKey::new(&tenant, &seal.period_id);
     let surplus = Money::try_from(seal.net_surplus).map_err(|e| invalid("net_surplus", &e))?;
     let cash_ratio = Ratio::try_from(seal.cash_ratio).map_err(|e| invalid("cash_ratio", &e))?;
     let members = seal
@@ -80,7 +85,7 @@ fn sealed(ctx: &mut Context<'_, Event>, seal: &PeriodPatronageSealed) -> Result<
         .collect::<Result<Vec<_>, _>>()?;
     let set = allocate(surplus, &members, cash_ratio)
         .map_err(|e| ProcessError::rejected("allocation", e.to_string()))?;
-    let existing: Option<KeptSet> = ctx.get(SETS, &key)?;
+    let existing = SETS.get(ctx, &key)?;
     if existing
         .as_ref()
         .is_some_and(|k| k.set.set_hash == set.set_hash || k.approved)
@@ -114,8 +119,8 @@ fn sealed(ctx: &mut Context<'_, Event>, seal: &PeriodPatronageSealed) -> Result<
         set_hash: set.set_hash.clone(),
         status: AllocationSetStatus::Proposed,
     });
-    ctx.put(
-        SETS,
+    SETS.put(
+        ctx,
         &key,
         &KeptSet {
             currency: seal.currency.clone(),
@@ -131,8 +136,8 @@ fn approval(
     decision: &AllocationSetApproved,
 ) -> Result<(), ProcessError> {
     let tenant = decision.meta.tenant_id.clone();
-    let key = format!("{tenant}/{}", decision.period_id);
-    let kept: Option<KeptSet> = ctx.get(SETS, &key)?;
+    let key = PeriodKey::new(&tenant, &decision.period_id);
+    let kept = SETS.get(ctx, &key)?;
     let rejection = match &kept {
         None => Some(format!(
             "no allocation set was proposed for period {}",
@@ -194,7 +199,7 @@ fn approval(
         && let Some(mut k) = kept
     {
         k.approved = true;
-        ctx.put(SETS, &key, &k)?;
+        SETS.put(ctx, &key, &k)?;
     }
     Ok(())
 }

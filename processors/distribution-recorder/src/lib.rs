@@ -17,17 +17,30 @@ use habitat_domain::{
     Money,
     ledger::{Chart, Posting},
 };
-use habitat_runtime::{Context, ProcessError, Processor, Record};
+use habitat_runtime::{Context, ProcessError, Processor, Record, Store, store_key};
 use serde::{Deserialize, Serialize};
 
-/// Store: transaction ids posted, by `<tenant>/<transaction_id>`.
-pub const POSTED: &str = "posted";
+store_key! {
+    /// A ledger transaction of a tenant.
+    pub struct TransactionKey { transaction_id }
+}
+store_key! {
+    /// A member of a tenant.
+    pub struct MemberKey { member_id }
+}
+store_key! {
+    /// A distribution (its schedule) of a tenant.
+    pub struct ScheduleKey { schedule_id }
+}
+
+/// Store: transaction ids posted.
+pub const POSTED: Store<TransactionKey, bool> = Store::new("posted");
 /// Names a YAML file of account codes (see `habitat_domain::ledger::Chart`).
 pub const CHART_VARIABLE: &str = "HABITAT_CHART";
-/// Store: each member's allocated capital balance, by `<tenant>/<member_id>`.
-pub const CAPITAL: &str = "capital";
-/// Store: each distribution's installments and settlements, by `<tenant>/<schedule_id>`.
-pub const DISTRIBUTIONS: &str = "distributions";
+/// Store: each member's allocated capital balance.
+pub const CAPITAL: Store<MemberKey, Money> = Store::new("capital");
+/// Store: each distribution's installments and settlements.
+pub const DISTRIBUTIONS: Store<ScheduleKey, Distribution> = Store::new("distributions");
 
 /// A distribution being paid out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +72,7 @@ impl Processor for DistributionRecorder {
     }
 
     fn stores(&self) -> Vec<&'static str> {
-        vec![POSTED, CAPITAL, DISTRIBUTIONS]
+        vec![POSTED.name(), CAPITAL.name(), DISTRIBUTIONS.name()]
     }
 
     fn process(
@@ -111,8 +124,8 @@ impl Processor for DistributionRecorder {
                 .map(drop)
             }
             Event::DistributionScheduled(d) => {
-                let key = format!("{tenant}/{}", d.schedule_id);
-                let mut kept: Distribution = ctx.get(DISTRIBUTIONS, &key)?.unwrap_or_default();
+                let key = ScheduleKey::new(&tenant, &d.schedule_id);
+                let mut kept = DISTRIBUTIONS.get(ctx, &key)?.unwrap_or_default();
                 kept.period_id.clone_from(&d.period_id);
                 kept.member_id.clone_from(&d.member_id);
                 kept.cash = money(d.cash)?;
@@ -146,8 +159,8 @@ impl DistributionRecorder {
         description: &str,
         posting: &Posting,
     ) -> Result<bool, ProcessError> {
-        let key = format!("{tenant}/{transaction_id}");
-        if ctx.get::<bool>(POSTED, &key)?.is_some() || posting.lines.is_empty() {
+        let key = TransactionKey::new(tenant, transaction_id);
+        if POSTED.get(ctx, &key)?.is_some() || posting.lines.is_empty() {
             return Ok(false);
         }
         if !posting.balances() {
@@ -174,7 +187,7 @@ impl DistributionRecorder {
                 })
                 .collect(),
         });
-        ctx.put(POSTED, &key, &true)?;
+        POSTED.put(ctx, &key, &true)?;
         Ok(true)
     }
 
@@ -190,11 +203,10 @@ impl DistributionRecorder {
         if change == Money::ZERO {
             return Ok(());
         }
-        let key = format!("{tenant}/{member}");
-        let balance = Money::from_cents(
-            ctx.get::<Money>(CAPITAL, &key)?.unwrap_or_default().cents() + change.cents(),
-        );
-        ctx.put(CAPITAL, &key, &balance)?;
+        let key = MemberKey::new(tenant, member);
+        let balance =
+            Money::from_cents(CAPITAL.get(ctx, &key)?.unwrap_or_default().cents() + change.cents());
+        CAPITAL.put(ctx, &key, &balance)?;
         ctx.emit(CapitalAccountUpdated {
             meta: ctx.meta::<CapitalAccountUpdated>(tenant),
             member_id: member.to_owned(),
@@ -252,8 +264,8 @@ impl DistributionRecorder {
                 )? {
                     return Ok(());
                 }
-                let key = format!("{tenant}/{}", p.schedule_id);
-                let mut kept: Distribution = ctx.get(DISTRIBUTIONS, &key)?.unwrap_or_default();
+                let key = ScheduleKey::new(tenant, &p.schedule_id);
+                let mut kept = DISTRIBUTIONS.get(ctx, &key)?.unwrap_or_default();
                 if !kept.settled.contains(&p.payment_id) {
                     kept.settled.push(p.payment_id.clone());
                 }
@@ -277,7 +289,7 @@ impl DistributionRecorder {
         mut kept: Distribution,
         at: DateTime<Utc>,
     ) -> Result<(), ProcessError> {
-        let key = format!("{tenant}/{schedule_id}");
+        let key = ScheduleKey::new(tenant, schedule_id);
         let done = kept.installments > 0
             && kept.settled.len() == usize::try_from(kept.installments).unwrap_or(usize::MAX);
         if done && !kept.completed {
@@ -292,6 +304,6 @@ impl DistributionRecorder {
                 completed_at: at,
             });
         }
-        ctx.put(DISTRIBUTIONS, &key, &kept)
+        DISTRIBUTIONS.put(ctx, &key, &kept)
     }
 }

@@ -14,18 +14,31 @@ use contracts::records::{
     MemberPatronage, PatronageTallied, PeriodPatronageSealed,
 };
 use habitat_domain::{ContributionState, Kind, Money, Ratio, Seal, Tally, TallyKey, Weights};
-use habitat_runtime::{Context, ProcessError, Processor, Record};
+use habitat_runtime::{Context, ProcessError, Processor, Record, Store, TenantKey, store_key};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// Store: the latest state of each contribution, by `<tenant>/<contribution>`.
-pub const CONTRIBUTIONS: &str = "contributions";
-/// Store: the tally of each (period, member), by `<tenant>/<period>/<member>`.
-pub const TALLIES: &str = "tallies";
-/// Store: each period's currency and whether it is sealed, by `<tenant>/<period>`.
-pub const PERIODS: &str = "periods";
-/// Store: the patronage policy in force, by `<tenant>`.
-pub const POLICIES: &str = "policies";
+store_key! {
+    /// A contribution of a tenant.
+    pub struct ContributionKey { contribution_id }
+}
+store_key! {
+    /// A period of a tenant.
+    pub struct PeriodKey { period_id }
+}
+store_key! {
+    /// A (period, member) tally of a tenant.
+    pub struct MemberTallyKey { period_id, member_id }
+}
+
+/// Store: the latest state of each contribution.
+pub const CONTRIBUTIONS: Store<ContributionKey, Kept> = Store::new("contributions");
+/// Store: the tally of each (period, member).
+pub const TALLIES: Store<MemberTallyKey, KeptTally> = Store::new("tallies");
+/// Store: each period's currency and whether it is sealed.
+pub const PERIODS: Store<PeriodKey, Period> = Store::new("periods");
+/// Store: the patronage policy in force.
+pub const POLICIES: Store<TenantKey, Policy> = Store::new("policies");
 
 /// The cash ratio sealed when a tenant never set a policy.
 pub const DEFAULT_CASH_RATIO: Ratio = Ratio::from_units(2_000);
@@ -94,7 +107,12 @@ impl Processor for PatronageAggregator {
     }
 
     fn stores(&self) -> Vec<&'static str> {
-        vec![CONTRIBUTIONS, TALLIES, PERIODS, POLICIES]
+        vec![
+            CONTRIBUTIONS.name(),
+            TALLIES.name(),
+            PERIODS.name(),
+            POLICIES.name(),
+        ]
     }
 
     fn process(
@@ -111,10 +129,10 @@ impl Processor for PatronageAggregator {
             Event::ContributionApproved(c) => contribution(ctx, &tenant, event, state_of!(c)),
             Event::ContributionRejected(c) => contribution(ctx, &tenant, event, state_of!(c)),
             Event::PeriodOpened(p) => {
-                let key = format!("{tenant}/{}", p.period_id);
-                let mut period: Period = ctx.get(PERIODS, &key)?.unwrap_or_default();
+                let key = PeriodKey::new(&tenant, &p.period_id);
+                let mut period = PERIODS.get(ctx, &key)?.unwrap_or_default();
                 period.currency.clone_from(&p.currency);
-                ctx.put(PERIODS, &key, &period)
+                PERIODS.put(ctx, &key, &period)
             }
             Event::PatronagePolicySet(p) => {
                 let mut weights = BTreeMap::new();
@@ -125,11 +143,11 @@ impl Processor for PatronageAggregator {
                     weights: Weights(weights),
                     cash_ratio: ratio(p.cash_ratio, "cash_ratio")?,
                 };
-                ctx.put(POLICIES, &tenant, &policy)
+                POLICIES.put(ctx, &TenantKey::new(&tenant), &policy)
             }
             Event::PeriodClosed(p) => {
-                let key = format!("{tenant}/{}", p.period_id);
-                let mut period: Period = ctx.get(PERIODS, &key)?.unwrap_or_default();
+                let key = PeriodKey::new(&tenant, &p.period_id);
+                let mut period = PERIODS.get(ctx, &key)?.unwrap_or_default();
                 if period.sealed {
                     return Ok(());
                 }
@@ -140,12 +158,14 @@ impl Processor for PatronageAggregator {
                         format!("period {} closed with surplus {surplus}", p.period_id),
                     ));
                 }
-                let policy: Policy = ctx.get(POLICIES, &tenant)?.unwrap_or_default();
-                let prefix = format!("{tenant}/{}/", p.period_id);
-                let tallies: BTreeMap<String, Tally> = ctx
-                    .scan::<KeptTally>(TALLIES, &prefix)?
+                let policy = POLICIES
+                    .get(ctx, &TenantKey::new(&tenant))?
+                    .unwrap_or_default();
+                let prefix_len = tenant.len() + p.period_id.len() + 2;
+                let tallies: BTreeMap<String, Tally> = TALLIES
+                    .scan(ctx, &[&tenant, &p.period_id])?
                     .into_iter()
-                    .map(|(k, kept)| (k[prefix.len()..].to_owned(), kept.tally))
+                    .map(|(k, kept)| (k[prefix_len..].to_owned(), kept.tally))
                     .collect();
                 let seal = Seal::new(&tallies, &policy.weights);
                 ctx.emit(PeriodPatronageSealed {
@@ -177,7 +197,7 @@ impl Processor for PatronageAggregator {
                 });
                 period.sealed = true;
                 period.currency.clone_from(&p.currency);
-                ctx.put(PERIODS, &key, &period)
+                PERIODS.put(ctx, &key, &period)
             }
             _ => Ok(()),
         }
@@ -227,19 +247,19 @@ fn contribution(
     event: &Event,
     new: Contribution,
 ) -> Result<(), ProcessError> {
-    let key = format!("{tenant}/{}", new.id);
-    let old: Option<Kept> = ctx.get(CONTRIBUTIONS, &key)?;
+    let key = ContributionKey::new(tenant, &new.id);
+    let old = CONTRIBUTIONS.get(ctx, &key)?;
     if old
         .as_ref()
         .is_some_and(|o| o.state == new.state && o.status == new.status.as_str())
     {
         return Ok(());
     }
-    let period: Period = ctx
-        .get(PERIODS, &format!("{tenant}/{}", new.state.period_id))?
+    let period = PERIODS
+        .get(ctx, &PeriodKey::new(tenant, &new.state.period_id))?
         .unwrap_or_default();
-    ctx.put(
-        CONTRIBUTIONS,
+    CONTRIBUTIONS.put(
+        ctx,
         &key,
         &Kept {
             state: new.state.clone(),
@@ -280,15 +300,15 @@ fn contribution(
         }
     }
     for (tally_key, kept) in changed {
-        let store_key = format!("{tenant}/{}/{}", tally_key.period_id, tally_key.member_id);
-        let before: KeptTally = ctx.get(TALLIES, &store_key)?.unwrap_or_default();
+        let store_key = MemberTallyKey::new(tenant, &tally_key.period_id, &tally_key.member_id);
+        let before = TALLIES.get(ctx, &store_key)?.unwrap_or_default();
         if before == kept {
             continue;
         }
         if kept.tally.is_empty() && kept.contributions == 0 {
-            ctx.delete(TALLIES, &store_key)?;
+            TALLIES.delete(ctx, &store_key)?;
         } else {
-            ctx.put(TALLIES, &store_key, &kept)?;
+            TALLIES.put(ctx, &store_key, &kept)?;
         }
         let total: i128 = kept.tally.0.values().map(|m| m.cents()).sum();
         ctx.emit(PatronageTallied {
@@ -310,10 +330,10 @@ fn tally_slot<'m>(
     key: &TallyKey,
 ) -> Result<&'m mut KeptTally, ProcessError> {
     if !changed.contains_key(key) {
-        let stored = ctx
+        let stored = TALLIES
             .get(
-                TALLIES,
-                &format!("{tenant}/{}/{}", key.period_id, key.member_id),
+                ctx,
+                &MemberTallyKey::new(tenant, &key.period_id, &key.member_id),
             )?
             .unwrap_or_default();
         _ = changed.insert(key.clone(), stored);

@@ -19,15 +19,34 @@ use habitat_domain::{
     Money,
     schedule::{Interval, LoanTerms, PaymentState, Repayment, installments, loan_schedule},
 };
-use habitat_runtime::{Context, ProcessError, Processor, Record, Timer};
+use habitat_runtime::{
+    Context, ProcessError, Processor, Record, Store, StoreKey, TenantKey, Timer, store_key,
+};
 use serde::{Deserialize, Serialize};
 
-/// Store: installments, interval and first-payment offset in force, by `<tenant>`.
-pub const POLICIES: &str = "policies";
-/// Store: every scheduled payment and its state, by `<tenant>/<payment_id>`.
-pub const PAYMENTS: &str = "payments";
-/// Store: schedules made, by `<tenant>/<schedule_id>`.
-pub const SCHEDULES: &str = "schedules";
+store_key! {
+    /// A payment of a tenant; also the key of its due timer.
+    pub struct PaymentKey { payment_id }
+}
+store_key! {
+    /// A schedule (of a distribution or a loan) of a tenant.
+    pub struct ScheduleKey { schedule_id }
+}
+
+impl PaymentKey {
+    /// The key a due timer carries (`<tenant>/<payment_id>`; tenant ids hold no `/`).
+    fn of_timer(timer: &Timer) -> Option<Self> {
+        let (tenant, payment_id) = timer.key.split_once('/')?;
+        Some(Self::new(tenant, payment_id))
+    }
+}
+
+/// Store: installments, interval and first-payment offset in force.
+pub const POLICIES: Store<TenantKey, Policy> = Store::new("policies");
+/// Store: every scheduled payment and its state.
+pub const PAYMENTS: Store<PaymentKey, Payment> = Store::new("payments");
+/// Store: schedules made.
+pub const SCHEDULES: Store<ScheduleKey, bool> = Store::new("schedules");
 /// Timer: a payment falls due.
 pub const DUE: &str = "due";
 
@@ -124,7 +143,7 @@ impl Processor for PaymentScheduleCreator {
     }
 
     fn stores(&self) -> Vec<&'static str> {
-        vec![POLICIES, PAYMENTS, SCHEDULES]
+        vec![POLICIES.name(), PAYMENTS.name(), SCHEDULES.name()]
     }
 
     fn timers(&self) -> Vec<&'static str> {
@@ -150,7 +169,7 @@ impl Processor for PaymentScheduleCreator {
                     },
                     first_payment_offset_days: i64::from(p.first_payment_offset_days),
                 };
-                ctx.put(POLICIES, &tenant, &policy)
+                POLICIES.put(ctx, &TenantKey::new(&tenant), &policy)
             }
             Event::AllocationApproved(a) => distribution(ctx, &tenant, a),
             Event::LoanFunded(l) => loan(ctx, &tenant, l),
@@ -185,7 +204,13 @@ impl Processor for PaymentScheduleCreator {
     }
 
     fn on_timer(&self, ctx: &mut Context<'_, Event>, timer: &Timer) -> Result<(), ProcessError> {
-        let Some(mut payment) = ctx.get::<Payment>(PAYMENTS, &timer.key)? else {
+        let Some(key) = PaymentKey::of_timer(timer) else {
+            return Err(ProcessError::Fatal(format!(
+                "timer {} {} names no payment",
+                timer.name, timer.key
+            )));
+        };
+        let Some(mut payment) = PAYMENTS.get(ctx, &key)? else {
             return Ok(());
         };
         if !payment.state.can_move_to(PaymentState::Due) {
@@ -195,7 +220,7 @@ impl Processor for PaymentScheduleCreator {
         ctx.emit(payment_record!(PaymentDue, ctx, payment, {
             status: PaymentStatus::Due,
         }));
-        ctx.put(PAYMENTS, &timer.key, &payment)
+        PAYMENTS.put(ctx, &key, &payment)
     }
 }
 
@@ -209,14 +234,14 @@ fn schedule_payment(ctx: &mut Context<'_, Event>, payment: Payment) -> Result<()
     ctx.emit(payment_record!(PaymentScheduled, ctx, payment, {
         status: PaymentStatus::Scheduled,
     }));
-    let key = format!("{}/{}", payment.tenant_id, payment.payment_id);
+    let key = PaymentKey::new(&payment.tenant_id, &payment.payment_id);
     let due = payment
         .due_on
         .and_hms_opt(0, 0, 0)
         .unwrap_or_default()
         .and_utc();
-    ctx.schedule(DUE, &key, due, None)?;
-    ctx.put(PAYMENTS, &key, &payment)
+    ctx.schedule(DUE, &key.render(), due, None)?;
+    PAYMENTS.put(ctx, &key, &payment)
 }
 
 /// Whether a schedule was made already (then nothing is made again).
@@ -225,11 +250,11 @@ fn made(
     tenant: &str,
     schedule_id: &str,
 ) -> Result<bool, ProcessError> {
-    let key = format!("{tenant}/{schedule_id}");
-    if ctx.get::<bool>(SCHEDULES, &key)?.is_some() {
+    let key = ScheduleKey::new(tenant, schedule_id);
+    if SCHEDULES.get(ctx, &key)?.is_some() {
         return Ok(true);
     }
-    ctx.put(SCHEDULES, &key, &true)?;
+    SCHEDULES.put(ctx, &key, &true)?;
     Ok(false)
 }
 
@@ -246,7 +271,9 @@ fn distribution(
     if made(ctx, tenant, &schedule_id)? {
         return Ok(());
     }
-    let policy: Policy = ctx.get(POLICIES, tenant)?.unwrap_or_default();
+    let policy = POLICIES
+        .get(ctx, &TenantKey::new(tenant))?
+        .unwrap_or_default();
     let first_due = a.approved_at.date_naive() + TimeDelta::days(policy.first_payment_offset_days);
     let parts = installments(cash, policy.installments, first_due, policy.interval);
     ctx.emit(DistributionScheduled {
@@ -373,8 +400,8 @@ fn result(
     outcome: &str,
     details: impl FnOnce(Payment) -> Details,
 ) -> Result<(), ProcessError> {
-    let key = format!("{tenant}/{payment_id}");
-    let payment: Option<Payment> = ctx.get(PAYMENTS, &key)?;
+    let key = PaymentKey::new(tenant, payment_id);
+    let payment = PAYMENTS.get(ctx, &key)?;
     let reject = |ctx: &mut Context<'_, Event>, state: Option<PaymentStatus>, reason: String| {
         ctx.emit(PaymentResultRejected {
             meta: ctx.meta::<PaymentResultRejected>(tenant),
@@ -408,7 +435,7 @@ fn result(
     let (settled_at, method, external_ref, failure_reason, mut payment) = details(payment);
     payment.state = next;
     payment.outcome = Some(outcome.to_owned());
-    ctx.cancel(DUE, &key)?;
+    ctx.cancel(DUE, &key.render())?;
     ctx.emit(PaymentStatusChanged {
         meta: ctx.meta::<PaymentStatusChanged>(tenant),
         payment_id: payment.payment_id.clone(),
@@ -429,5 +456,5 @@ fn result(
         failure_reason,
         result_event_id: event.meta().event_id.clone(),
     });
-    ctx.put(PAYMENTS, &key, &payment)
+    PAYMENTS.put(ctx, &key, &payment)
 }

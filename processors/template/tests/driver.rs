@@ -2,31 +2,31 @@
 
 use chrono::{TimeZone, Utc};
 use contracts::records::{
-    ContributionApproved, ContributionKind, ContributionStatus, ContributionUnit, Event, Meta,
+    ContributionApproved, ContributionKind, ContributionStatus, ContributionUnit, Event,
 };
 use habitat_runtime::TestDriver;
 use rust_decimal::Decimal;
-use template_processor::{TOTALS, Template, Total};
+use template_processor::{MemberPeriodKey, NEGATIVE_VALUE, TOTALS, Template, Total};
+use test_support::records;
 
 const PEOPLE: &str = "habitat.people";
 
 fn approved(tenant: &str, id: &str, member: &str, value: &str) -> Event {
+    approved_record(tenant, id, member, value).into()
+}
+
+fn approved_record(tenant: &str, id: &str, member: &str, value: &str) -> ContributionApproved {
     let at = Utc
         .with_ymd_and_hms(2026, 2, 1, 12, 0, 0)
         .single()
         .expect("valid");
     ContributionApproved {
-        meta: Meta {
-            event_id: format!("evt-{id}-{value}"),
-            event_type: "people.ContributionApproved".to_owned(),
-            schema_version: 1,
-            tenant_id: tenant.to_owned(),
-            occurred_at: at,
-            producer: "rest:stewards".to_owned(),
-            actor: Some("steward:ana".to_owned()),
-            correlation_id: format!("corr-{id}"),
-            causation_id: None,
-        },
+        meta: records::meta(
+            tenant,
+            "people.ContributionApproved",
+            &format!("evt-{id}-{value}"),
+            at,
+        ),
         contribution_id: id.to_owned(),
         member_id: member.to_owned(),
         period_id: "2026".to_owned(),
@@ -42,7 +42,6 @@ fn approved(tenant: &str, id: &str, member: &str, value: &str) -> Event {
         reviewed_at: Some(at),
         rejection_reason: None,
     }
-    .into()
 }
 
 fn pipe(driver: &mut TestDriver<Template>, event: Event) {
@@ -50,8 +49,8 @@ fn pipe(driver: &mut TestDriver<Template>, event: Event) {
     driver.pipe(PEOPLE, &key, event).expect("processed");
 }
 
-fn total(driver: &TestDriver<Template>, key: &str) -> Option<Total> {
-    driver.get(TOTALS, key)
+fn total(driver: &TestDriver<Template>, tenant: &str, member: &str) -> Option<Total> {
+    driver.read(&TOTALS, &MemberPeriodKey::new(tenant, member, "2026"))
 }
 
 #[test]
@@ -64,14 +63,14 @@ fn totals_follow_the_latest_state_of_each_contribution() {
     pipe(&mut driver, approved("coop-a", "c1", "m1", "120.00"));
     pipe(&mut driver, approved("coop-a", "c1", "m1", "120.00"));
     assert_eq!(
-        total(&driver, "coop-a/m1/2026"),
+        total(&driver, "coop-a", "m1"),
         Some(Total {
             contributions: 2,
             value: "170.50".parse().expect("decimal")
         })
     );
     assert_eq!(
-        total(&driver, "coop-b/m1/2026"),
+        total(&driver, "coop-b", "m1"),
         Some(Total {
             contributions: 1,
             value: "7.00".parse().expect("decimal")
@@ -86,9 +85,9 @@ fn a_negative_value_is_dead_lettered_and_counts_nothing() {
     pipe(&mut driver, approved("coop-a", "c9", "m2", "-5.00"));
     let letters = driver.dead_letters();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].class, "negative-value");
+    assert_eq!(letters[0].class, NEGATIVE_VALUE);
     assert!(letters[0].message.contains("c9"), "{}", letters[0].message);
-    assert_eq!(total(&driver, "coop-a/m2/2026"), None);
+    assert_eq!(total(&driver, "coop-a", "m2"), None);
 }
 
 #[test]
@@ -98,10 +97,40 @@ fn state_survives_a_restart() {
     driver.restart();
     pipe(&mut driver, approved("coop-a", "c2", "m1", "5.00"));
     assert_eq!(
-        total(&driver, "coop-a/m1/2026"),
+        total(&driver, "coop-a", "m1"),
         Some(Total {
             contributions: 2,
             value: "15.00".parse().expect("decimal")
+        })
+    );
+}
+
+#[test]
+fn a_later_rejection_takes_the_contribution_out() {
+    let mut driver = TestDriver::new(Template);
+    pipe(&mut driver, approved("coop-a", "c1", "m1", "30.00"));
+    pipe(&mut driver, approved("coop-a", "c2", "m1", "12.00"));
+    let rejected = records::rejected(approved_record("coop-a", "c1", "m1", "30.00"), "duplicate");
+    pipe(&mut driver, rejected.clone().into());
+    assert_eq!(
+        total(&driver, "coop-a", "m1"),
+        Some(Total {
+            contributions: 1,
+            value: records::dec("12.00")
+        })
+    );
+    // Rejected again: nothing more comes out; approved again: it counts again.
+    pipe(&mut driver, rejected.into());
+    assert_eq!(
+        total(&driver, "coop-a", "m1").map(|t| t.contributions),
+        Some(1)
+    );
+    pipe(&mut driver, approved("coop-a", "c1", "m1", "30.00"));
+    assert_eq!(
+        total(&driver, "coop-a", "m1"),
+        Some(Total {
+            contributions: 2,
+            value: records::dec("42.00")
         })
     );
 }
