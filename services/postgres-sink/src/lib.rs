@@ -12,6 +12,7 @@
 //! - [`access`]: finance roles bound to tenants.
 
 pub mod access;
+mod assign;
 pub mod batch;
 pub mod config;
 pub mod copy;

@@ -28,16 +28,16 @@ use habitat_runtime::{
     waits,
 };
 use rdkafka::{
-    ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer},
     error::KafkaError,
-    types::RDKafkaRespErr,
 };
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
 use crate::{
     SINK,
+    assign::{Rebalanced, SinkContext},
     batch::{Batch, Coordinates},
     config::SinkConfig,
     store::{Partition, Store, WriteError},
@@ -50,94 +50,16 @@ pub enum SinkError {
     Kafka(#[from] KafkaError),
     #[error("postgres: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-enum Rebalanced {
-    Revoked,
-    Assigned(BTreeMap<Partition, i64>),
-}
-
-/// Consumer callbacks: partitions are assigned at the offsets stored in Postgres.
-struct SinkContext {
-    store: Store,
-    handle: Handle,
-    events: Mutex<Vec<Rebalanced>>,
-    failure: Mutex<Option<String>>,
-    metrics: Metrics,
-    inputs: Vec<String>,
-}
-
-impl ClientContext for SinkContext {
-    fn stats(&self, statistics: Statistics) {
-        self.metrics.record_lag(&statistics, &self.inputs);
-    }
-}
-
-impl ConsumerContext for SinkContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let partitions: Vec<Partition> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect();
-                // The callback runs on the sink's own thread, never on the runtime's.
-                match self.handle.block_on(self.store.claim(&partitions)) {
-                    Ok(stored) => {
-                        for ((topic, partition), next) in &stored {
-                            let offset = if *next < 0 {
-                                Offset::Beginning
-                            } else {
-                                Offset::Offset(*next)
-                            };
-                            if let Err(error) = tpl.set_partition_offset(topic, *partition, offset)
-                            {
-                                self.fail(format!("offset of {topic}/{partition}: {error}"));
-                            }
-                        }
-                        if let Err(error) = consumer.assign(tpl) {
-                            self.fail(format!("assign: {error}"));
-                        }
-                        self.metrics
-                            .assigned_partitions
-                            .set(i64::try_from(stored.len()).unwrap_or(i64::MAX));
-                        self.metrics.set_ready(true);
-                        self.push(Rebalanced::Assigned(stored));
-                    }
-                    Err(error) => {
-                        self.fail(format!("cannot read the stored offsets: {error}"));
-                    }
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.push(Rebalanced::Revoked);
-                if let Err(error) = consumer.unassign() {
-                    warn!(%error, "Unassign failed.");
-                }
-                self.metrics.assigned_partitions.set(0);
-            }
-            other => warn!(error = ?other, "Rebalance failed."),
-        }
-    }
-}
-
-impl SinkContext {
-    fn push(&self, event: Rebalanced) {
-        self.events.lock().expect("events lock").push(event);
-    }
-
-    fn fail(&self, message: String) {
-        warn!(%message, "Assignment failed.");
-        *self.failure.lock().expect("failure lock") = Some(message);
-    }
+    /// The registry could not decode a record: unreachable at shutdown, or refusing the
+    /// sink's credentials.
+    #[error("schema registry: {0}")]
+    Registry(#[source] CodecError),
+    /// An assignment could not be taken (its stored offsets, the assign itself).
+    #[error("assignment failed: {0}")]
+    Assignment(String),
+    /// A batch writer's task died.
+    #[error("batch writer: {0}")]
+    Writer(#[from] tokio::task::JoinError),
 }
 
 /// The sink with its store, codec and metrics, ready to run.
@@ -240,18 +162,14 @@ impl Records {
             match self.codec.decode(topic, bytes) {
                 Err(CodecError::Unavailable(error)) => {
                     if self.shutdown.load(Ordering::SeqCst) {
-                        return Err(SinkError::Other(format!(
-                            "schema registry unavailable: {error}"
-                        )));
+                        return Err(SinkError::Registry(CodecError::Unavailable(error)));
                     }
                     warn!(%error, "Schema registry unavailable; retrying.");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                Err(CodecError::Unauthorized(error)) => {
-                    return Err(SinkError::Other(format!(
-                        "the schema registry refused the credentials: {error}"
-                    )));
+                Err(refused @ CodecError::Unauthorized(_)) => {
+                    return Err(SinkError::Registry(refused));
                 }
                 other => return Ok(other),
             }
@@ -378,7 +296,7 @@ impl Loop<'_> {
         let mut last_input = Instant::now();
         loop {
             if let Some(failure) = self.consumer.context().failure.lock().expect("lock").take() {
-                return Err(SinkError::Other(failure));
+                return Err(SinkError::Assignment(failure));
             }
             self.rebalanced()?;
             if self.sink.shutdown.load(Ordering::SeqCst) {
@@ -516,11 +434,7 @@ impl Loop<'_> {
 
     /// Waits for one part; false when its offsets had moved and it was dropped.
     fn settle_part(&mut self, writing: Writing) -> Result<bool, SinkError> {
-        let (batch, mut outcome) = self
-            .sink
-            .handle
-            .block_on(writing.task)
-            .map_err(|e| SinkError::Other(format!("writer task: {e}")))?;
+        let (batch, mut outcome) = self.sink.handle.block_on(writing.task)?;
         let metrics = &self.sink.metrics;
         let mut attempt = 0;
         loop {

@@ -9,9 +9,17 @@ pub enum EngineError {
     /// Another instance with the same transactional id took over, or the group moved on.
     #[error("fenced: {0}")]
     Fenced(String),
-    /// Kafka answered with an error that cannot be recovered from.
-    #[error("fatal Kafka error: {0}")]
-    Kafka(String),
+    /// Kafka answered with an error that cannot be recovered from, while `during`.
+    #[error("fatal Kafka error while {during}: {source}")]
+    Kafka {
+        during: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// A step failed for good after its retries (an abort that could not be redone, a
+    /// restore that took too long).
+    #[error("stopped: {0}")]
+    Stopped(String),
     /// The processor failed in a way that is not a rejected record.
     #[error("processor error: {0}")]
     Processor(String),
@@ -42,7 +50,10 @@ pub(super) fn classify(error: &KafkaError) -> Failure {
             if matches!(e.code(), ErrorCode::Fenced | ErrorCode::ProducerFenced) {
                 Failure::Stop(EngineError::Fenced(e.to_string()))
             } else {
-                Failure::Stop(EngineError::Kafka(e.to_string()))
+                Failure::Stop(EngineError::Kafka {
+                    during: "a transaction".to_owned(),
+                    source: error.clone(),
+                })
             }
         }
         other => Failure::Abort(other.to_string()),

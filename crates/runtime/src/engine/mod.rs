@@ -214,7 +214,10 @@ where
                 .init_transactions(timeout)
                 .map_err(|e| match classify(&e) {
                     Failure::Stop(stop) => stop,
-                    Failure::Abort(msg) => EngineError::Kafka(format!("init transactions: {msg}")),
+                    Failure::Abort(_) => EngineError::Kafka {
+                        during: "initialising transactions".to_owned(),
+                        source: e,
+                    },
                 })?;
         }
 
@@ -382,7 +385,10 @@ where
                                     self.engine.config.instance_id
                                 ))
                             } else {
-                                EngineError::Kafka(error.to_string())
+                                EngineError::Kafka {
+                                    during: "consuming".to_owned(),
+                                    source: error,
+                                }
                             });
                         }
                         warn!(%error, "Consumer error.");

@@ -178,14 +178,17 @@ where
         let committed = self
             .consumer
             .committed(Duration::from_secs(10))
-            .map_err(|e| EngineError::Kafka(format!("committed offsets: {e}")))?;
+            .map_err(|source| EngineError::Kafka {
+                during: "reading the committed offsets to rewind".to_owned(),
+                source,
+            })?;
         seek_back(&committed, |topic, partition, offset| {
             self.consumer
                 .seek(topic, partition, offset, Duration::from_secs(10))
         })?;
         self.open_tasks(&partitions).map_err(|f| match f {
             Failure::Stop(e) => e,
-            Failure::Abort(m) => EngineError::Kafka(m),
+            Failure::Abort(m) => EngineError::Stopped(format!("reopening the tasks: {m}")),
         })
     }
 }
@@ -216,12 +219,15 @@ fn seek_back(
             Offset::Offset(o) => Offset::Offset(o),
             _ => Offset::Beginning,
         };
-        seek(element.topic(), element.partition(), offset).map_err(|error| {
-            EngineError::Kafka(format!(
-                "rewinding {}[{}] to {offset:?} after an abort failed: {error}",
-                element.topic(),
-                element.partition()
-            ))
+        seek(element.topic(), element.partition(), offset).map_err(|source| {
+            EngineError::Kafka {
+                during: format!(
+                    "rewinding {}[{}] to {offset:?} after an abort",
+                    element.topic(),
+                    element.partition()
+                ),
+                source,
+            }
         })?;
     }
     Ok(())
@@ -276,7 +282,8 @@ mod tests {
         .expect_err("the failed seek stops it");
         assert_eq!(seeks, 2, "nothing after the failed seek");
         assert!(
-            matches!(&error, EngineError::Kafka(m) if m.contains("in[1]") && m.contains("after an abort")),
+            matches!(&error, EngineError::Kafka { during, source: KafkaError::Seek(_) }
+                if during.contains("in[1]") && during.contains("after an abort")),
             "{error}"
         );
     }

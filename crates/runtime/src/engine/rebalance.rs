@@ -34,7 +34,9 @@ where
                         .collect();
                     self.open_tasks(&fresh).map_err(|f| match f {
                         Failure::Stop(e) => e,
-                        Failure::Abort(m) => EngineError::Kafka(m),
+                        Failure::Abort(m) => {
+                            EngineError::Stopped(format!("opening the tasks: {m}"))
+                        }
                     })?;
                     self.engine
                         .metrics

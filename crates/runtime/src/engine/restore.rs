@@ -21,17 +21,25 @@ where
         let mut list = TopicPartitionList::new();
         for partition in states.keys() {
             list.add_partition_offset(&topic, *partition, Offset::Beginning)
-                .map_err(|e| Failure::Stop(EngineError::Kafka(e.to_string())))?;
+                .map_err(|source| {
+                    Failure::Stop(EngineError::Kafka {
+                        during: format!("listing {topic} for a restore"),
+                        source,
+                    })
+                })?;
         }
-        self.restorer
-            .assign(&list)
-            .map_err(|e| Failure::Stop(EngineError::Kafka(format!("assign {topic}: {e}"))))?;
+        self.restorer.assign(&list).map_err(|source| {
+            Failure::Stop(EngineError::Kafka {
+                during: format!("assigning {topic} to the restore consumer"),
+                source,
+            })
+        })?;
         let mut remaining: BTreeSet<i32> = states.keys().copied().collect();
         let deadline = started + Duration::from_millis(self.engine.config.restore_timeout_ms);
         let mut restored = 0_u64;
         while !remaining.is_empty() {
             if Instant::now() > deadline {
-                return Err(Failure::Stop(EngineError::Kafka(format!(
+                return Err(Failure::Stop(EngineError::Stopped(format!(
                     "restoring {topic} partitions {remaining:?} took longer than {} ms",
                     self.engine.config.restore_timeout_ms
                 ))));
@@ -51,9 +59,12 @@ where
                 Some(Err(error)) => warn!(%error, %topic, "Restore consumer error."),
             }
         }
-        self.restorer
-            .unassign()
-            .map_err(|e| Failure::Stop(EngineError::Kafka(e.to_string())))?;
+        self.restorer.unassign().map_err(|source| {
+            Failure::Stop(EngineError::Kafka {
+                during: format!("unassigning {topic} after a restore"),
+                source,
+            })
+        })?;
         let seconds = started.elapsed().as_secs_f64();
         self.engine
             .metrics

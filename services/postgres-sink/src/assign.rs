@@ -1,0 +1,102 @@
+//! The sink's consumer callbacks: an assigned partition starts at the offset Postgres
+//! holds for it (read and claimed inside the rebalance), a revoked one drops its open work;
+//! both are queued for the loop. Lag goes to the metrics.
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use habitat_runtime::metrics::Metrics;
+use rdkafka::{
+    ClientContext, Offset, Statistics, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
+    types::RDKafkaRespErr,
+};
+use tokio::runtime::Handle;
+use tracing::warn;
+
+use crate::store::{Partition, Store};
+
+pub(crate) enum Rebalanced {
+    Revoked,
+    Assigned(BTreeMap<Partition, i64>),
+}
+
+/// Consumer callbacks: partitions are assigned at the offsets stored in Postgres.
+pub(crate) struct SinkContext {
+    pub(crate) store: Store,
+    pub(crate) handle: Handle,
+    pub(crate) events: Mutex<Vec<Rebalanced>>,
+    pub(crate) failure: Mutex<Option<String>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) inputs: Vec<String>,
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.record_lag(&statistics, &self.inputs);
+    }
+}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions: Vec<Partition> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                // The callback runs on the sink's own thread, never on the runtime's.
+                match self.handle.block_on(self.store.claim(&partitions)) {
+                    Ok(stored) => {
+                        for ((topic, partition), next) in &stored {
+                            let offset = if *next < 0 {
+                                Offset::Beginning
+                            } else {
+                                Offset::Offset(*next)
+                            };
+                            if let Err(error) = tpl.set_partition_offset(topic, *partition, offset)
+                            {
+                                self.fail(format!("offset of {topic}/{partition}: {error}"));
+                            }
+                        }
+                        if let Err(error) = consumer.assign(tpl) {
+                            self.fail(format!("assign: {error}"));
+                        }
+                        self.metrics
+                            .assigned_partitions
+                            .set(i64::try_from(stored.len()).unwrap_or(i64::MAX));
+                        self.metrics.set_ready(true);
+                        self.push(Rebalanced::Assigned(stored));
+                    }
+                    Err(error) => {
+                        self.fail(format!("cannot read the stored offsets: {error}"));
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.push(Rebalanced::Revoked);
+                if let Err(error) = consumer.unassign() {
+                    warn!(%error, "Unassign failed.");
+                }
+                self.metrics.assigned_partitions.set(0);
+            }
+            other => warn!(error = ?other, "Rebalance failed."),
+        }
+    }
+}
+
+impl SinkContext {
+    pub(crate) fn push(&self, event: Rebalanced) {
+        self.events.lock().expect("events lock").push(event);
+    }
+
+    pub(crate) fn fail(&self, message: String) {
+        warn!(%message, "Assignment failed.");
+        *self.failure.lock().expect("failure lock") = Some(message);
+    }
+}
