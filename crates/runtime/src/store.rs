@@ -1,6 +1,6 @@
 //! Typed state stores, declared once with their key and value types:
 //!
-//! ```ignore
+//! ```text
 //! store_key! {
 //!     /// A tally: tenant, period, member.
 //!     pub struct TallyKey { period_id, member_id }
