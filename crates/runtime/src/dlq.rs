@@ -24,6 +24,10 @@ pub mod class {
     pub const UNKNOWN_SCHEMA: &str = "unknown-schema";
     /// A timer's handler rejected it.
     pub const TIMER: &str = "timer";
+    /// A field that is not a valid amount of money (scale, range).
+    pub const INVALID_AMOUNT: &str = "invalid-amount";
+    /// A field that is not a valid ratio or weight.
+    pub const INVALID_RATIO: &str = "invalid-ratio";
 }
 
 /// A record that went to the dead-letter topic.

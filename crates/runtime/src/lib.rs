@@ -47,7 +47,7 @@ pub use codec::{Codec, CodecError, Utf8};
 pub use config::RuntimeConfig;
 pub use driver::{Produced, TestDriver};
 pub use payload::{Payload, Trace};
-pub use processor::{ProcessError, Processor, Record, Timer};
+pub use processor::{ProcessError, Processor, Record, Timer, amount, ratio};
 pub use runner::{run, run_avro, run_with};
 pub use store::{Store, StoreKey, TenantKey};
 pub use task::{Context, Output, partition_for};

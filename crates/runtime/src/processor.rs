@@ -109,4 +109,34 @@ impl ProcessError {
             message: message.into(),
         }
     }
+
+    /// A record's field converted into a domain value (a decimal into money, a ratio…),
+    /// or the record rejected with `class`, naming the field.
+    pub fn convert<S, T>(value: S, class: &str, field: &str) -> Result<T, Self>
+    where
+        T: TryFrom<S>,
+        T::Error: std::fmt::Display,
+    {
+        T::try_from(value).map_err(|e| Self::rejected(class, format!("{field}: {e}")))
+    }
+}
+
+/// A decimal field as an amount of money (`Money`), or the record rejected as
+/// [`INVALID_AMOUNT`](crate::dlq::class::INVALID_AMOUNT).
+pub fn amount<T, S>(value: S, field: &str) -> Result<T, ProcessError>
+where
+    T: TryFrom<S>,
+    T::Error: std::fmt::Display,
+{
+    ProcessError::convert(value, crate::dlq::class::INVALID_AMOUNT, field)
+}
+
+/// A decimal field as a ratio or weight (`Ratio`), or the record rejected as
+/// [`INVALID_RATIO`](crate::dlq::class::INVALID_RATIO).
+pub fn ratio<T, S>(value: S, field: &str) -> Result<T, ProcessError>
+where
+    T: TryFrom<S>,
+    T::Error: std::fmt::Display,
+{
+    ProcessError::convert(value, crate::dlq::class::INVALID_RATIO, field)
 }

@@ -14,13 +14,16 @@ use contracts::records::{
     PeriodPatronageSealed,
 };
 use habitat_domain::{AllocationSet, MemberWeight, Money, Ratio, Weighted, allocate};
-use habitat_runtime::{Context, ProcessError, Processor, Record, Store, store_key};
+use habitat_runtime::{Context, ProcessError, Processor, Record, Store, amount, ratio, store_key};
 use serde::{Deserialize, Serialize};
 
 store_key! {
     /// A period of a tenant.
     pub struct PeriodKey { period_id }
 }
+
+/// Rejection class: the seal cannot be allocated (its figures contradict each other).
+pub const ALLOCATION: &str = "allocation";
 
 /// Store: the proposed (or approved) set of each period.
 pub const SETS: Store<PeriodKey, KeptSet> = Store::new("sets");
@@ -69,22 +72,20 @@ fn allocation_id(period_id: &str, member_id: &str) -> String {
 fn sealed(ctx: &mut Context<'_, Event>, seal: &PeriodPatronageSealed) -> Result<(), ProcessError> {
     let tenant = seal.meta.tenant_id.clone();
     let key = PeriodKey::new(&tenant, &seal.period_id);
-    let surplus = Money::try_from(seal.net_surplus).map_err(|e| invalid("net_surplus", &e))?;
-    let cash_ratio = Ratio::try_from(seal.cash_ratio).map_err(|e| invalid("cash_ratio", &e))?;
+    let surplus: Money = amount(seal.net_surplus, "net_surplus")?;
+    let cash_ratio: Ratio = ratio(seal.cash_ratio, "cash_ratio")?;
     let members = seal
         .members
         .iter()
         .map(|m| {
-            Weighted::try_from(m.weighted)
-                .map(|weighted| MemberWeight {
-                    member_id: m.member_id.clone(),
-                    weighted,
-                })
-                .map_err(|e| invalid("weighted", &e))
+            amount::<Weighted, _>(m.weighted, "weighted").map(|weighted| MemberWeight {
+                member_id: m.member_id.clone(),
+                weighted,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let set = allocate(surplus, &members, cash_ratio)
-        .map_err(|e| ProcessError::rejected("allocation", e.to_string()))?;
+        .map_err(|e| ProcessError::rejected(ALLOCATION, e.to_string()))?;
     let existing = SETS.get(ctx, &key)?;
     if existing
         .as_ref()
@@ -202,8 +203,4 @@ fn approval(
         SETS.put(ctx, &key, &k)?;
     }
     Ok(())
-}
-
-fn invalid(field: &str, error: &impl std::fmt::Display) -> ProcessError {
-    ProcessError::rejected("invalid-amount", format!("{field}: {error}"))
 }

@@ -17,7 +17,7 @@ use habitat_domain::{
     Money,
     ledger::{Chart, Posting},
 };
-use habitat_runtime::{Context, ProcessError, Processor, Record, Store, store_key};
+use habitat_runtime::{Context, ProcessError, Processor, Record, Store, amount, store_key};
 use serde::{Deserialize, Serialize};
 
 store_key! {
@@ -86,8 +86,11 @@ impl Processor for DistributionRecorder {
         let tenant = event.meta().tenant_id.clone();
         match event {
             Event::AllocationApproved(a) => {
-                let (amount, cash, retained) =
-                    (money(a.amount)?, money(a.cash)?, money(a.retained)?);
+                let (amount, cash, retained) = (
+                    amount(a.amount, "amount")?,
+                    amount(a.cash, "cash")?,
+                    amount(a.retained, "retained")?,
+                );
                 let id = format!("alloc:{}:{}", a.period_id, a.member_id);
                 let posting = self
                     .chart
@@ -109,7 +112,9 @@ impl Processor for DistributionRecorder {
                 Ok(())
             }
             Event::LoanFunded(l) => {
-                let posting = self.chart.loan_funded(&l.member_id, money(l.principal)?);
+                let posting = self
+                    .chart
+                    .loan_funded(&l.member_id, amount(l.principal, "principal")?);
                 let description = format!("Loan {} funded for {}", l.loan_id, l.member_id);
                 self.post(
                     ctx,
@@ -128,7 +133,7 @@ impl Processor for DistributionRecorder {
                 let mut kept = DISTRIBUTIONS.get(ctx, &key)?.unwrap_or_default();
                 kept.period_id.clone_from(&d.period_id);
                 kept.member_id.clone_from(&d.member_id);
-                kept.cash = money(d.cash)?;
+                kept.cash = amount(d.cash, "cash")?;
                 kept.currency.clone_from(&d.currency);
                 kept.installments = d.installments;
                 self.complete_if_paid(ctx, &tenant, &d.schedule_id, kept, ctx.now())
@@ -139,10 +144,6 @@ impl Processor for DistributionRecorder {
             _ => Ok(()),
         }
     }
-}
-
-fn money(value: rust_decimal::Decimal) -> Result<Money, ProcessError> {
-    Money::try_from(value).map_err(|e| ProcessError::rejected("invalid-amount", e.to_string()))
 }
 
 impl DistributionRecorder {
@@ -231,8 +232,8 @@ impl DistributionRecorder {
             PaymentPurpose::LoanRepayment => {
                 let posting = self.chart.loan_payment_settled(
                     &p.member_id,
-                    money(p.principal)?,
-                    money(p.interest)?,
+                    amount(p.principal, "principal")?,
+                    amount(p.interest, "interest")?,
                 );
                 let description = format!("Loan payment {} settled", p.payment_id);
                 self.post(
@@ -250,7 +251,7 @@ impl DistributionRecorder {
             PaymentPurpose::Distribution => {
                 let posting = self
                     .chart
-                    .distribution_settled(&p.member_id, money(p.amount)?);
+                    .distribution_settled(&p.member_id, amount(p.amount, "amount")?);
                 let description = format!("Patronage dividend payment {} settled", p.payment_id);
                 if !self.post(
                     ctx,

@@ -14,7 +14,9 @@ use contracts::records::{
     MemberPatronage, PatronageTallied, PeriodPatronageSealed,
 };
 use habitat_domain::{ContributionState, Kind, Money, Ratio, Seal, Tally, TallyKey, Weights};
-use habitat_runtime::{Context, ProcessError, Processor, Record, Store, TenantKey, store_key};
+use habitat_runtime::{
+    Context, ProcessError, Processor, Record, Store, TenantKey, amount, ratio, store_key,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +41,11 @@ pub const TALLIES: Store<MemberTallyKey, KeptTally> = Store::new("tallies");
 pub const PERIODS: Store<PeriodKey, Period> = Store::new("periods");
 /// Store: the patronage policy in force.
 pub const POLICIES: Store<TenantKey, Policy> = Store::new("policies");
+
+/// Rejection class: a period closed with a negative surplus.
+pub const NEGATIVE_SURPLUS: &str = "negative-surplus";
+/// Rejection class: a contribution with a negative value.
+pub const NEGATIVE_VALUE: &str = "negative-value";
 
 /// The cash ratio sealed when a tenant never set a policy.
 pub const DEFAULT_CASH_RATIO: Ratio = Ratio::from_units(2_000);
@@ -151,10 +158,10 @@ impl Processor for PatronageAggregator {
                 if period.sealed {
                     return Ok(());
                 }
-                let surplus = money(p.net_surplus, "net_surplus")?;
+                let surplus: Money = amount(p.net_surplus, "net_surplus")?;
                 if surplus.is_negative() {
                     return Err(ProcessError::rejected(
-                        "negative-surplus",
+                        NEGATIVE_SURPLUS,
                         format!("period {} closed with surplus {surplus}", p.period_id),
                     ));
                 }
@@ -220,10 +227,10 @@ impl Contribution {
         value: Decimal,
         status: ContributionStatus,
     ) -> Result<Self, ProcessError> {
-        let value = money(value, "value")?;
+        let value: Money = amount(value, "value")?;
         if value.is_negative() {
             return Err(ProcessError::rejected(
-                "negative-value",
+                NEGATIVE_VALUE,
                 format!("contribution {id} has value {value}"),
             ));
         }
@@ -350,16 +357,6 @@ fn by_kind(tally: &Tally) -> Vec<KindTally> {
             value: v.to_decimal(),
         })
         .collect()
-}
-
-fn money(value: Decimal, field: &str) -> Result<Money, ProcessError> {
-    Money::try_from(value)
-        .map_err(|e| ProcessError::rejected("invalid-amount", format!("{field}: {e}")))
-}
-
-fn ratio(value: Decimal, field: &str) -> Result<Ratio, ProcessError> {
-    Ratio::try_from(value)
-        .map_err(|e| ProcessError::rejected("invalid-ratio", format!("{field}: {e}")))
 }
 
 /// The domain's kind of a contract's kind.

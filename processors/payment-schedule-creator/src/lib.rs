@@ -20,7 +20,7 @@ use habitat_domain::{
     schedule::{Interval, LoanTerms, PaymentState, Repayment, installments, loan_schedule},
 };
 use habitat_runtime::{
-    Context, ProcessError, Processor, Record, Store, StoreKey, TenantKey, Timer, store_key,
+    Context, ProcessError, Processor, Record, Store, StoreKey, TenantKey, Timer, amount, store_key,
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,8 @@ pub const POLICIES: Store<TenantKey, Policy> = Store::new("policies");
 pub const PAYMENTS: Store<PaymentKey, Payment> = Store::new("payments");
 /// Store: schedules made.
 pub const SCHEDULES: Store<ScheduleKey, bool> = Store::new("schedules");
+/// Rejection class: a loan whose terms give no schedule.
+pub const LOAN_TERMS: &str = "loan-terms";
 /// Timer: a payment falls due.
 pub const DUE: &str = "due";
 
@@ -224,11 +226,6 @@ impl Processor for PaymentScheduleCreator {
     }
 }
 
-fn money(value: rust_decimal::Decimal, field: &str) -> Result<Money, ProcessError> {
-    Money::try_from(value)
-        .map_err(|e| ProcessError::rejected("invalid-amount", format!("{field}: {e}")))
-}
-
 /// Records a payment, emits `PaymentScheduled` and sets its due timer.
 fn schedule_payment(ctx: &mut Context<'_, Event>, payment: Payment) -> Result<(), ProcessError> {
     ctx.emit(payment_record!(PaymentScheduled, ctx, payment, {
@@ -263,7 +260,7 @@ fn distribution(
     tenant: &str,
     a: &AllocationApproved,
 ) -> Result<(), ProcessError> {
-    let cash = money(a.cash, "cash")?;
+    let cash: Money = amount(a.cash, "cash")?;
     if cash.cents() <= 0 {
         return Ok(());
     }
@@ -318,7 +315,7 @@ fn loan(ctx: &mut Context<'_, Event>, tenant: &str, l: &LoanFunded) -> Result<()
         (LoanFrequency::Quarterly, m) => (Interval::Quarterly, method(m)),
     };
     let terms = LoanTerms {
-        principal: money(l.principal, "principal")?,
+        principal: amount(l.principal, "principal")?,
         annual_rate: l.annual_rate,
         term_months: u32::try_from(l.term_months).unwrap_or(0),
         frequency,
@@ -326,7 +323,7 @@ fn loan(ctx: &mut Context<'_, Event>, tenant: &str, l: &LoanFunded) -> Result<()
         funded_on: l.funded_on,
     };
     let payments =
-        loan_schedule(&terms).map_err(|e| ProcessError::rejected("loan-terms", e.to_string()))?;
+        loan_schedule(&terms).map_err(|e| ProcessError::rejected(LOAN_TERMS, e.to_string()))?;
     if made(ctx, tenant, &schedule_id)? {
         return Ok(());
     }
