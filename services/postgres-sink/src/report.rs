@@ -81,12 +81,39 @@ pub const REPORTS: &[Report] = &[
     },
 ];
 
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("no report named {name:?}; reports: {known}")]
+    Unknown { name: String, known: String },
+    #[error("report {report} takes no {flag}")]
+    NoSuchFilter {
+        report: &'static str,
+        flag: &'static str,
+    },
+    #[error("view {0} not found: is the sink's schema migrated and on the search path?")]
+    NoView(&'static str),
+    #[error("report {report}: {source}")]
+    Database {
+        report: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
 /// Finds a report by name.
-pub fn find(name: &str) -> Result<&'static Report, String> {
-    REPORTS.iter().find(|r| r.name == name).ok_or_else(|| {
-        let names: Vec<&str> = REPORTS.iter().map(|r| r.name).collect();
-        format!("no report named {name:?}; reports: {}", names.join(", "))
-    })
+pub fn find(name: &str) -> Result<&'static Report, ReportError> {
+    REPORTS
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| ReportError::Unknown {
+            name: name.to_owned(),
+            known: REPORTS
+                .iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// What to select.
@@ -106,23 +133,30 @@ pub struct Table {
 }
 
 /// Runs `report` with `filter`.
-pub async fn run(pool: &PgPool, report: &Report, filter: &Filter) -> Result<Table, String> {
+pub async fn run(pool: &PgPool, report: &Report, filter: &Filter) -> Result<Table, ReportError> {
     let mut conditions = Vec::new();
     let mut values: Vec<String> = Vec::new();
-    let mut add = |column: Option<&str>, value: Option<String>, flag: &str| match (column, value) {
-        (_, None) => Ok(()),
-        (Some(column), Some(value)) => {
-            values.push(value);
-            conditions.push(format!("{}::text = ${}", ident(column), values.len()));
-            Ok(())
-        }
-        (None, Some(_)) => Err(format!("report {} takes no {flag}", report.name)),
-    };
+    let mut add =
+        |column: Option<&str>, value: Option<String>, flag: &'static str| match (column, value) {
+            (_, None) => Ok(()),
+            (Some(column), Some(value)) => {
+                values.push(value);
+                conditions.push(format!("{}::text = ${}", ident(column), values.len()));
+                Ok(())
+            }
+            (None, Some(_)) => Err(ReportError::NoSuchFilter {
+                report: report.name,
+                flag,
+            }),
+        };
     add(Some("tenant_id"), filter.tenant.clone(), "--tenant")?;
     add(report.period, filter.period.clone(), "--period")?;
     add(report.year, filter.year.map(|y| y.to_string()), "--year")?;
     add(report.member, filter.member.clone(), "--member")?;
-    let database = |e: sqlx::Error| format!("report {}: {e}", report.name);
+    let database = |source: sqlx::Error| ReportError::Database {
+        report: report.name,
+        source,
+    };
     let mut tx = pool.begin().await.map_err(database)?;
     _ = sqlx::query("SET TRANSACTION READ ONLY")
         .execute(&mut *tx)
@@ -151,10 +185,7 @@ pub async fn run(pool: &PgPool, report: &Report, filter: &Filter) -> Result<Tabl
     .await
     .map_err(database)?;
     if columns.is_empty() {
-        return Err(format!(
-            "view {} not found: is the sink's schema migrated and on the search path?",
-            report.view
-        ));
+        return Err(ReportError::NoView(report.view));
     }
     let select = columns
         .iter()
@@ -357,14 +388,14 @@ mod tests {
 
     #[test]
     fn unknown_reports_name_the_known_ones() {
-        let error = find("trial").expect_err("unknown");
+        let error = find("trial").expect_err("unknown").to_string();
         assert!(
             error.contains("trial-balance") && error.contains("1099-patr"),
             "{error}"
         );
         assert_eq!(
-            find("1099-patr").map(|r| r.view),
-            Ok("form_1099_patr_worksheet")
+            find("1099-patr").map(|r| r.view).ok(),
+            Some("form_1099_patr_worksheet")
         );
     }
 }

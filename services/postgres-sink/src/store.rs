@@ -40,8 +40,13 @@ pub struct Store {
     statements: Statements,
 }
 
+/// A schema name the sink refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("schema name {0:?}: use 1-63 lowercase letters, digits and _ (not starting with a digit)")]
+pub struct BadSchemaName(pub String);
+
 /// A Postgres schema name the sink accepts: lowercase letters, digits and `_`.
-pub fn check_schema_name(schema: &str) -> Result<(), String> {
+pub fn check_schema_name(schema: &str) -> Result<(), BadSchemaName> {
     let valid = !schema.is_empty()
         && schema.len() <= 63
         && schema
@@ -51,9 +56,7 @@ pub fn check_schema_name(schema: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "schema name {schema:?}: use 1-63 lowercase letters, digits and _ (not starting with a digit)"
-        ))
+        Err(BadSchemaName(schema.to_owned()))
     }
 }
 
@@ -70,7 +73,7 @@ const MIGRATION_LOCK: i64 = 0x6861_6269_7461_7401;
 /// create (one of them fails on the catalog's unique index), so it runs under an advisory
 /// lock, released when the connection closes.
 pub async fn migrate(url: &str, schema: &str) -> anyhow::Result<()> {
-    check_schema_name(schema).map_err(anyhow::Error::msg)?;
+    check_schema_name(schema)?;
     let mut conn = PgConnection::connect_with(&options(url, schema)?).await?;
     _ = sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK)

@@ -261,7 +261,7 @@ pub fn replay(
 ) -> anyhow::Result<Verification> {
     let snapshot = format!("{live}_verify_live");
     let fresh = format!("{live}_verify");
-    crate::store::check_schema_name(&fresh).map_err(anyhow::Error::msg)?;
+    crate::store::check_schema_name(&fresh)?;
     let pool = handle.block_on(
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)

@@ -424,7 +424,8 @@ fn reports_of_a_small_year_to_the_cent() {
                 ..tenant_only()
             },
         ))
-        .expect_err("no period on the trial balance");
+        .expect_err("no period on the trial balance")
+        .to_string();
     assert!(error.contains("takes no --period"), "{error}");
     let csv = trial.to_csv();
     assert!(

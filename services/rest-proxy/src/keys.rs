@@ -33,17 +33,29 @@ pub struct ApiKey {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// What a key was not granted (403).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Forbidden {
+    #[error("key {key} may not write for tenant {tenant}")]
+    Tenant { key: String, tenant: String },
+    #[error("key {key} may not write {event_type}")]
+    EventType { key: String, event_type: String },
+}
+
 impl ApiKey {
-    pub fn may_write(&self, tenant: &str, event_type: &str) -> Result<(), String> {
+    pub fn may_write(&self, tenant: &str, event_type: &str) -> Result<(), Forbidden> {
         let grants = |list: &[String], what: &str| list.iter().any(|g| g == ANY || g == what);
         if !grants(&self.tenants, tenant) {
-            return Err(format!(
-                "key {} may not write for tenant {tenant}",
-                self.name
-            ));
+            return Err(Forbidden::Tenant {
+                key: self.name.clone(),
+                tenant: tenant.to_owned(),
+            });
         }
         if !grants(&self.event_types, event_type) {
-            return Err(format!("key {} may not write {event_type}", self.name));
+            return Err(Forbidden::EventType {
+                key: self.name.clone(),
+                event_type: event_type.to_owned(),
+            });
         }
         Ok(())
     }
@@ -381,7 +393,7 @@ mod tests {
         let error = key
             .may_write("coop-b", "people.MemberRegistered")
             .expect_err("tenant");
-        assert!(error.contains("coop-b"), "{error}");
+        assert!(error.to_string().contains("coop-b"), "{error}");
         assert_eq!(random_hex(32).len(), 64);
     }
 

@@ -368,15 +368,13 @@ async fn settled(pool: &PgPool) -> Result<()> {
 }
 
 async fn print_report(pool: &PgPool, name: &str, columns: &[&str]) -> Result<()> {
-    let found = report::find(name).map_err(anyhow::Error::msg)?;
+    let found = report::find(name)?;
     let filter = report::Filter {
         tenant: Some(TENANT.to_owned()),
         period: found.period.map(|_| PERIOD.to_owned()),
         ..report::Filter::default()
     };
-    let table = report::run(pool, found, &filter)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let table = report::run(pool, found, &filter).await?;
     println!("\n{} — {}\n", found.name, found.about);
     print!("{}", table.to_text(columns));
     Ok(())

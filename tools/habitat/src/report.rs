@@ -39,7 +39,7 @@ pub struct ReportArgs {
 }
 
 pub fn run_report(args: &ReportArgs) -> Result<()> {
-    let report = report::find(&args.name).map_err(anyhow::Error::msg)?;
+    let report = report::find(&args.name)?;
     let filter = report::Filter {
         tenant: args.tenant.clone(),
         period: args.period.clone(),
@@ -48,9 +48,7 @@ pub fn run_report(args: &ReportArgs) -> Result<()> {
     };
     let table = runtime()?.block_on(async {
         let pool = pool(&args.database).await?;
-        report::run(&pool, report, &filter)
-            .await
-            .map_err(anyhow::Error::msg)
+        Ok::<_, anyhow::Error>(report::run(&pool, report, &filter).await?)
     })?;
     let text = match args.format {
         Format::Csv => table.to_csv(),

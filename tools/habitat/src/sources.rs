@@ -52,7 +52,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub async fn pool(database: &Database) -> Result<PgPool> {
-    postgres_sink::store::check_schema_name(&database.schema).map_err(anyhow::Error::msg)?;
+    postgres_sink::store::check_schema_name(&database.schema)?;
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect_with(options(&database.database_url, &database.schema)?)
