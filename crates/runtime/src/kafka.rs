@@ -1,5 +1,8 @@
-//! What the engine's loop and the sink's share of Kafka: the headers of a consumed record,
-//! and waits on librdkafka without spinning ([`crate::waits`]).
+//! What the engine's loop and the sink's share of Kafka: the queue their consumer
+//! callbacks hand rebalances to the loop through, the headers of a consumed record, and
+//! waits on librdkafka without spinning ([`crate::waits`]).
+
+use std::sync::Mutex;
 
 use rdkafka::message::{Headers, Message};
 
@@ -15,4 +18,72 @@ pub fn headers_of(message: &impl Message) -> Vec<(String, Vec<u8>)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What a consumer's rebalance callback hands its loop: events in the order they happened,
+/// and a failure that must stop it. librdkafka calls the callback inside `poll`, on the
+/// loop's own thread, so the loop sees them right after the poll that caused them.
+#[derive(Debug)]
+pub struct Rebalances<E> {
+    events: Mutex<Vec<E>>,
+    failure: Mutex<Option<String>>,
+}
+
+impl<E> Default for Rebalances<E> {
+    fn default() -> Self {
+        Self {
+            events: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+        }
+    }
+}
+
+impl<E> Rebalances<E> {
+    /// Queues an event for the loop.
+    pub fn push(&self, event: E) {
+        self.events.lock().expect("rebalances lock").push(event);
+    }
+
+    /// Whether events wait for the loop.
+    pub fn pending(&self) -> bool {
+        !self.events.lock().expect("rebalances lock").is_empty()
+    }
+
+    /// The queued events, oldest first; the queue is left empty.
+    pub fn take(&self) -> Vec<E> {
+        std::mem::take(&mut *self.events.lock().expect("rebalances lock"))
+    }
+
+    /// Records why the consumer cannot go on (the loop stops on it).
+    pub fn fail(&self, reason: String) {
+        tracing::warn!(%reason, "Assignment failed.");
+        *self.failure.lock().expect("rebalances lock") = Some(reason);
+    }
+
+    /// The failure recorded, if any (taken).
+    pub fn take_failure(&self) -> Option<String> {
+        self.failure.lock().expect("rebalances lock").take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_come_out_in_order_once_and_a_failure_once() {
+        let queue = Rebalances::default();
+        assert!(!queue.pending());
+        queue.push(1);
+        queue.push(2);
+        assert!(queue.pending());
+        assert_eq!(queue.take(), [1, 2]);
+        assert!(queue.take().is_empty());
+        queue.fail("stored offsets unreadable".to_owned());
+        assert_eq!(
+            queue.take_failure().as_deref(),
+            Some("stored offsets unreadable")
+        );
+        assert_eq!(queue.take_failure(), None);
+    }
 }

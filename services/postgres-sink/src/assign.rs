@@ -2,9 +2,9 @@
 //! holds for it (read and claimed inside the rebalance), a revoked one drops its open work;
 //! both are queued for the loop. Lag goes to the metrics.
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::collections::BTreeMap;
 
-use habitat_runtime::metrics::Metrics;
+use habitat_runtime::{kafka::Rebalances, metrics::Metrics};
 use rdkafka::{
     ClientContext, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, Consumer, ConsumerContext},
@@ -24,8 +24,7 @@ pub(crate) enum Rebalanced {
 pub(crate) struct SinkContext {
     pub(crate) store: Store,
     pub(crate) handle: Handle,
-    pub(crate) events: Mutex<Vec<Rebalanced>>,
-    pub(crate) failure: Mutex<Option<String>>,
+    pub(crate) events: Rebalances<Rebalanced>,
     pub(crate) metrics: Metrics,
     pub(crate) inputs: Vec<String>,
 }
@@ -61,25 +60,27 @@ impl ConsumerContext for SinkContext {
                             };
                             if let Err(error) = tpl.set_partition_offset(topic, *partition, offset)
                             {
-                                self.fail(format!("offset of {topic}/{partition}: {error}"));
+                                self.events
+                                    .fail(format!("offset of {topic}/{partition}: {error}"));
                             }
                         }
                         if let Err(error) = consumer.assign(tpl) {
-                            self.fail(format!("assign: {error}"));
+                            self.events.fail(format!("assign: {error}"));
                         }
                         self.metrics
                             .assigned_partitions
                             .set(i64::try_from(stored.len()).unwrap_or(i64::MAX));
                         self.metrics.set_ready(true);
-                        self.push(Rebalanced::Assigned(stored));
+                        self.events.push(Rebalanced::Assigned(stored));
                     }
                     Err(error) => {
-                        self.fail(format!("cannot read the stored offsets: {error}"));
+                        self.events
+                            .fail(format!("cannot read the stored offsets: {error}"));
                     }
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.push(Rebalanced::Revoked);
+                self.events.push(Rebalanced::Revoked);
                 if let Err(error) = consumer.unassign() {
                     warn!(%error, "Unassign failed.");
                 }
@@ -87,16 +88,5 @@ impl ConsumerContext for SinkContext {
             }
             other => warn!(error = ?other, "Rebalance failed."),
         }
-    }
-}
-
-impl SinkContext {
-    pub(crate) fn push(&self, event: Rebalanced) {
-        self.events.lock().expect("events lock").push(event);
-    }
-
-    pub(crate) fn fail(&self, message: String) {
-        warn!(%message, "Assignment failed.");
-        *self.failure.lock().expect("failure lock") = Some(message);
     }
 }

@@ -11,7 +11,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -229,8 +229,7 @@ impl Sink {
         let context = SinkContext {
             store: self.store.clone(),
             handle: self.handle.clone(),
-            events: Mutex::new(Vec::new()),
-            failure: Mutex::new(None),
+            events: habitat_runtime::kafka::Rebalances::default(),
             metrics: self.metrics.clone(),
             inputs: topics.clone(),
         };
@@ -295,7 +294,7 @@ impl Loop<'_> {
         let idle = self.sink.config.batch_idle();
         let mut last_input = Instant::now();
         loop {
-            if let Some(failure) = self.consumer.context().failure.lock().expect("lock").take() {
+            if let Some(failure) = self.consumer.context().events.take_failure() {
                 return Err(SinkError::Assignment(failure));
             }
             self.rebalanced()?;
@@ -333,7 +332,7 @@ impl Loop<'_> {
     }
 
     fn rebalanced(&mut self) -> Result<(), SinkError> {
-        let events = std::mem::take(&mut *self.consumer.context().events.lock().expect("lock"));
+        let events = self.consumer.context().events.take();
         for event in events {
             match event {
                 Rebalanced::Revoked => {

@@ -3,6 +3,7 @@
 //! internal topics (changelogs, dead letters) it creates.
 
 use super::*;
+use crate::kafka::Rebalances;
 
 pub(super) enum Rebalanced {
     Revoked,
@@ -11,7 +12,7 @@ pub(super) enum Rebalanced {
 
 /// Consumer callbacks: rebalances are queued for the loop, lag goes to the metrics.
 pub(super) struct EngineContext {
-    pub(super) events: Mutex<Vec<Rebalanced>>,
+    pub(super) events: Rebalances<Rebalanced>,
     pub(super) metrics: Metrics,
     pub(super) inputs: Vec<String>,
 }
@@ -25,10 +26,7 @@ impl ClientContext for EngineContext {
 impl ConsumerContext for EngineContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
-            self.events
-                .lock()
-                .expect("events lock")
-                .push(Rebalanced::Revoked);
+            self.events.push(Rebalanced::Revoked);
         }
     }
 
@@ -38,8 +36,6 @@ impl ConsumerContext for EngineContext {
                 let partitions: BTreeSet<i32> =
                     list.elements().iter().map(|e| e.partition()).collect();
                 self.events
-                    .lock()
-                    .expect("events lock")
                     .push(Rebalanced::Assigned(partitions.into_iter().collect()));
             }
             Rebalance::Error(error) => warn!(%error, "Rebalance failed."),

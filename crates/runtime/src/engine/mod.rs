@@ -26,7 +26,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -157,7 +157,7 @@ where
         }
         let group = self.config.group_id.clone().unwrap_or_else(|| name.clone());
         let context = EngineContext {
-            events: Mutex::new(Vec::new()),
+            events: crate::kafka::Rebalances::default(),
             metrics: self.metrics.clone(),
             inputs: inputs.clone(),
         };
@@ -325,13 +325,7 @@ where
             let mut received = false;
             for _ in 0..max_poll {
                 let polled = self.consumer.poll(wait);
-                let rebalanced = !self
-                    .consumer
-                    .context()
-                    .events
-                    .lock()
-                    .expect("events lock")
-                    .is_empty();
+                let rebalanced = self.consumer.context().events.pending();
                 let accepted = match polled {
                     None => {
                         self.handle_rebalances()?;

@@ -10,8 +10,7 @@ where
     C: Codec<In = P::In, Out = P::Out>,
 {
     pub(super) fn handle_rebalances(&mut self) -> Result<(), EngineError> {
-        let events =
-            std::mem::take(&mut *self.consumer.context().events.lock().expect("events lock"));
+        let events = self.consumer.context().events.take();
         for event in events {
             match event {
                 Rebalanced::Revoked => {
