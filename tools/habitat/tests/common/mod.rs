@@ -9,7 +9,6 @@ use std::{
     time::Duration,
 };
 
-use devstack::process::free_port;
 use test_support::{scratch_dir, unique};
 
 pub struct Stack {
@@ -22,19 +21,38 @@ pub struct Stack {
     pub metrics_port: u16,
 }
 
-/// The first of `n` consecutive ports nothing listens on.
+/// The first of `n` consecutive ports nothing listens on, below Linux's ephemeral range
+/// (32768 and up): a port of a stack is chosen before the stack starts, and the client
+/// connections of a stack already running take ephemeral ports, so a port from that range
+/// can be taken by the time `up` binds it.
+/// Ports already handed out by this process (not yet bound by their stack) are not handed
+/// out again.
 pub fn free_ports(n: u16) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().expect("ports lock");
+    let free =
+        |p: u16| !given.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
     loop {
-        let first = free_port().expect("port");
-        let all_free = (0..n).all(|i| {
-            first
-                .checked_add(i)
-                .is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        });
-        if all_free {
+        let first = 20_000 + u16::try_from(rand_below(12_000)).expect("small");
+        if (0..n).all(|i| free(first + i)) {
+            given.extend(first..first + n);
             return first;
         }
     }
+}
+
+/// A free port below the ephemeral range (see [`free_ports`]).
+pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// A number below `n`, different per call.
+fn rand_below(n: u32) -> u32 {
+    u32::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..4]
+            .try_into()
+            .expect("four bytes"),
+    ) % n
 }
 
 /// Whether a line of `status` names `part` and says `state`.
@@ -49,10 +67,10 @@ impl Stack {
     pub fn new() -> Self {
         Self {
             dir: scratch_dir().join(unique("stack")),
-            broker_port: free_port().expect("port"),
-            postgres_port: free_port().expect("port"),
-            registry_port: free_port().expect("port"),
-            proxy_port: free_port().expect("port"),
+            broker_port: free_port(),
+            postgres_port: free_port(),
+            registry_port: free_port(),
+            proxy_port: free_port(),
             metrics_port: free_ports(5),
         }
     }
