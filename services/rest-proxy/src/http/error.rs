@@ -179,6 +179,13 @@ impl ApiError {
     }
 }
 
+/// A key not granted the tenant or the event type: 403 `forbidden`.
+impl From<crate::keys::Forbidden> for ApiError {
+    fn from(denied: crate::keys::Forbidden) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.response(Dialect::Habitat)

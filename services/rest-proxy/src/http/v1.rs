@@ -63,8 +63,7 @@ fn stamp_event(
         },
     )
     .map_err(|refusal| ApiError::from_refusal(refusal, prefix))?;
-    key.may_write(&submission.tenant_id, &submission.event_type)
-        .map_err(|denied| ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string()))?;
+    key.may_write(&submission.tenant_id, &submission.event_type)?;
     Ok((event_id, event))
 }
 

@@ -483,8 +483,7 @@ async fn produce_record(
         )
         .with_details(problems));
     }
-    key.may_write(&event.meta().tenant_id, event.event_type())
-        .map_err(|denied| ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string()))?;
+    key.may_write(&event.meta().tenant_id, event.event_type())?;
 
     let mut headers = Vec::with_capacity(request.headers.len() + 3);
     for (i, h) in request.headers.iter().enumerate() {
