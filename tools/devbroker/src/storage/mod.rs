@@ -8,18 +8,17 @@
 //! Relies on [`Log`]'s per-partition lock and on Tansu's engine committing the
 //! transaction's consumer offsets only on commit.
 
+mod txn;
+
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
 use tansu_sans_io::{
     ConfigResource, ErrorCode, IsolationLevel, ListOffset, ScramMechanism,
-    add_partitions_to_txn_response::{
-        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
-    },
     create_topics_request::CreatableTopic,
     delete_groups_response::DeletableGroupResult,
     delete_records_request::DeleteRecordsTopic,
@@ -39,51 +38,11 @@ use tansu_storage::{
     ScramCredential, Storage, StorageContainer, TopicId, Topition, TxnAddPartitionsRequest,
     TxnAddPartitionsResponse, TxnOffsetCommitRequest, UpdateError, Version,
 };
-use tracing::{debug, info, warn};
 use url::Url;
 use uuid::Uuid;
 
-use crate::log::{Log, is_transactional};
-
-/// Transaction timeout used when a producer did not say (Kafka's default).
-const DEFAULT_TXN_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(Debug)]
-struct OngoingTxn {
-    producer_id: i64,
-    producer_epoch: i16,
-    started: Instant,
-    partitions: BTreeSet<Topition>,
-    groups: BTreeSet<String>,
-}
-
-#[derive(Debug, Default)]
-struct Coordinator {
-    /// Transactions in progress by transactional id.
-    ongoing: HashMap<String, OngoingTxn>,
-    /// The timeout each transactional id asked for in InitProducerId.
-    timeouts: HashMap<String, Duration>,
-    /// The current epoch of every producer id initialised on this broker.
-    epochs: HashMap<i64, i16>,
-    /// Producer epochs whose transaction the broker aborted: fenced from now on.
-    fenced: HashSet<(i64, i16)>,
-    /// The producer id and epoch that last initialised each transactional id.
-    holders: HashMap<String, (i64, i16)>,
-    /// Producer ids replaced by another for their transactional id: fenced entirely.
-    replaced: HashSet<i64>,
-}
-
-impl Coordinator {
-    /// Whether this producer id and epoch lost its transactional id to a newer producer.
-    fn is_fenced(&self, producer_id: i64, producer_epoch: i16) -> bool {
-        self.fenced.contains(&(producer_id, producer_epoch))
-            || self.replaced.contains(&producer_id)
-            || self
-                .epochs
-                .get(&producer_id)
-                .is_some_and(|current| *current > producer_epoch)
-    }
-}
+use crate::log::Log;
+use txn::Coordinator;
 
 /// A topic as a fetch needs it.
 #[derive(Clone, Debug)]
@@ -160,10 +119,6 @@ impl DevStorage {
         &self.log
     }
 
-    fn coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
-        self.coordinator.lock().expect("coordinator lock")
-    }
-
     /// The partition count of a topic, or `None` when the topic does not exist.
     pub async fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
         if let Some(count) = self
@@ -197,88 +152,6 @@ impl DevStorage {
             Some(count) if (0..count).contains(&topition.partition()) => Ok(()),
             _ => Err(Error::Api(ErrorCode::UnknownTopicOrPartition)),
         }
-    }
-
-    fn note_txn(&self, transaction_id: &str, producer_id: i64, producer_epoch: i16) {
-        _ = self
-            .coordinator()
-            .ongoing
-            .entry(transaction_id.to_owned())
-            .or_insert_with(|| OngoingTxn {
-                producer_id,
-                producer_epoch,
-                started: Instant::now(),
-                partitions: BTreeSet::new(),
-                groups: BTreeSet::new(),
-            });
-    }
-
-    /// Aborts a transaction the client will not finish: writes abort markers, discards its
-    /// pending offsets in the engine and fences the producer epoch that ran it.
-    async fn abort_abandoned(&self, transaction_id: &str, reason: &str) {
-        let Some(txn) = self.coordinator().ongoing.remove(transaction_id) else {
-            return;
-        };
-        info!(
-            transaction_id,
-            producer_id = txn.producer_id,
-            producer_epoch = txn.producer_epoch,
-            partitions = txn.partitions.len(),
-            reason,
-            "Aborting an abandoned transaction."
-        );
-        _ = self
-            .coordinator()
-            .fenced
-            .insert((txn.producer_id, txn.producer_epoch));
-        for topition in &txn.partitions {
-            if let Err(code) =
-                self.log
-                    .end_txn(topition, txn.producer_id, txn.producer_epoch, false)
-            {
-                warn!(?code, ?topition, "Cannot write an abort marker.");
-            }
-        }
-        match self
-            .inner
-            .txn_end(transaction_id, txn.producer_id, txn.producer_epoch, false)
-            .await
-        {
-            Ok(code) => debug!(?code, "Engine transaction aborted."),
-            Err(error) => debug!(?error, "Engine had no transaction to abort."),
-        }
-    }
-
-    /// Aborts every transaction older than its timeout. Called periodically by the server.
-    pub async fn abort_expired(&self) {
-        let expired: Vec<String> = {
-            let coordinator = self.coordinator();
-            coordinator
-                .ongoing
-                .iter()
-                .filter(|(id, txn)| {
-                    let timeout = coordinator
-                        .timeouts
-                        .get(*id)
-                        .copied()
-                        .unwrap_or(DEFAULT_TXN_TIMEOUT);
-                    txn.started.elapsed() > timeout
-                })
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        for transaction_id in expired {
-            self.abort_abandoned(&transaction_id, "transaction.timeout.ms expired")
-                .await;
-        }
-    }
-
-    /// Whether a group has transactional offsets waiting for their transaction to end.
-    pub fn has_pending_offsets(&self, group_id: &str) -> bool {
-        self.coordinator()
-            .ongoing
-            .values()
-            .any(|txn| txn.groups.contains(group_id))
     }
 
     fn offset_stage_of(&self, topition: &Topition) -> Result<OffsetStage> {
@@ -385,32 +258,7 @@ impl Storage for DevStorage {
         batch: deflated::Batch,
     ) -> Result<i64> {
         self.check_partition(topition).await?;
-        let (producer_id, producer_epoch) = (batch.producer_id, batch.producer_epoch);
-        if producer_id >= 0 {
-            let coordinator = self.coordinator();
-            if coordinator.fenced.contains(&(producer_id, producer_epoch))
-                || coordinator.replaced.contains(&producer_id)
-            {
-                return Err(Error::Api(ErrorCode::ProducerFenced));
-            }
-            match coordinator.epochs.get(&producer_id) {
-                None => return Err(Error::Api(ErrorCode::UnknownProducerId)),
-                Some(current) if *current > producer_epoch => {
-                    return Err(Error::Api(if transaction_id.is_some() {
-                        ErrorCode::ProducerFenced
-                    } else {
-                        ErrorCode::InvalidProducerEpoch
-                    }));
-                }
-                Some(_) => {}
-            }
-        }
-        if let Some(transaction_id) = transaction_id.filter(|_| is_transactional(&batch)) {
-            self.note_txn(transaction_id, producer_id, producer_epoch);
-            if let Some(txn) = self.coordinator().ongoing.get_mut(transaction_id) {
-                _ = txn.partitions.insert(topition.clone());
-            }
-        }
+        self.admit_batch(transaction_id, topition, &batch)?;
         self.log.produce(topition, batch).map_err(Error::Api)
     }
 
@@ -614,41 +462,13 @@ impl Storage for DevStorage {
         producer_id: Option<i64>,
         producer_epoch: Option<i16>,
     ) -> Result<ProducerIdResponse> {
-        if let Some(transaction_id) = transaction_id {
-            self.abort_abandoned(transaction_id, "the transactional id was initialised again")
-                .await;
-        }
-        let response = self
-            .inner
-            .init_producer(
-                transaction_id,
-                transaction_timeout_ms,
-                producer_id,
-                producer_epoch,
-            )
-            .await?;
-        if response.error == ErrorCode::None {
-            let mut coordinator = self.coordinator();
-            _ = coordinator.epochs.insert(response.id, response.epoch);
-            if let Some(transaction_id) = transaction_id {
-                let holder = (response.id, response.epoch);
-                if let Some((previous, _)) = coordinator
-                    .holders
-                    .insert(transaction_id.to_owned(), holder)
-                    .filter(|(previous, _)| *previous != response.id)
-                {
-                    _ = coordinator.replaced.insert(previous);
-                }
-                let timeout = u64::try_from(transaction_timeout_ms)
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .map_or(DEFAULT_TXN_TIMEOUT, Duration::from_millis);
-                _ = coordinator
-                    .timeouts
-                    .insert(transaction_id.to_owned(), timeout);
-            }
-        }
-        Ok(response)
+        self.init_producer_id(
+            transaction_id,
+            transaction_timeout_ms,
+            producer_id,
+            producer_epoch,
+        )
+        .await
     }
 
     async fn txn_add_offsets(
@@ -658,76 +478,22 @@ impl Storage for DevStorage {
         producer_epoch: i16,
         group_id: &str,
     ) -> Result<ErrorCode> {
-        if self.coordinator().is_fenced(producer_id, producer_epoch) {
-            return Ok(ErrorCode::ProducerFenced);
-        }
-        let code = self
-            .inner
-            .txn_add_offsets(transaction_id, producer_id, producer_epoch, group_id)
-            .await?;
-        if code == ErrorCode::None {
-            self.note_txn(transaction_id, producer_id, producer_epoch);
-            if let Some(txn) = self.coordinator().ongoing.get_mut(transaction_id) {
-                _ = txn.groups.insert(group_id.to_owned());
-            }
-        }
-        Ok(code)
+        self.add_offsets_to_txn(transaction_id, producer_id, producer_epoch, group_id)
+            .await
     }
 
     async fn txn_add_partitions(
         &self,
         partitions: TxnAddPartitionsRequest,
     ) -> Result<TxnAddPartitionsResponse> {
-        if let TxnAddPartitionsRequest::VersionZeroToThree {
-            transaction_id,
-            producer_id,
-            producer_epoch,
-            topics,
-        } = &partitions
-        {
-            if self.coordinator().is_fenced(*producer_id, *producer_epoch) {
-                // Answered per partition, as a Kafka broker does, so the client sees it.
-                return Ok(TxnAddPartitionsResponse::VersionZeroToThree(
-                    topics
-                        .iter()
-                        .map(|topic| {
-                            AddPartitionsToTxnTopicResult::default()
-                                .name(topic.name.clone())
-                                .results_by_partition(Some(
-                                    topic
-                                        .partitions
-                                        .as_deref()
-                                        .unwrap_or_default()
-                                        .iter()
-                                        .map(|partition| {
-                                            AddPartitionsToTxnPartitionResult::default()
-                                                .partition_index(*partition)
-                                                .partition_error_code(
-                                                    ErrorCode::ProducerFenced.into(),
-                                                )
-                                        })
-                                        .collect(),
-                                ))
-                        })
-                        .collect(),
-                ));
-            }
-            self.note_txn(transaction_id, *producer_id, *producer_epoch);
-        }
-        self.inner.txn_add_partitions(partitions).await
+        self.add_partitions_to_txn(partitions).await
     }
 
     async fn txn_offset_commit(
         &self,
         offsets: TxnOffsetCommitRequest,
     ) -> Result<Vec<TxnOffsetCommitResponseTopic>> {
-        if self
-            .coordinator()
-            .is_fenced(offsets.producer_id, offsets.producer_epoch)
-        {
-            return Err(Error::Api(ErrorCode::ProducerFenced));
-        }
-        self.inner.txn_offset_commit(offsets).await
+        self.txn_offset_commit_checked(offsets).await
     }
 
     async fn txn_end(
@@ -737,37 +503,8 @@ impl Storage for DevStorage {
         producer_epoch: i16,
         committed: bool,
     ) -> Result<ErrorCode> {
-        if self.coordinator().is_fenced(producer_id, producer_epoch) {
-            return Ok(ErrorCode::ProducerFenced);
-        }
-        let code = self
-            .inner
-            .txn_end(transaction_id, producer_id, producer_epoch, committed)
-            .await?;
-        if code != ErrorCode::None {
-            return Ok(code);
-        }
-        let partitions = self
-            .coordinator()
-            .ongoing
-            .remove(transaction_id)
-            .map(|txn| txn.partitions)
-            .unwrap_or_default();
-        for topition in &partitions {
-            _ = self
-                .log
-                .end_txn(topition, producer_id, producer_epoch, committed)
-                .map_err(Error::Api)?;
-        }
-        debug!(
-            transaction_id,
-            producer_id,
-            producer_epoch,
-            committed,
-            partitions = partitions.len(),
-            "Transaction ended."
-        );
-        Ok(ErrorCode::None)
+        self.end_txn(transaction_id, producer_id, producer_epoch, committed)
+            .await
     }
 
     async fn maintain(&self, now: SystemTime) -> Result<()> {

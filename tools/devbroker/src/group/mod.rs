@@ -8,6 +8,8 @@
 //! (or its rebalance timeout passes); a static member (`group.instance.id`) that joins
 //! again takes its predecessor's place, and the predecessor is fenced.
 
+mod state;
+
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -24,7 +26,7 @@ use tansu_sans_io::{
     Body, ErrorCode,
     heartbeat_response::HeartbeatResponse,
     join_group_request::JoinGroupRequestProtocol,
-    join_group_response::{JoinGroupResponse, JoinGroupResponseMember},
+    join_group_response::JoinGroupResponse,
     leave_group_request::MemberIdentity,
     leave_group_response::{LeaveGroupResponse, MemberResponse},
     offset_commit_response::{
@@ -37,164 +39,10 @@ use tansu_sans_io::{
 use tracing::info;
 
 use crate::storage::DevStorage;
+use state::{Group, Member, Phase};
 
 /// How often a waiting JoinGroup or SyncGroup looks at the group again.
 const POLL: Duration = Duration::from_millis(10);
-
-#[derive(Clone, Debug)]
-struct Member {
-    instance_id: Option<String>,
-    protocols: Vec<(String, Bytes)>,
-    session_timeout: Duration,
-    rebalance_timeout: Duration,
-    last_seen: Instant,
-    /// Joined the rebalance in progress.
-    joined: bool,
-    assignment: Bytes,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Phase {
-    Empty,
-    Preparing { deadline: Instant },
-    Completing,
-    Stable,
-}
-
-/// What a completed join round told its members.
-#[derive(Clone, Debug)]
-struct Round {
-    generation: i32,
-    protocol: String,
-    leader: String,
-    members: Vec<JoinGroupResponseMember>,
-}
-
-#[derive(Debug)]
-struct Group {
-    generation: i32,
-    protocol_type: Option<String>,
-    phase: Phase,
-    leader: Option<String>,
-    members: BTreeMap<String, Member>,
-    last_round: Option<Round>,
-}
-
-impl Group {
-    fn new() -> Self {
-        Self {
-            generation: 0,
-            protocol_type: None,
-            phase: Phase::Empty,
-            leader: None,
-            members: BTreeMap::new(),
-            last_round: None,
-        }
-    }
-
-    /// Removes members silent for longer than their session timeout.
-    fn expire(&mut self, group_id: &str, now: Instant) {
-        let expired: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| now.duration_since(m.last_seen) > m.session_timeout)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            info!(group = group_id, member = %id, "Member expired: no heartbeat within its session timeout.");
-            _ = self.members.remove(&id);
-            self.rebalance(now);
-        }
-    }
-
-    /// Starts a rebalance (or keeps the one in progress).
-    fn rebalance(&mut self, now: Instant) {
-        if self.members.is_empty() {
-            self.phase = Phase::Empty;
-            self.leader = None;
-            return;
-        }
-        if matches!(self.phase, Phase::Preparing { .. }) {
-            return;
-        }
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or(Duration::from_secs(60));
-        for member in self.members.values_mut() {
-            member.joined = false;
-        }
-        self.phase = Phase::Preparing {
-            deadline: now + timeout,
-        };
-    }
-
-    /// Completes the join round when every member has joined or the deadline passed.
-    fn try_complete(&mut self, now: Instant) -> bool {
-        let Phase::Preparing { deadline } = self.phase else {
-            return false;
-        };
-        let all_joined = self.members.values().all(|m| m.joined);
-        if !all_joined && now < deadline {
-            return false;
-        }
-        self.members.retain(|_, m| m.joined);
-        if self.members.is_empty() {
-            self.phase = Phase::Empty;
-            return false;
-        }
-        // The first protocol of the leader's preference every member supports.
-        let leader = self
-            .leader
-            .clone()
-            .filter(|l| self.members.contains_key(l))
-            .or_else(|| self.members.keys().next().cloned())
-            .expect("a member");
-        let protocol = self.members[&leader]
-            .protocols
-            .iter()
-            .map(|(name, _)| name.clone())
-            .find(|name| {
-                self.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
-            })
-            .unwrap_or_default();
-        self.generation += 1;
-        self.leader = Some(leader.clone());
-        self.phase = Phase::Completing;
-        let members = self
-            .members
-            .iter_mut()
-            .map(|(id, m)| {
-                m.assignment = Bytes::new();
-                let metadata = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, meta)| meta.clone())
-                    .unwrap_or_default();
-                JoinGroupResponseMember::default()
-                    .member_id(id.clone())
-                    .group_instance_id(m.instance_id.clone())
-                    .metadata(metadata)
-            })
-            .collect();
-        self.last_round = Some(Round {
-            generation: self.generation,
-            protocol,
-            leader,
-            members,
-        });
-        true
-    }
-
-    fn protocol_name(&self) -> Option<String> {
-        self.last_round.as_ref().map(|r| r.protocol.clone())
-    }
-}
 
 /// Devbroker's group coordinator.
 #[derive(Clone, Debug)]
