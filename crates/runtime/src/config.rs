@@ -5,10 +5,69 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     net::SocketAddr,
+    path::PathBuf,
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::codec::CodecError;
+
+/// Why a program cannot have its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A variable or flag whose value does not parse; `shown` names it (with its value
+    /// unless the value is a secret).
+    #[error("{shown}: {source}")]
+    Value {
+        shown: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("expected KEY=VALUE, got {0}")]
+    NotKeyValue(String),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+impl ConfigError {
+    /// A `HABITAT_<field>` variable whose value does not parse (the value is shown).
+    pub fn variable(
+        field: &str,
+        value: &str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Value {
+            shown: format!("HABITAT_{field}={value}"),
+            source: source.into(),
+        }
+    }
+
+    /// A secret `HABITAT_<field>` variable whose value does not parse (the value is not shown).
+    pub fn secret(
+        field: &str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Value {
+            shown: format!("HABITAT_{field}"),
+            source: source.into(),
+        }
+    }
+}
 
 /// Everything a processor process is configured with.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -124,7 +183,7 @@ impl RuntimeConfig {
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, ConfigError> {
         let mut read = Vec::new();
         for (name, value) in vars {
             let Some(field) = name.strip_prefix("HABITAT_") else {
@@ -139,20 +198,20 @@ impl RuntimeConfig {
                     self.schema_registry_auth = Some(
                         value
                             .parse()
-                            .map_err(|e| format!("HABITAT_SCHEMA_REGISTRY_AUTH: {e}"))?,
+                            .map_err(|e: String| ConfigError::secret(field, e))?,
                     );
                 }
                 "ENVIRONMENT" => self.environment = value,
                 "CLOCK_OFFSET_SECONDS" => {
                     self.clock_offset_seconds = value
                         .parse()
-                        .map_err(|e| format!("HABITAT_CLOCK_OFFSET_SECONDS={value}: {e}"))?;
+                        .map_err(|e| ConfigError::variable(field, &value, e))?;
                 }
                 "METRICS_LISTEN" => {
                     self.metrics_listen = Some(
                         value
                             .parse()
-                            .map_err(|e| format!("HABITAT_METRICS_LISTEN={value}: {e}"))?,
+                            .map_err(|e| ConfigError::variable(field, &value, e))?,
                     );
                 }
                 other => {

@@ -44,7 +44,7 @@ pub mod watermark;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{Codec, CodecError, Utf8};
-pub use config::RuntimeConfig;
+pub use config::{ConfigError, RuntimeConfig};
 pub use driver::{Produced, TestDriver};
 pub use payload::{Payload, Trace};
 pub use processor::{ProcessError, Processor, Record, Timer, amount, ratio};

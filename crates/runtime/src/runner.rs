@@ -25,7 +25,10 @@ use tokio::runtime::Handle;
 use tracing::info;
 
 use crate::{
-    Codec, Processor, RuntimeConfig, avro::AvroCodec, config::EnvUse, engine::Engine,
+    Codec, Processor, RuntimeConfig,
+    avro::AvroCodec,
+    config::{ConfigError, EnvUse},
+    engine::Engine,
     metrics::Metrics,
 };
 
@@ -93,28 +96,33 @@ impl<T: std::fmt::Debug> Loaded<T> {
 }
 
 /// Parses a `KEY=VALUE` flag.
-pub fn key_value(text: &str) -> Result<(String, String), String> {
+pub fn key_value(text: &str) -> Result<(String, String), ConfigError> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got {text}"))
+        .ok_or_else(|| ConfigError::NotKeyValue(text.to_owned()))
 }
 
 /// The defaults, or the YAML file at `path` over them.
-pub fn read_config<T>(path: Option<&std::path::Path>) -> Result<T, String>
+pub fn read_config<T>(path: Option<&std::path::Path>) -> Result<T, ConfigError>
 where
     T: Default + serde::de::DeserializeOwned,
 {
     let Some(path) = path else {
         return Ok(T::default());
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads the configuration: defaults, the YAML file, `HABITAT_*` variables, flags;
 /// `variables` are the program's own (read elsewhere).
-pub fn load_config(variables: &[&str]) -> Result<Loaded<RuntimeConfig>, String> {
+pub fn load_config(variables: &[&str]) -> Result<Loaded<RuntimeConfig>, ConfigError> {
     use clap::CommandFactory as _;
     let args = Args::parse();
     let mut config: RuntimeConfig = read_config(args.config.as_deref())?;
@@ -183,9 +191,14 @@ where
         let url = config
             .schema_registry_url
             .as_deref()
-            .ok_or("schema_registry_url is not set (HABITAT_SCHEMA_REGISTRY_URL)")?;
-        AvroCodec::with_auth(url, config.schema_registry_auth.as_ref(), handle.clone())
-            .map_err(|e| e.to_string())
+            .ok_or(ConfigError::Missing(
+                "schema_registry_url (HABITAT_SCHEMA_REGISTRY_URL)",
+            ))?;
+        Ok(AvroCodec::with_auth(
+            url,
+            config.schema_registry_auth.as_ref(),
+            handle.clone(),
+        )?)
     })
 }
 
@@ -194,7 +207,7 @@ pub fn run_with<P, C, F>(processor: P, make: F) -> ExitCode
 where
     P: Processor,
     C: Codec<In = P::In, Out = P::Out>,
-    F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, String>,
+    F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, ConfigError>,
 {
     crate::memory::retain_freed_memory();
     init_tracing();
@@ -238,7 +251,7 @@ pub fn run_config<P, C, F>(processor: P, make: F, config: RuntimeConfig) -> Exit
 where
     P: Processor,
     C: Codec<In = P::In, Out = P::Out>,
-    F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, String>,
+    F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, ConfigError>,
 {
     let runtime = match async_runtime(1) {
         Ok(runtime) => runtime,

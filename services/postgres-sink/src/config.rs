@@ -4,6 +4,7 @@
 use std::{fmt, net::SocketAddr, time::Duration};
 
 use contracts::topology::Topology;
+use habitat_runtime::config::ConfigError;
 pub use habitat_runtime::config::redact_url;
 use habitat_runtime::config::{KafkaSettings, RegistryAuth};
 use serde::{Deserialize, Serialize};
@@ -131,14 +132,14 @@ impl SinkConfig {
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Vec<String>, String> {
-        fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String>
+    ) -> Result<Vec<String>, ConfigError> {
+        fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
         where
-            T::Err: fmt::Display,
+            T::Err: std::error::Error + Send + Sync + 'static,
         {
             value
                 .parse()
-                .map_err(|e| format!("HABITAT_{name}={value}: {e}"))
+                .map_err(|e| ConfigError::variable(name, value, e))
         }
         let mut read = Vec::new();
         for (name, value) in vars {
@@ -155,7 +156,7 @@ impl SinkConfig {
                     self.schema_registry_auth = Some(
                         value
                             .parse()
-                            .map_err(|e| format!("HABITAT_SCHEMA_REGISTRY_AUTH: {e}"))?,
+                            .map_err(|e: String| ConfigError::secret(field, e))?,
                     );
                 }
                 "METRICS_LISTEN" => self.metrics_listen = Some(number(field, &value)?),
@@ -224,7 +225,8 @@ mod tests {
         assert!(printed.contains("db:5432/habitat"), "{printed}");
         let error = config
             .apply_env([("HABITAT_BATCH_MAX_RECORDS".to_owned(), "many".to_owned())])
-            .expect_err("not a number");
-        assert!(error.contains("HABITAT_BATCH_MAX_RECORDS=many"), "{error}");
+            .expect_err("not a number")
+            .to_string();
+        assert!(error.starts_with("HABITAT_BATCH_MAX_RECORDS=many: "), "{error}");
     }
 }

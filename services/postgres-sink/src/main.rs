@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use habitat_runtime::{
     avro::AvroCodec,
-    config::EnvUse,
+    config::{ConfigError, EnvUse},
     metrics::Metrics,
     runner::{Loaded, init_tracing, read_config, stop_on_signal},
 };
@@ -51,7 +51,7 @@ enum Command {
     Migrate,
 }
 
-fn load(args: &Args) -> Result<Loaded<SinkConfig>, String> {
+fn load(args: &Args) -> Result<Loaded<SinkConfig>, ConfigError> {
     let mut config: SinkConfig = read_config(args.config.as_deref())?;
     let read = config.apply_env(std::env::vars())?;
     if let Some(v) = &args.bootstrap_servers {
