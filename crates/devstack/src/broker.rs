@@ -33,16 +33,34 @@ pub struct BrokerProcess {
 /// Starts devbroker on a free loopback port (in memory, or durable in `data_dir`) and
 /// waits for its startup line.
 pub fn start(bin: &Path, data_dir: Option<&Path>, log: Option<&Path>) -> Result<BrokerProcess> {
+    start_on(bin, SocketAddr::from(([127, 0, 0, 1], 0)), data_dir, log)
+}
+
+/// Starts devbroker listening on `listen` (a restart on the address its clients know),
+/// in memory or durable in `data_dir`, and waits for its startup line. The log, when
+/// given, is appended to.
+pub fn start_on(
+    bin: &Path,
+    listen: SocketAddr,
+    data_dir: Option<&Path>,
+    log: Option<&Path>,
+) -> Result<BrokerProcess> {
     let mut command = Command::new(bin);
     _ = command
-        .args(["--listen", "127.0.0.1:0"])
+        .arg("--listen")
+        .arg(listen.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     if let Some(dir) = data_dir {
         _ = command.arg("--data-dir").arg(dir);
     }
     if let Some(log) = log {
-        _ = command.stderr(std::fs::File::create(log)?);
+        _ = command.stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)?,
+        );
     }
     let mut child = command
         .spawn()

@@ -227,6 +227,9 @@ mod tests {
             .apply_env([("HABITAT_BATCH_MAX_RECORDS".to_owned(), "many".to_owned())])
             .expect_err("not a number")
             .to_string();
-        assert!(error.starts_with("HABITAT_BATCH_MAX_RECORDS=many: "), "{error}");
+        assert!(
+            error.starts_with("HABITAT_BATCH_MAX_RECORDS=many: "),
+            "{error}"
+        );
     }
 }

@@ -6,7 +6,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use devbroker::{
     config::Config,
-    log::Log,
     server::{NODE_ID, Server},
     storage::DevStorage,
 };
@@ -43,23 +42,22 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| bound.ip().to_string());
     let advertised = Url::parse(&format!("tcp://{host}:{}", bound.port()))?;
 
-    let (control, log, mode) = match &config.data_dir {
+    let data_dir = match &config.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-            let dir = std::fs::canonicalize(dir)?;
-            // Tansu's sqlite URL is relative to the working directory unless the path
-            // keeps a leading slash after the first one is stripped.
-            let control = Url::parse(&format!("sqlite:///{}", dir.join("control.db").display()))?;
-            let log = Log::open(&dir.join("log"))
-                .with_context(|| format!("cannot restore the log in {}", dir.display()))?;
-            (control, log, format!("durable in {}", dir.display()))
+            Some(std::fs::canonicalize(dir)?)
         }
-        None => (
-            Url::parse("memory://devbroker/")?,
-            Log::in_memory(),
-            "in memory".to_owned(),
+        None => None,
+    };
+    let (control, mode) = match &data_dir {
+        // Tansu's sqlite URL is relative to the working directory unless the path keeps a
+        // leading slash after the first one is stripped.
+        Some(dir) => (
+            Url::parse(&format!("sqlite:///{}", dir.join("control.db").display()))?,
+            format!("durable in {}", dir.display()),
         ),
+        None => (Url::parse("memory://devbroker/")?, "in memory".to_owned()),
     };
     let inner = StorageContainer::builder()
         .cluster_id(config.cluster_id.clone())
@@ -70,7 +68,11 @@ async fn main() -> anyhow::Result<()> {
         .build()
         .await
         .context("cannot open Tansu's storage engine")?;
-    let storage = DevStorage::new(inner, log);
+    let storage = match &data_dir {
+        Some(dir) => DevStorage::durable(inner, dir)
+            .with_context(|| format!("cannot restore the log in {}", dir.display()))?,
+        None => DevStorage::in_memory(inner),
+    };
     let server = Server::new(
         tokio::net::TcpListener::from_std(listener)?,
         storage,

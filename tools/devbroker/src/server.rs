@@ -148,6 +148,11 @@ pub fn routes(
     builder.build().map_err(Into::into)
 }
 
+/// How often the server checks that Tansu's storage engine still answers.
+const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
+/// Failed checks in a row after which the broker gives up serving and exits.
+const WATCHDOG_FAILURES: u32 = 3;
+
 /// A bound, registered broker ready to serve.
 pub struct Server {
     listener: TcpListener,
@@ -181,7 +186,9 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves connections until `shutdown` is cancelled; aborts expired transactions meanwhile.
+    /// Serves connections until `shutdown` is cancelled; aborts expired transactions
+    /// meanwhile. Returns an error when the storage engine stops answering (a broker that
+    /// cannot serve exits instead of answering every request with an error).
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let route = routes(self.storage.clone())?;
         let service = (
@@ -193,6 +200,8 @@ impl Server {
             .into_layer(route);
 
         let mut reaper = tokio::time::interval(Duration::from_millis(250));
+        let mut watchdog = tokio::time::interval(WATCHDOG_EVERY);
+        let mut failed_pings = 0;
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
@@ -220,6 +229,20 @@ impl Server {
                     });
                 }
                 _ = reaper.tick() => self.storage.abort_expired().await,
+                _ = watchdog.tick() => match self.storage.ping().await {
+                    Ok(()) => failed_pings = 0,
+                    Err(error) => {
+                        failed_pings += 1;
+                        warn!(?error, failed_pings, "The storage engine does not answer.");
+                        if failed_pings >= WATCHDOG_FAILURES {
+                            connections.abort_all();
+                            anyhow::bail!(
+                                "the storage engine stopped answering ({error:?}): exiting so \
+                                 that a supervisor restarts the broker on its data directory"
+                            );
+                        }
+                    }
+                },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 () = shutdown.cancelled() => break,
             }

@@ -33,10 +33,11 @@ use tansu_sans_io::{
         OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
     },
     offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic},
+    offset_fetch_response::{OffsetFetchResponse, OffsetFetchResponseGroup},
     sync_group_request::SyncGroupRequestAssignment,
     sync_group_response::SyncGroupResponse,
 };
-use tracing::info;
+use tracing::{error, info, warn};
 
 use crate::storage::DevStorage;
 use state::{Group, Member, Phase};
@@ -88,6 +89,27 @@ fn sync_response(code: ErrorCode, group: Option<&Group>, assignment: Bytes) -> B
         .protocol_type(group.and_then(|g| g.protocol_type.clone()))
         .protocol_name(group.and_then(Group::protocol_name))
         .assignment(assignment)
+        .into()
+}
+
+/// An offset fetch the storage could not answer: retriable for the client.
+fn offset_fetch_failed(groups: Option<&[OffsetFetchRequestGroup]>) -> Body {
+    let code = i16::from(ErrorCode::CoordinatorNotAvailable);
+    OffsetFetchResponse::default()
+        .throttle_time_ms(Some(0))
+        .topics(Some(Vec::new()))
+        .error_code(Some(code))
+        .groups(groups.map(|groups| {
+            groups
+                .iter()
+                .map(|group| {
+                    OffsetFetchResponseGroup::default()
+                        .group_id(group.group_id.clone())
+                        .topics(Some(Vec::new()))
+                        .error_code(code)
+                })
+                .collect()
+        }))
         .into()
 }
 
@@ -461,8 +483,37 @@ impl Coordinator for DevCoordinator {
         groups: Option<&[OffsetFetchRequestGroup]>,
         require_stable: Option<bool>,
     ) -> Result<Body> {
-        self.offsets
-            .offset_fetch(group_id, topics, groups, require_stable)
-            .await
+        // Tansu's offset fetch panics when the storage fails: it runs in a task of its
+        // own, and a failure is answered with COORDINATOR_NOT_AVAILABLE, which clients
+        // retry.
+        let mut offsets = self.offsets.clone();
+        let owned = (
+            group_id.map(str::to_owned),
+            topics.map(<[_]>::to_vec),
+            groups.map(<[_]>::to_vec),
+        );
+        let fetched = tokio::spawn(async move {
+            let (group_id, topics, groups) = owned;
+            offsets
+                .offset_fetch(
+                    group_id.as_deref(),
+                    topics.as_deref(),
+                    groups.as_deref(),
+                    require_stable,
+                )
+                .await
+        })
+        .await;
+        match fetched {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(error)) => {
+                warn!(?error, group_id, "Offset fetch failed.");
+                Ok(offset_fetch_failed(groups))
+            }
+            Err(error) => {
+                error!(%error, group_id, "Offset fetch panicked.");
+                Ok(offset_fetch_failed(groups))
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ mod segment;
 mod tests;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::{self, OpenOptions},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
@@ -47,9 +47,10 @@ impl Log {
         Self::default()
     }
 
-    /// A log persisted under `dir`, restored from the segment files found there. Transactions
-    /// left open by the previous run are aborted (their producers must initialise again).
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    /// A log persisted under `dir`, restored from the segment files found there. A
+    /// transaction left open by the previous run is aborted unless its producer is in
+    /// `still_open` (the coordinator knows it as in progress: its client may still end it).
+    pub fn open(dir: &Path, still_open: &HashSet<i64>) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let log = Self {
             data_dir: Some(dir.to_path_buf()),
@@ -66,6 +67,9 @@ impl Log {
         }
         for (topition, mut partition) in restored {
             for (producer_id, epoch) in partition.open_producers() {
+                if still_open.contains(&producer_id) {
+                    continue;
+                }
                 let batch = marker(producer_id, epoch, false)
                     .map_err(|code| std::io::Error::other(format!("{code:?}")))?;
                 _ = partition.append(batch)?;

@@ -183,8 +183,11 @@ impl Partition {
         batch.base_offset = base_offset;
         if let Some(segment) = self.segment.as_mut() {
             let encoded = Bytes::from(batch.clone());
-            segment.write_all(&(encoded.len() as u32).to_be_bytes())?;
-            segment.write_all(&encoded)?;
+            // Length and batch in one write: a crash leaves at most a cut-off last batch.
+            let mut framed = Vec::with_capacity(4 + encoded.len());
+            framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&encoded);
+            segment.write_all(&framed)?;
         }
         self.index(&batch);
         self.batches.push(batch);

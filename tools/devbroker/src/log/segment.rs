@@ -31,6 +31,9 @@ pub(super) fn restore_segment(path: &Path) -> std::io::Result<Partition> {
     let mut reader = BufReader::new(File::open(path)?);
     let mut partition = Partition::default();
     let mut length = [0u8; 4];
+    // The end of the last whole batch: a batch cut short by a crash is cut off there,
+    // so that the next append does not follow it.
+    let mut whole: u64 = 0;
     loop {
         match reader.read_exact(&mut length) {
             Ok(()) => {}
@@ -38,16 +41,28 @@ pub(super) fn restore_segment(path: &Path) -> std::io::Result<Partition> {
             Err(error) => return Err(error),
         }
         let mut encoded = vec![0u8; u32::from_be_bytes(length) as usize];
-        if reader.read_exact(&mut encoded).is_err() {
-            warn!(?path, "Truncated batch at the end of a segment ignored.");
-            break;
+        match reader.read_exact(&mut encoded) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(error) => return Err(error),
         }
         let batch = deflated::Batch::try_from(Bytes::from(encoded))
             .map_err(|error| std::io::Error::other(format!("{path:?}: {error:?}")))?;
+        whole += 4 + u64::from(u32::from_be_bytes(length));
         partition.index(&batch);
         partition.batches.push(batch);
     }
+    let file = OpenOptions::new().append(true).open(path)?;
+    let size = file.metadata()?.len();
+    if size > whole {
+        warn!(
+            ?path,
+            cut = size - whole,
+            "A batch cut short at the end of the segment was removed."
+        );
+        file.set_len(whole)?;
+    }
     partition.log_start = partition.batches.first().map_or(0, |b| b.base_offset);
-    partition.segment = Some(OpenOptions::new().append(true).open(path)?);
+    partition.segment = Some(file);
     Ok(partition)
 }

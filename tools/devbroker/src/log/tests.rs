@@ -1,4 +1,4 @@
-use std::fs;
+use std::{collections::HashSet, fs};
 
 use bytes::Bytes;
 use tansu_sans_io::{
@@ -105,16 +105,64 @@ fn a_retried_batch_is_not_appended_twice() {
 fn a_restored_segment_aborts_what_was_left_open() {
     let dir = std::env::temp_dir().join(format!("devbroker-log-{}", uuid::Uuid::new_v4()));
     {
-        let log = Log::open(&dir).unwrap();
+        let log = Log::open(&dir, &HashSet::new()).unwrap();
         _ = log.produce(&tp(), batch(1, 0, 0, 2, true)).unwrap();
         _ = log.end_txn(&tp(), 1, 0, true).unwrap();
         _ = log.produce(&tp(), batch(2, 0, 0, 2, true)).unwrap();
     }
-    let log = Log::open(&dir).unwrap();
+    let log = Log::open(&dir, &HashSet::new()).unwrap();
     let read = log
         .with_partition(&tp(), |p| p.read(0, 1 << 20, IsolationLevel::ReadCommitted))
         .unwrap();
     assert_eq!(offsets(&read), vec![0, 2, 5]);
     assert_eq!((read.last_stable, read.high_watermark), (6, 6));
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_transaction_the_coordinator_still_knows_stays_open_across_a_restart() {
+    let dir = std::env::temp_dir().join(format!("devbroker-log-{}", uuid::Uuid::new_v4()));
+    {
+        let log = Log::open(&dir, &HashSet::new()).unwrap();
+        _ = log.produce(&tp(), batch(1, 0, 0, 2, true)).unwrap();
+    }
+    let log = Log::open(&dir, &HashSet::from([1])).unwrap();
+    let (last_stable, high_watermark) = log
+        .with_partition(&tp(), |p| (p.last_stable(), p.high_watermark()))
+        .unwrap();
+    assert_eq!((last_stable, high_watermark), (0, 2));
+    // The client commits it after the restart: its records become readable.
+    _ = log.end_txn(&tp(), 1, 0, true).unwrap();
+    let read = log
+        .with_partition(&tp(), |p| p.read(0, 1 << 20, IsolationLevel::ReadCommitted))
+        .unwrap();
+    assert_eq!(offsets(&read), vec![0, 2]);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_batch_cut_short_by_a_crash_is_removed_and_appends_follow_the_last_whole_one() {
+    let dir = std::env::temp_dir().join(format!("devbroker-log-{}", uuid::Uuid::new_v4()));
+    {
+        let log = Log::open(&dir, &HashSet::new()).unwrap();
+        _ = log.produce(&tp(), batch(1, 0, 0, 2, false)).unwrap();
+    }
+    let segment = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let whole = fs::metadata(&segment).unwrap().len();
+    let mut file = fs::OpenOptions::new().append(true).open(&segment).unwrap();
+    std::io::Write::write_all(&mut file, &[0, 0, 1, 0, 7, 7, 7]).unwrap();
+    drop(file);
+    {
+        let log = Log::open(&dir, &HashSet::new()).unwrap();
+        assert_eq!(fs::metadata(&segment).unwrap().len(), whole);
+        assert_eq!(log.produce(&tp(), batch(1, 0, 2, 1, false)), Ok(2));
+    }
+    let log = Log::open(&dir, &HashSet::new()).unwrap();
+    let read = log
+        .with_partition(&tp(), |p| {
+            p.read(0, 1 << 20, IsolationLevel::ReadUncommitted)
+        })
+        .unwrap();
+    assert_eq!(offsets(&read), vec![0, 2]);
     fs::remove_dir_all(dir).unwrap();
 }

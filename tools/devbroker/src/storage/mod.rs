@@ -8,10 +8,12 @@
 //! Relies on [`Log`]'s per-partition lock and on Tansu's engine committing the
 //! transaction's consumer offsets only on commit.
 
+mod coordinator;
 mod txn;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    path::Path,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -42,7 +44,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::log::Log;
-use txn::Coordinator;
+use coordinator::Coordinator;
 
 /// A topic as a fetch needs it.
 #[derive(Clone, Debug)]
@@ -66,11 +68,24 @@ pub struct DevStorage {
 }
 
 impl DevStorage {
-    pub fn new(inner: StorageContainer, log: Log) -> Self {
+    /// Storage held in memory only.
+    pub fn in_memory(inner: StorageContainer) -> Self {
+        Self::with(inner, Log::in_memory(), Coordinator::default())
+    }
+
+    /// Storage kept in `dir`: the coordinator's journal, then the log (a transaction the
+    /// journal does not know as open is aborted in the log; see [`Log::open`]).
+    pub fn durable(inner: StorageContainer, dir: &Path) -> std::io::Result<Self> {
+        let coordinator = Coordinator::open(&dir.join("coordinator.journal"))?;
+        let log = Log::open(&dir.join("log"), &coordinator.open_producers())?;
+        Ok(Self::with(inner, log, coordinator))
+    }
+
+    fn with(inner: StorageContainer, log: Log, coordinator: Coordinator) -> Self {
         Self {
             inner,
             log: Arc::new(log),
-            coordinator: Arc::default(),
+            coordinator: Arc::new(Mutex::new(coordinator)),
             partition_counts: Arc::default(),
             topics: Arc::default(),
         }
@@ -187,6 +202,24 @@ impl Storage for DevStorage {
         &self,
         resource: AlterConfigsResource,
     ) -> Result<AlterConfigsResourceResponse> {
+        // APPEND (2) and SUBTRACT (3) act on list settings, which Tansu's engines do not
+        // implement (they would stop the engine): refused, as Kafka refuses them on a
+        // setting that is not a list.
+        let list_operation = resource
+            .configs
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|config| matches!(config.config_operation, 2 | 3));
+        if list_operation {
+            return Ok(AlterConfigsResourceResponse::default()
+                .error_code(ErrorCode::InvalidConfig.into())
+                .error_message(Some(
+                    "APPEND and SUBTRACT are not supported: use SET or DELETE".into(),
+                ))
+                .resource_type(resource.resource_type)
+                .resource_name(resource.resource_name));
+        }
         self.inner.incremental_alter_resource(resource).await
     }
 

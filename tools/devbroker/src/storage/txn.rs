@@ -4,11 +4,6 @@
 //! abandoned (a new InitProducerId for the same transactional id, or
 //! `transaction.timeout.ms` passed).
 
-use std::{
-    collections::{BTreeSet, HashMap, HashSet},
-    time::{Duration, Instant},
-};
-
 use tansu_sans_io::{
     ErrorCode,
     add_partitions_to_txn_response::{
@@ -23,66 +18,59 @@ use tansu_storage::{
 };
 use tracing::{debug, info, warn};
 
-use super::DevStorage;
+use super::{
+    DevStorage,
+    coordinator::{Change, Coordinator},
+};
 use crate::log::is_transactional;
 
-/// Transaction timeout used when a producer did not say (Kafka's default).
-const DEFAULT_TXN_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(Debug)]
-struct OngoingTxn {
-    producer_id: i64,
-    producer_epoch: i16,
-    started: Instant,
-    partitions: BTreeSet<Topition>,
-    groups: BTreeSet<String>,
-}
-
-#[derive(Debug, Default)]
-pub(super) struct Coordinator {
-    /// Transactions in progress by transactional id.
-    ongoing: HashMap<String, OngoingTxn>,
-    /// The timeout each transactional id asked for in InitProducerId.
-    timeouts: HashMap<String, Duration>,
-    /// The current epoch of every producer id initialised on this broker.
-    epochs: HashMap<i64, i16>,
-    /// Producer epochs whose transaction the broker aborted: fenced from now on.
-    fenced: HashSet<(i64, i16)>,
-    /// The producer id and epoch that last initialised each transactional id.
-    holders: HashMap<String, (i64, i16)>,
-    /// Producer ids replaced by another for their transactional id: fenced entirely.
-    replaced: HashSet<i64>,
-}
-
-impl Coordinator {
-    /// Whether this producer id and epoch lost its transactional id to a newer producer.
-    fn is_fenced(&self, producer_id: i64, producer_epoch: i16) -> bool {
-        self.fenced.contains(&(producer_id, producer_epoch))
-            || self.replaced.contains(&producer_id)
-            || self
-                .epochs
-                .get(&producer_id)
-                .is_some_and(|current| *current > producer_epoch)
-    }
-}
-
 impl DevStorage {
-    fn coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
-        self.coordinator.lock().expect("coordinator lock")
+    /// The coordinator's state (a panic elsewhere while it was held does not make it
+    /// unusable: every change is applied whole).
+    pub(super) fn coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
+        self.coordinator
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn note_txn(&self, transaction_id: &str, producer_id: i64, producer_epoch: i16) {
-        _ = self
-            .coordinator()
+    /// Records that a transaction is in progress (once), then `then`: a partition or a
+    /// group added to it.
+    fn note_txn(
+        &self,
+        transaction_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        then: Option<Change>,
+    ) -> Result<()> {
+        let mut coordinator = self.coordinator();
+        if !coordinator.ongoing.contains_key(transaction_id) {
+            coordinator
+                .record(Change::Begin {
+                    transaction_id: transaction_id.to_owned(),
+                    producer_id,
+                    epoch: producer_epoch,
+                })
+                .map_err(Error::Api)?;
+        }
+        let Some(change) = then else {
+            return Ok(());
+        };
+        let known = coordinator
             .ongoing
-            .entry(transaction_id.to_owned())
-            .or_insert_with(|| OngoingTxn {
-                producer_id,
-                producer_epoch,
-                started: Instant::now(),
-                partitions: BTreeSet::new(),
-                groups: BTreeSet::new(),
+            .get(transaction_id)
+            .is_some_and(|txn| match &change {
+                Change::Partition {
+                    topic, partition, ..
+                } => txn
+                    .partitions
+                    .contains(&Topition::new(topic.clone(), *partition)),
+                Change::Group { group, .. } => txn.groups.contains(group),
+                _ => false,
             });
+        if known {
+            return Ok(());
+        }
+        coordinator.record(change).map_err(Error::Api)
     }
 
     /// Aborts a transaction the client will not finish: writes abort markers, discards its
@@ -91,6 +79,7 @@ impl DevStorage {
         let Some(txn) = self.coordinator().ongoing.remove(transaction_id) else {
             return;
         };
+        // Removed above so that no other request ends it meanwhile; journalled below.
         info!(
             transaction_id,
             producer_id = txn.producer_id,
@@ -99,10 +88,19 @@ impl DevStorage {
             reason,
             "Aborting an abandoned transaction."
         );
-        _ = self
-            .coordinator()
-            .fenced
-            .insert((txn.producer_id, txn.producer_epoch));
+        {
+            let mut coordinator = self.coordinator();
+            let fenced = coordinator.record(Change::Fenced {
+                producer_id: txn.producer_id,
+                epoch: txn.producer_epoch,
+            });
+            let ended = coordinator.record(Change::End {
+                transaction_id: transaction_id.to_owned(),
+            });
+            if fenced.and(ended).is_err() {
+                warn!(transaction_id, "The abort could not be journalled.");
+            }
+        }
         for topition in &txn.partitions {
             if let Err(code) =
                 self.log
@@ -128,14 +126,7 @@ impl DevStorage {
             coordinator
                 .ongoing
                 .iter()
-                .filter(|(id, txn)| {
-                    let timeout = coordinator
-                        .timeouts
-                        .get(*id)
-                        .copied()
-                        .unwrap_or(DEFAULT_TXN_TIMEOUT);
-                    txn.started.elapsed() > timeout
-                })
+                .filter(|(id, txn)| txn.started.elapsed() > coordinator.timeout(id))
                 .map(|(id, _)| id.clone())
                 .collect()
         };
@@ -153,6 +144,10 @@ impl DevStorage {
             .any(|txn| txn.groups.contains(group_id))
     }
 
+    /// InitProducerId. A producer without an id gets a new one (a transactional id keeps
+    /// its producer id with the next epoch); a producer that names its current id and
+    /// epoch (KIP-360, after UNKNOWN_PRODUCER_ID or an abortable error) gets its next
+    /// epoch, and one whose id or epoch is no longer current is fenced.
     pub(super) async fn init_producer_id(
         &self,
         transaction_id: Option<&str>,
@@ -160,38 +155,54 @@ impl DevStorage {
         producer_id: Option<i64>,
         producer_epoch: Option<i16>,
     ) -> Result<ProducerIdResponse> {
+        let known = producer_id.filter(|id| *id >= 0);
+        if let Some(id) = known {
+            let epoch = producer_epoch.unwrap_or(-1);
+            let coordinator = self.coordinator();
+            let current = match transaction_id {
+                Some(transaction_id) => coordinator.holders.get(transaction_id).copied(),
+                None => coordinator.epochs.get(&id).map(|epoch| (id, *epoch)),
+            };
+            if current.is_none_or(|(holder, current)| holder != id || current != epoch) {
+                debug!(
+                    transaction_id,
+                    id,
+                    epoch,
+                    ?current,
+                    "Stale producer fenced."
+                );
+                return Ok(ProducerIdResponse {
+                    error: if transaction_id.is_some() {
+                        ErrorCode::ProducerFenced
+                    } else {
+                        ErrorCode::InvalidProducerEpoch
+                    },
+                    id: -1,
+                    epoch: -1,
+                });
+            }
+        }
         if let Some(transaction_id) = transaction_id {
             self.abort_abandoned(transaction_id, "the transactional id was initialised again")
                 .await;
         }
+        // Tansu's engine is asked as for a new producer: for a transactional id it knows,
+        // that is the same producer id with the next epoch.
         let response = self
             .inner
-            .init_producer(
-                transaction_id,
-                transaction_timeout_ms,
-                producer_id,
-                producer_epoch,
-            )
+            .init_producer(transaction_id, transaction_timeout_ms, Some(-1), Some(-1))
             .await?;
         if response.error == ErrorCode::None {
-            let mut coordinator = self.coordinator();
-            _ = coordinator.epochs.insert(response.id, response.epoch);
-            if let Some(transaction_id) = transaction_id {
-                let holder = (response.id, response.epoch);
-                if let Some((previous, _)) = coordinator
-                    .holders
-                    .insert(transaction_id.to_owned(), holder)
-                    .filter(|(previous, _)| *previous != response.id)
-                {
-                    _ = coordinator.replaced.insert(previous);
-                }
-                let timeout = u64::try_from(transaction_timeout_ms)
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .map_or(DEFAULT_TXN_TIMEOUT, Duration::from_millis);
-                _ = coordinator
-                    .timeouts
-                    .insert(transaction_id.to_owned(), timeout);
+            self.coordinator()
+                .record(Change::Producer {
+                    producer_id: response.id,
+                    epoch: response.epoch,
+                    transaction_id: transaction_id.map(str::to_owned),
+                    timeout_ms: transaction_id.and(u64::try_from(transaction_timeout_ms).ok()),
+                })
+                .map_err(Error::Api)?;
+            if let Some(id) = known.filter(|id| *id != response.id) {
+                debug!(id, new = response.id, "Producer given a new id.");
             }
         }
         Ok(response)
@@ -212,10 +223,15 @@ impl DevStorage {
             .txn_add_offsets(transaction_id, producer_id, producer_epoch, group_id)
             .await?;
         if code == ErrorCode::None {
-            self.note_txn(transaction_id, producer_id, producer_epoch);
-            if let Some(txn) = self.coordinator().ongoing.get_mut(transaction_id) {
-                _ = txn.groups.insert(group_id.to_owned());
-            }
+            self.note_txn(
+                transaction_id,
+                producer_id,
+                producer_epoch,
+                Some(Change::Group {
+                    transaction_id: transaction_id.to_owned(),
+                    group: group_id.to_owned(),
+                }),
+            )?;
         }
         Ok(code)
     }
@@ -258,9 +274,11 @@ impl DevStorage {
                         .collect(),
                 ));
             }
-            self.note_txn(transaction_id, *producer_id, *producer_epoch);
+            self.note_txn(transaction_id, *producer_id, *producer_epoch, None)?;
+            return self.inner.txn_add_partitions(partitions).await;
         }
-        self.inner.txn_add_partitions(partitions).await
+        // Version 4 and later are sent by brokers to a coordinator, never by clients.
+        Err(Error::Api(ErrorCode::UnsupportedVersion))
     }
 
     pub(super) async fn txn_offset_commit_checked(
@@ -296,8 +314,8 @@ impl DevStorage {
         let partitions = self
             .coordinator()
             .ongoing
-            .remove(transaction_id)
-            .map(|txn| txn.partitions)
+            .get(transaction_id)
+            .map(|txn| txn.partitions.clone())
             .unwrap_or_default();
         for topition in &partitions {
             _ = self
@@ -305,6 +323,13 @@ impl DevStorage {
                 .end_txn(topition, producer_id, producer_epoch, committed)
                 .map_err(Error::Api)?;
         }
+        // Ended in the journal only once every marker is written: a broker killed
+        // in between still knows the transaction, and the client's retry ends it.
+        self.coordinator()
+            .record(Change::End {
+                transaction_id: transaction_id.to_owned(),
+            })
+            .map_err(Error::Api)?;
         debug!(
             transaction_id,
             producer_id,
@@ -345,10 +370,16 @@ impl DevStorage {
             }
         }
         if let Some(transaction_id) = transaction_id.filter(|_| is_transactional(batch)) {
-            self.note_txn(transaction_id, producer_id, producer_epoch);
-            if let Some(txn) = self.coordinator().ongoing.get_mut(transaction_id) {
-                _ = txn.partitions.insert(topition.clone());
-            }
+            self.note_txn(
+                transaction_id,
+                producer_id,
+                producer_epoch,
+                Some(Change::Partition {
+                    transaction_id: transaction_id.to_owned(),
+                    topic: topition.topic().to_owned(),
+                    partition: topition.partition(),
+                }),
+            )?;
         }
         Ok(())
     }
