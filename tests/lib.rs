@@ -75,6 +75,11 @@ impl Running {
     pub fn pid(&self) -> i32 {
         i32::try_from(self.0.id()).expect("a pid")
     }
+
+    /// Whether the process is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.0.try_wait().expect("process status").is_none()
+    }
 }
 
 impl Drop for Running {

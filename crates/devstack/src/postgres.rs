@@ -234,6 +234,18 @@ impl Cluster {
             .stdout(Stdio::null()))
     }
 
+    /// Stops the server as a crash would (immediate shutdown: no checkpoint, sessions
+    /// cut; the next start recovers from the write-ahead log).
+    pub fn stop_immediately(&self) -> Result<()> {
+        run(self
+            .bin
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null()))
+    }
+
     /// The shell command that stops this cluster at once, for a [`crate::process::Guardian`].
     pub fn stop_script(&self) -> String {
         let pg_ctl = shell_quote(self.bin.dir.join("pg_ctl").as_os_str());

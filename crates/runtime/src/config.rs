@@ -107,6 +107,10 @@ pub struct RuntimeConfig {
     pub max_buffered_records: usize,
     /// `transaction.timeout.ms` of the producer.
     pub transaction_timeout_ms: u64,
+    /// How long the broker or the schema registry may stay unreachable before the
+    /// process gives up and exits (its supervisor restarts it); until then it waits,
+    /// not ready.
+    pub give_up_seconds: u64,
     /// `session.timeout.ms` of the consumer: how soon a dead instance's partitions move.
     pub session_timeout_ms: u64,
     /// How long restoring the stores of an assignment may take.
@@ -144,6 +148,7 @@ impl Default for RuntimeConfig {
             max_task_idle_ms: 20,
             max_buffered_records: 10_000,
             transaction_timeout_ms: 10_000,
+            give_up_seconds: crate::retry::DEFAULT_GIVE_UP.as_secs(),
             session_timeout_ms: 10_000,
             restore_timeout_ms: 120_000,
             schema_registry_url: None,
@@ -160,6 +165,11 @@ impl Default for RuntimeConfig {
 impl RuntimeConfig {
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// The retry policy for unreachable dependencies.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::giving_up_after(Duration::from_secs(self.give_up_seconds))
     }
 
     pub fn commit_idle(&self) -> Duration {
@@ -202,6 +212,11 @@ impl RuntimeConfig {
                     );
                 }
                 "ENVIRONMENT" => self.environment = value,
+                "GIVE_UP_SECONDS" => {
+                    self.give_up_seconds = value
+                        .parse()
+                        .map_err(|e| ConfigError::variable(field, &value, e))?;
+                }
                 "CLOCK_OFFSET_SECONDS" => {
                     self.clock_offset_seconds = value
                         .parse()

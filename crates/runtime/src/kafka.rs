@@ -1,10 +1,20 @@
 //! What the engine's loop and the sink's share of Kafka: the queue their consumer
-//! callbacks hand rebalances to the loop through, the headers of a consumed record, and
-//! waits on librdkafka without spinning ([`crate::waits`]).
+//! callbacks hand rebalances to the loop through, the headers of a consumed record, which
+//! errors mean the broker is away (waited out, not fatal), and waits on librdkafka
+//! without spinning ([`crate::waits`]).
 
 use std::sync::Mutex;
 
-use rdkafka::message::{Headers, Message};
+use rdkafka::{
+    ClientContext,
+    config::RDKafkaLogLevel,
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{DeliveryResult, Headers, Message},
+    producer::ProducerContext,
+};
+use tracing::{debug, error, info, warn};
+
+use crate::health::{Dependencies, dependency};
 
 pub use crate::waits::{settle, settled, whole_millis};
 
@@ -86,4 +96,80 @@ mod tests {
         );
         assert_eq!(queue.take_failure(), None);
     }
+}
+
+/// Whether an error means the broker cannot be reached (now): connections down, a call
+/// timed out, the coordinator moving or loading. Such errors are waited out.
+pub fn is_transient(error: &KafkaError) -> bool {
+    error.rdkafka_error_code().is_some_and(|code| {
+        matches!(
+            code,
+            RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::TimedOutQueue
+        )
+    })
+}
+
+/// A client's error callback: the broker going away is recorded in `dependencies` (and
+/// logged once there), anything else is logged.
+pub fn client_error(dependencies: &Dependencies, error: &KafkaError, reason: &str) {
+    if is_transient(error) {
+        dependencies.unreachable(dependency::BROKER, &reason);
+    } else {
+        error!(%error, reason, "Kafka client error.");
+    }
+}
+
+/// A client's log callback: librdkafka's lines at their level, except failed connections
+/// (`FAIL`), which an outage repeats many times a second and which the outage's own
+/// record reports once: those at debug.
+pub fn client_log(level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+    if fac == "FAIL" {
+        debug!(target: "librdkafka", fac, "{log_message}");
+        return;
+    }
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => error!(target: "librdkafka", fac, "{log_message}"),
+        RDKafkaLogLevel::Warning => warn!(target: "librdkafka", fac, "{log_message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            info!(target: "librdkafka", fac, "{log_message}");
+        }
+        RDKafkaLogLevel::Debug => debug!(target: "librdkafka", fac, "{log_message}"),
+    }
+}
+
+/// Client callbacks that report the broker's reachability (for a producer, or a client
+/// without callbacks of its own).
+#[derive(Clone, Debug, Default)]
+pub struct BrokerWatch {
+    pub dependencies: Dependencies,
+}
+
+impl ClientContext for BrokerWatch {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&self.dependencies, &error, reason);
+    }
+}
+
+impl ProducerContext for BrokerWatch {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, (): Self::DeliveryOpaque) {}
 }

@@ -10,6 +10,7 @@ use std::{
     },
 };
 
+use crate::health::Dependencies;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -30,6 +31,7 @@ pub mod names {
     pub const RESTORE_SECONDS: &str = "habitat_store_restore_seconds";
     pub const TIMERS_FIRED: &str = "habitat_timers_fired_total";
     pub const ASSIGNED_PARTITIONS: &str = "habitat_assigned_partitions";
+    pub const DEPENDENCY_UP: &str = "habitat_dependency_up";
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -41,6 +43,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     ready: Arc<AtomicBool>,
+    /// The broker and the registry as the processor last reached them.
+    pub dependencies: Dependencies,
     /// Records consumed (committed), by topic.
     pub records_in: IntCounterVec,
     /// Of the records consumed, those of types the processor does not read (committed
@@ -112,6 +116,11 @@ impl Metrics {
         registry
             .register(Box::new(assigned_partitions.clone()))
             .expect("unique metric");
+        let dependencies = Dependencies::with_gauge(gauge(
+            names::DEPENDENCY_UP,
+            "1 while the dependency (broker, registry) answers, 0 while it is unreachable.",
+            &["dependency"],
+        ));
         Self {
             records_in: counter(
                 names::RECORDS_IN,
@@ -154,6 +163,7 @@ impl Metrics {
             assigned_partitions,
             registry,
             ready: Arc::new(AtomicBool::new(false)),
+            dependencies,
         }
     }
 
@@ -220,12 +230,17 @@ async fn metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
 }
 
 async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
-    if metrics.is_ready() {
-        (StatusCode::OK, "ready\n")
+    if let Some(outage) = metrics.dependencies.longest() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {outage}\n"),
+        )
+    } else if metrics.is_ready() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: joining or restoring\n",
+            "not ready: joining or restoring\n".to_owned(),
         )
     }
 }

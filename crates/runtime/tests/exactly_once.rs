@@ -327,8 +327,8 @@ fn exactly_once_under_crashes() {
 }
 
 #[test]
-fn an_abortable_error_aborts_and_rewinds_to_the_committed_offsets() {
-    let setup = Setup::new("rewind");
+fn a_registry_outage_is_waited_out_without_aborting_or_restoring_again() {
+    let setup = Setup::new("registry-outage");
     let mut expected = BTreeMap::new();
     let mut input = records(0..2_000, &mut expected);
     // Decoding this one fails once as if the registry were down; the second try succeeds.
@@ -345,23 +345,33 @@ fn an_abortable_error_aborts_and_rewinds_to_the_committed_offsets() {
     produce(&setup.input, &input);
     let mut out = Reader::new(&setup.output);
     out.await_count(2_001, "every record, the flaky one included");
-    let aborted = wait_for(LONG, "the abort to be counted", || {
+    let metrics = wait_for(LONG, "the registry reported back", || {
         let metrics = devstack::process::http_get(port, "/metrics")?;
-        devstack::process::metric_value(
+        let up = devstack::process::metric_value(
             &metrics,
-            "habitat_transactions_total",
-            &[("outcome", "aborted")],
-        )
+            "habitat_dependency_up",
+            &[("dependency", "registry")],
+        )?;
+        (up == 1.0).then_some(metrics)
     });
     kill(&mut instance);
-    assert!(aborted >= 1.0);
-    assert!(
-        setup
-            .log("0")
-            .contains("rewinding to the committed offsets"),
-        "{}",
-        setup.log("0")
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        devstack::process::metric_value(&metrics, name, labels).unwrap_or(0.0)
+    };
+    // The record was read again once the registry answered: no abort, no second restore.
+    assert_eq!(
+        value("habitat_transactions_total", &[("outcome", "aborted")]),
+        0.0
     );
+    assert_eq!(
+        value(
+            "habitat_store_restore_seconds_count",
+            &[("store", "counts")]
+        ),
+        1.0
+    );
+    let log = setup.log("0");
+    assert!(log.contains("Reachable again."), "{log}");
     assert_eq!(out.records.len(), 2_001);
     assert_exact(&out.values(), &expected);
 }

@@ -4,16 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use habitat_runtime::{kafka::Rebalances, metrics::Metrics};
+use habitat_runtime::{
+    health::dependency, kafka::Rebalances, metrics::Metrics, retry::RetryPolicy,
+};
 use rdkafka::{
     ClientContext, Offset, Statistics, TopicPartitionList,
+    config::RDKafkaLogLevel,
     consumer::{BaseConsumer, Consumer, ConsumerContext},
+    error::KafkaError,
     types::RDKafkaRespErr,
 };
 use tokio::runtime::Handle;
 use tracing::warn;
 
-use crate::store::{Partition, Store};
+use crate::store::{Partition, Store, is_transient};
 
 pub(crate) enum Rebalanced {
     Revoked,
@@ -27,11 +31,20 @@ pub(crate) struct SinkContext {
     pub(crate) events: Rebalances<Rebalanced>,
     pub(crate) metrics: Metrics,
     pub(crate) inputs: Vec<String>,
+    pub(crate) policy: RetryPolicy,
 }
 
 impl ClientContext for SinkContext {
     fn stats(&self, statistics: Statistics) {
         self.metrics.record_lag(&statistics, &self.inputs);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        habitat_runtime::kafka::client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        habitat_runtime::kafka::client_error(&self.metrics.dependencies, &error, reason);
     }
 }
 
@@ -50,7 +63,24 @@ impl ConsumerContext for SinkContext {
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
                 // The callback runs on the sink's own thread, never on the runtime's.
-                match self.handle.block_on(self.store.claim(&partitions)) {
+                // Postgres away or restarting is waited for, as anywhere in the sink.
+                let claimed = self.policy.blocking(
+                    "reading the stored offsets",
+                    || {
+                        let claimed = self.handle.block_on(self.store.claim(&partitions));
+                        match &claimed {
+                            Ok(_) => self.metrics.dependencies.reachable(dependency::DATABASE),
+                            Err(error) if is_transient(error) => self
+                                .metrics
+                                .dependencies
+                                .unreachable(dependency::DATABASE, error),
+                            Err(_) => {}
+                        }
+                        claimed
+                    },
+                    is_transient,
+                );
+                match claimed {
                     Ok(stored) => {
                         for ((topic, partition), next) in &stored {
                             let offset = if *next < 0 {

@@ -42,6 +42,9 @@ pub struct SinkConfig {
     pub writers: usize,
     /// `session.timeout.ms` of the consumer.
     pub session_timeout_ms: u64,
+    /// How long the broker, Postgres or the registry may stay unreachable before the sink
+    /// gives up and exits (its supervisor restarts it); until then it waits, not ready.
+    pub give_up_seconds: u64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; off when unset.
     pub metrics_listen: Option<SocketAddr>,
     /// librdkafka settings for the consumer (`security.protocol`, `sasl.*`…).
@@ -63,6 +66,7 @@ impl Default for SinkConfig {
             batch_idle_ms: 5,
             writers: 2,
             session_timeout_ms: 10_000,
+            give_up_seconds: habitat_runtime::retry::DEFAULT_GIVE_UP.as_secs(),
             metrics_listen: None,
             kafka: KafkaSettings::default(),
         }
@@ -125,10 +129,18 @@ impl SinkConfig {
         topics
     }
 
+    /// The retry policy for unreachable dependencies.
+    pub fn retry_policy(&self) -> habitat_runtime::retry::RetryPolicy {
+        habitat_runtime::retry::RetryPolicy::giving_up_after(Duration::from_secs(
+            self.give_up_seconds,
+        ))
+    }
+
     /// Applies `HABITAT_BOOTSTRAP_SERVERS`, `HABITAT_GROUP_ID`, `HABITAT_DATABASE_URL`,
     /// `HABITAT_SINK_SCHEMA`, `HABITAT_SCHEMA_REGISTRY_URL`, `HABITAT_METRICS_LISTEN`,
     /// `HABITAT_BATCH_MAX_RECORDS`, `HABITAT_BATCH_INTERVAL_MS`, `HABITAT_BATCH_IDLE_MS`,
-    /// `HABITAT_WRITERS`, `HABITAT_SESSION_TIMEOUT_MS` and `HABITAT_KAFKA_<NAME>`. Returns the names it read.
+    /// `HABITAT_WRITERS`, `HABITAT_SESSION_TIMEOUT_MS`, `HABITAT_GIVE_UP_SECONDS` and
+    /// `HABITAT_KAFKA_<NAME>`. Returns the names it read.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
@@ -165,6 +177,7 @@ impl SinkConfig {
                 "BATCH_IDLE_MS" => self.batch_idle_ms = number(field, &value)?,
                 "WRITERS" => self.writers = number(field, &value)?,
                 "SESSION_TIMEOUT_MS" => self.session_timeout_ms = number(field, &value)?,
+                "GIVE_UP_SECONDS" => self.give_up_seconds = number(field, &value)?,
                 other => {
                     if !self.kafka.apply_env(other, value) {
                         continue;

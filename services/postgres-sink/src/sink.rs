@@ -23,8 +23,10 @@ use habitat_runtime::{
     Codec, CodecError,
     avro::AvroCodec,
     dlq::{DeadLetter, class},
+    health::{Dependencies, dependency},
     kafka::headers_of,
     metrics::Metrics,
+    retry::RetryPolicy,
     waits,
 };
 use rdkafka::{
@@ -60,6 +62,9 @@ pub enum SinkError {
     /// A batch writer's task died.
     #[error("batch writer: {0}")]
     Writer(#[from] tokio::task::JoinError),
+    /// A dependency stayed unreachable longer than the give-up time.
+    #[error("{0}")]
+    GaveUp(String),
 }
 
 /// The sink with its store, codec and metrics, ready to run.
@@ -77,6 +82,9 @@ pub struct Records {
     codec: AvroCodec,
     dead_letter_topics: BTreeSet<String>,
     shutdown: Arc<AtomicBool>,
+    /// Where an unreachable registry is reported, and how long it is waited for.
+    dependencies: Dependencies,
+    policy: RetryPolicy,
 }
 
 impl Records {
@@ -92,7 +100,16 @@ impl Records {
             codec,
             dead_letter_topics,
             shutdown,
+            dependencies: Dependencies::default(),
+            policy: RetryPolicy::default(),
         }
+    }
+
+    /// Reports an unreachable registry to `dependencies` and waits for it by `policy`.
+    pub fn with_outages(mut self, dependencies: Dependencies, policy: RetryPolicy) -> Self {
+        self.dependencies = dependencies;
+        self.policy = policy;
+        self
     }
 
     /// Adds `message` to `batch`: a dead letter of a processor, a tombstone, an event,
@@ -157,21 +174,30 @@ impl Records {
         topic: &str,
         bytes: &[u8],
     ) -> Result<Result<contracts::records::Event, CodecError>, SinkError> {
-        let mut backoff = Duration::from_millis(100);
+        let dependencies = &self.dependencies;
+        let mut delays = None;
         loop {
             match self.codec.decode(topic, bytes) {
                 Err(CodecError::Unavailable(error)) => {
                     if self.shutdown.load(Ordering::SeqCst) {
                         return Err(SinkError::Registry(CodecError::Unavailable(error)));
                     }
-                    warn!(%error, "Schema registry unavailable; retrying.");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    dependencies.unreachable(dependency::REGISTRY, &error);
+                    let delay = delays.get_or_insert_with(|| self.policy.delays()).next();
+                    let Some(delay) = delay else {
+                        return Err(SinkError::Registry(CodecError::Unavailable(error)));
+                    };
+                    std::thread::sleep(delay);
                 }
                 Err(refused @ CodecError::Unauthorized(_)) => {
                     return Err(SinkError::Registry(refused));
                 }
-                other => return Ok(other),
+                other => {
+                    if delays.is_some() {
+                        dependencies.reachable(dependency::REGISTRY);
+                    }
+                    return Ok(other);
+                }
             }
         }
     }
@@ -206,10 +232,12 @@ impl Sink {
         handle: Handle,
     ) -> Self {
         let shutdown = Arc::new(AtomicBool::new(false));
+        let records = Records::new(codec, shutdown.clone())
+            .with_outages(metrics.dependencies.clone(), config.retry_policy());
         Self {
             config,
             store,
-            records: Records::new(codec, shutdown.clone()),
+            records,
             metrics,
             handle,
             shutdown,
@@ -232,6 +260,7 @@ impl Sink {
             events: habitat_runtime::kafka::Rebalances::default(),
             metrics: self.metrics.clone(),
             inputs: topics.clone(),
+            policy: self.config.retry_policy(),
         };
         let mut client = ClientConfig::new();
         _ = client
@@ -262,6 +291,7 @@ impl Sink {
             batch: Batch::default(),
             opened: None,
             writing: Vec::new(),
+            last_probe: Instant::now(),
         };
         let outcome = state.run();
         consumer.unsubscribe();
@@ -280,6 +310,8 @@ struct Loop<'a> {
     opened: Option<Instant>,
     /// The parts of the batch Postgres is writing, each on its own connection.
     writing: Vec<Writing>,
+    /// When the broker was last probed during an outage.
+    last_probe: Instant,
 }
 
 struct Writing {
@@ -288,6 +320,53 @@ struct Writing {
 }
 
 impl Loop<'_> {
+    /// A record arrived: the broker answers (again).
+    fn broker_answered(&mut self) {
+        let dependencies = &self.sink.metrics.dependencies;
+        if dependencies.is_down(dependency::BROKER) {
+            dependencies.reachable(dependency::BROKER);
+        }
+    }
+
+    /// While the broker is unreachable: asks it for metadata about once a second (the
+    /// consumer reports errors, not recoveries); gives up once an outage outlasts the
+    /// give-up time.
+    fn watch_broker(&mut self) -> Result<(), SinkError> {
+        let dependencies = &self.sink.metrics.dependencies;
+        if !dependencies.is_down(dependency::BROKER)
+            || self.last_probe.elapsed() < Duration::from_secs(1)
+        {
+            return Ok(());
+        }
+        self.last_probe = Instant::now();
+        if self
+            .consumer
+            .fetch_metadata(None, Duration::from_secs(1))
+            .is_ok()
+        {
+            dependencies.reachable(dependency::BROKER);
+            return Ok(());
+        }
+        let give_up = Duration::from_secs(self.sink.config.give_up_seconds);
+        match dependencies.given_up(give_up) {
+            Some(_) => Err(self.gave_up()),
+            None => Ok(()),
+        }
+    }
+
+    fn gave_up(&self) -> SinkError {
+        let outage = self
+            .sink
+            .metrics
+            .dependencies
+            .longest()
+            .map_or_else(|| "a dependency unreachable".to_owned(), |o| o.to_string());
+        SinkError::GaveUp(format!(
+            "{outage}: gave up after {} s (give_up_seconds)",
+            self.sink.config.give_up_seconds
+        ))
+    }
+
     fn run(&mut self) -> Result<(), SinkError> {
         let max = self.sink.config.batch_max_records as u64;
         let interval = self.sink.config.batch_interval();
@@ -310,14 +389,28 @@ impl Loop<'_> {
                 Some(opened) => interval.saturating_sub(opened.elapsed()),
                 None => Duration::from_millis(200),
             };
-            if let Some(message) = self.consumer.poll(waits::whole_millis(wait)) {
+            match self.consumer.poll(waits::whole_millis(wait)) {
                 // Read in place, in the client's buffer.
-                let message = message?;
-                // A rebalance inside this poll may have moved the partition.
-                self.rebalanced()?;
-                self.take(&message)?;
-                last_input = Instant::now();
+                Some(Ok(message)) => {
+                    self.broker_answered();
+                    // A rebalance inside this poll may have moved the partition.
+                    self.rebalanced()?;
+                    self.take(&message)?;
+                    last_input = Instant::now();
+                }
+                Some(Err(error)) if habitat_runtime::kafka::is_transient(&error) => {
+                    self.sink
+                        .metrics
+                        .dependencies
+                        .unreachable(dependency::BROKER, &error);
+                }
+                Some(Err(error @ KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(error.into());
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(error)) => warn!(%error, "Consumer error."),
             }
+            self.watch_broker()?;
             if !self.writing.is_empty() && self.writing.iter().all(|w| w.task.is_finished()) {
                 self.settle(true)?;
             }
@@ -435,7 +528,7 @@ impl Loop<'_> {
     fn settle_part(&mut self, writing: Writing) -> Result<bool, SinkError> {
         let (batch, mut outcome) = self.sink.handle.block_on(writing.task)?;
         let metrics = &self.sink.metrics;
-        let mut attempt = 0;
+        let mut delays = None;
         loop {
             match outcome {
                 Ok(()) => break,
@@ -444,11 +537,19 @@ impl Loop<'_> {
                     warn!(partitions = ?lost, "Offsets moved since the batch was read (another instance, or a rebalance): batch dropped, re-reading the stored offsets.");
                     return Ok(false);
                 }
-                Err(WriteError::Database(error)) if attempt < 5 => {
-                    attempt += 1;
+                Err(error) if error.is_transient() => {
+                    // Postgres is away or restarting: the same batch, once it is back.
                     metrics.transactions.with_label_values(&["aborted"]).inc();
-                    warn!(%error, attempt, "Batch not written; retrying.");
-                    std::thread::sleep(Duration::from_millis(200 * attempt));
+                    metrics
+                        .dependencies
+                        .unreachable(dependency::DATABASE, &error);
+                    let delay = delays
+                        .get_or_insert_with(|| self.sink.config.retry_policy().delays())
+                        .next();
+                    let Some(delay) = delay else {
+                        return Err(self.gave_up());
+                    };
+                    std::thread::sleep(delay);
                     outcome = self
                         .sink
                         .handle
@@ -457,6 +558,7 @@ impl Loop<'_> {
                 Err(WriteError::Database(error)) => return Err(error.into()),
             }
         }
+        metrics.dependencies.reachable(dependency::DATABASE);
         let now = Utc::now();
         metrics.transactions.with_label_values(&["committed"]).inc();
         metrics

@@ -2,6 +2,8 @@
 //! loop, lag to the metrics; the restore consumer quiet at a partition's end), and the
 //! internal topics (changelogs, dead letters) it creates.
 
+use rdkafka::config::RDKafkaLogLevel;
+
 use super::*;
 use crate::kafka::Rebalances;
 
@@ -20,6 +22,14 @@ pub(super) struct EngineContext {
 impl ClientContext for EngineContext {
     fn stats(&self, statistics: Statistics) {
         self.metrics.record_lag(&statistics, &self.inputs);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::kafka::client_error(&self.metrics.dependencies, &error, reason);
     }
 }
 
@@ -44,17 +54,24 @@ impl ConsumerContext for EngineContext {
     }
 }
 
-/// The restore consumer's callbacks: reaching a partition's end is expected, not an error.
-pub(super) struct RestoreContext;
+/// The restore consumer's callbacks: reaching a partition's end is expected, not an error;
+/// the broker going away is recorded.
+pub(super) struct RestoreContext {
+    pub(super) metrics: Metrics,
+}
 
 impl ClientContext for RestoreContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::client_log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let end_of_partition = matches!(
             error,
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
         );
         if !end_of_partition {
-            warn!(%error, reason, "Restore consumer error.");
+            crate::kafka::client_error(&self.metrics.dependencies, &error, reason);
         }
     }
 }

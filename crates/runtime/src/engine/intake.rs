@@ -8,8 +8,14 @@ use super::*;
 pub(super) enum Accepted {
     /// Buffered in its partition's merger (or dropped: not an input, or not assigned).
     Buffered,
-    /// The registry could not be asked about its schema: the batch must be retried.
-    RegistryUnavailable(String),
+    /// The registry could not be asked about its schema: the record (at `offset` of
+    /// `topic`/`partition`) must be read again once it answers.
+    RegistryUnavailable {
+        reason: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
     /// The registry refused our credentials: the instance stops.
     RegistryRefused(String),
 }
@@ -69,7 +75,14 @@ where
             }),
             raw: (raw_key, message.payload().map(<[u8]>::to_vec)),
         },
-        Err(CodecError::Unavailable(reason)) => return Ok(Accepted::RegistryUnavailable(reason)),
+        Err(CodecError::Unavailable(reason)) => {
+            return Ok(Accepted::RegistryUnavailable {
+                reason,
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            });
+        }
         Err(CodecError::Unauthorized(reason)) => return Ok(Accepted::RegistryRefused(reason)),
         Err(error) => Pending::Undecodable(Box::new(DeadLetter::undecodable(
             (topic, partition, offset),

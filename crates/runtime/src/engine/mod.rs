@@ -49,7 +49,8 @@ use tracing::{debug, error, info, info_span, warn};
 use crate::{
     Clock, Codec, CodecError, Payload, ProcessError, Processor, Record, RuntimeConfig,
     dlq::DeadLetter,
-    kafka::headers_of,
+    health::dependency,
+    kafka::{BrokerWatch, headers_of},
     merge::Merger,
     metrics::Metrics,
     step::{self, Outcome},
@@ -61,6 +62,7 @@ mod batch;
 mod clients;
 mod error;
 mod intake;
+mod outage;
 mod process;
 mod producer;
 mod rebalance;
@@ -204,14 +206,25 @@ where
             let transactional_id = format!("{name}-{}", self.config.instance_id);
             _ = producer_config.set("transactional.id", &transactional_id);
         }
-        let producer: ThreadedProducer<_> = self
+        let producer: ThreadedProducer<BrokerWatch> = self
             .with_passthrough(producer_config)
-            .create()
+            .create_with_context(BrokerWatch {
+                dependencies: self.metrics.dependencies.clone(),
+            })
             .map_err(|e| EngineError::Setup(format!("producer: {e}")))?;
         let timeout = Duration::from_millis(self.config.transaction_timeout_ms);
         if self.config.exactly_once {
-            producer
-                .init_transactions(timeout)
+            // The broker may not be up yet (or restarting): waited for, as any outage.
+            self.config
+                .retry_policy()
+                .blocking(
+                    "initialising transactions",
+                    || producer.init_transactions(timeout),
+                    |error| {
+                        crate::kafka::is_transient(error)
+                            || matches!(error, KafkaError::Transaction(e) if e.is_retriable())
+                    },
+                )
                 .map_err(|e| match classify(&e) {
                     Failure::Stop(stop) => stop,
                     Failure::Abort(_) => EngineError::Kafka {
@@ -230,7 +243,9 @@ where
             .set("fetch.wait.max.ms", "50");
         let restorer: BaseConsumer<RestoreContext> = self
             .with_passthrough(restore_config)
-            .create_with_context(RestoreContext)
+            .create_with_context(RestoreContext {
+                metrics: self.metrics.clone(),
+            })
             .map_err(|e| EngineError::Setup(format!("restore consumer: {e}")))?;
 
         let mut partitions = HashMap::new();
@@ -267,6 +282,8 @@ where
             ends: watermark::StableEnds::default(),
             batch: Batch::default(),
             paused: BTreeSet::new(),
+            registry_backoff: None,
+            last_probe: Instant::now(),
         };
         let outcome = running.run_loop();
         running.close(outcome.is_ok());
@@ -278,7 +295,7 @@ where
 struct Running<'e, P: Processor, C> {
     engine: &'e Engine<P, C>,
     consumer: BaseConsumer<EngineContext>,
-    producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    producer: ThreadedProducer<BrokerWatch>,
     /// Restores stores from their changelogs; between restores, asks the broker where
     /// inputs end (its own connection: no wait behind the main consumer's fetch).
     restorer: BaseConsumer<RestoreContext>,
@@ -294,6 +311,10 @@ struct Running<'e, P: Processor, C> {
     ends: watermark::StableEnds,
     batch: Batch,
     paused: BTreeSet<(String, i32)>,
+    /// While the registry is unreachable: the delays before the next tries.
+    registry_backoff: Option<crate::retry::Delays>,
+    /// When the broker was last probed during an outage.
+    last_probe: Instant,
 }
 
 impl<P, C> Running<'_, P, C>
@@ -358,12 +379,38 @@ where
                     }
                 };
                 match accepted {
-                    Ok(Accepted::Buffered) => received = true,
-                    Ok(Accepted::RegistryUnavailable(reason)) => {
-                        // Not the record's fault: try again from the committed offsets.
-                        warn!(%reason, "Schema registry unavailable; will retry.");
-                        std::thread::sleep(Duration::from_millis(500));
-                        self.fail(Failure::Abort(reason))?;
+                    Ok(Accepted::Buffered) => {
+                        received = true;
+                        self.registry_answered();
+                        if self.engine.metrics.dependencies.is_down(dependency::BROKER) {
+                            self.engine
+                                .metrics
+                                .dependencies
+                                .reachable(dependency::BROKER);
+                        }
+                    }
+                    Ok(Accepted::RegistryUnavailable {
+                        reason,
+                        topic,
+                        partition,
+                        offset,
+                    }) => {
+                        // Not the record's fault: read it again once the registry answers.
+                        // Nothing of it was taken, so only its partition goes back to it;
+                        // the batch and the stores stay as they are.
+                        self.await_registry(&reason)?;
+                        self.consumer
+                            .seek(
+                                &topic,
+                                partition,
+                                Offset::Offset(offset),
+                                Duration::from_secs(10),
+                            )
+                            .map_err(|source| EngineError::Kafka {
+                                during: "seeking back to a record to decode again".to_owned(),
+                                source,
+                            })?;
+                        break;
                     }
                     Ok(Accepted::RegistryRefused(reason)) => {
                         return Err(EngineError::Setup(format!(
@@ -371,6 +418,12 @@ where
                         )));
                     }
                     Err(KafkaError::PartitionEOF(_)) => {}
+                    Err(error) if crate::kafka::is_transient(&error) => {
+                        self.engine
+                            .metrics
+                            .dependencies
+                            .unreachable(dependency::BROKER, &error);
+                    }
                     Err(error) => {
                         if let KafkaError::MessageConsumptionFatal(code) = error {
                             return Err(if code == RDKafkaErrorCode::FencedInstanceId {
@@ -393,6 +446,7 @@ where
             if received {
                 last_input = Instant::now();
             }
+            self.watch_broker()?;
             if let Err(failure) = self.process_ready().and_then(|()| self.fire_timers()) {
                 self.fail(failure)?;
                 continue;

@@ -176,8 +176,14 @@ where
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         self.tasks.clear();
         let committed = self
-            .consumer
-            .committed(Duration::from_secs(10))
+            .engine
+            .config
+            .retry_policy()
+            .blocking(
+                "reading the committed offsets",
+                || self.consumer.committed(Duration::from_secs(10)),
+                crate::kafka::is_transient,
+            )
             .map_err(|source| EngineError::Kafka {
                 during: "reading the committed offsets to rewind".to_owned(),
                 source,

@@ -90,8 +90,17 @@ where
             }
         }
         let committed = self
-            .consumer
-            .committed_offsets(list, Duration::from_secs(10))
+            .engine
+            .config
+            .retry_policy()
+            .blocking(
+                "reading the committed offsets",
+                || {
+                    self.consumer
+                        .committed_offsets(list.clone(), Duration::from_secs(10))
+                },
+                crate::kafka::is_transient,
+            )
             .map_err(|e| Failure::Abort(format!("committed offsets: {e}")))?;
         for element in committed.elements() {
             let key = (element.topic().to_owned(), element.partition());

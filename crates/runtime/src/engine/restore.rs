@@ -56,6 +56,11 @@ where
                     restored += 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => _ = remaining.remove(&partition),
+                Some(Err(error)) if crate::kafka::is_transient(&error) => self
+                    .engine
+                    .metrics
+                    .dependencies
+                    .unreachable(dependency::BROKER, &error),
                 Some(Err(error)) => warn!(%error, %topic, "Restore consumer error."),
             }
         }

@@ -37,13 +37,17 @@ pub struct Stack {
 
 impl Stack {
     pub fn new() -> Self {
+        Self::with_database(test_support::database())
+    }
+
+    /// A stack whose sink writes to `database_url` (a Postgres of the test's own).
+    pub fn with_database(database_url: String) -> Self {
         let rt = end_to_end::runtime();
         let (registry, codec) = end_to_end::stack(&rt);
         let topology = Topology::embedded();
         for processor in &topology.processors {
             create_topic_blocking(&topology.dead_letter_topic(processor), PARTITIONS);
         }
-        let database_url = test_support::database();
         rt.block_on(postgres_sink::store::migrate(&database_url, "habitat"))
             .expect("migrate");
         let pool = rt
