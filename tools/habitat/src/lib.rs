@@ -10,6 +10,7 @@ pub mod report;
 pub mod schemas;
 pub mod sources;
 pub mod stack;
+pub mod supervise;
 pub mod topics;
 pub mod verify;
 

@@ -4,7 +4,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use habitat::{StackArgs, demo, dlq, finance, keys, report, schemas, stack, topics, verify};
+use habitat::{
+    StackArgs, demo, dlq, finance, keys, report, schemas, stack, supervise, topics, verify,
+};
 use habitat_runtime::config::RegistryAuth;
 
 #[derive(Debug, Parser)]
@@ -76,6 +78,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Keep one program running, starting it again when it dies (`habitat up` runs each
+    /// program of the stack under one).
+    #[command(hide = true)]
+    Supervise(supervise::SuperviseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +200,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Down { stack, purge } => stack::down(&stack, purge),
         Command::Status { stack } => stack::status(&stack),
         Command::Bench { .. } | Command::Verify(_) => unreachable!("handled in main"),
+        Command::Supervise(args) => supervise::run(&args),
         Command::Report(args) => report::run_report(&args),
         Command::Dlq(command) => dlq::run_dlq(&command),
         Command::Keys(command) => keys::run_keys(&command),

@@ -20,7 +20,7 @@ use devstack::{
 
 use habitat_runtime::config::RegistryAuth;
 
-use crate::{StackArgs, schemas, topics};
+use crate::{StackArgs, schemas, supervise::State, topics};
 
 const DATABASE: &str = "habitat";
 /// The schema registry's own database in the local cluster.
@@ -135,10 +135,13 @@ impl Paths {
     }
 }
 
-/// A process of the stack started detached, known by its pid file in the state directory.
+/// A process of the stack started detached under a supervisor (`habitat supervise`, which
+/// starts it again when it dies), known by the supervisor's pid file and state file in the
+/// state directory.
 struct Daemon {
     name: &'static str,
     pid_file: PathBuf,
+    state_file: PathBuf,
     log: PathBuf,
 }
 
@@ -147,6 +150,7 @@ impl Daemon {
         Self {
             name,
             pid_file: root.join(format!("{name}.pid")),
+            state_file: root.join(format!("{name}.state")),
             log: root.join(format!("{name}.log")),
         }
     }
@@ -155,33 +159,92 @@ impl Daemon {
         live_pid(&self.pid_file)
     }
 
-    /// Starts `command` unless `reuse`, then waits until `addr` accepts connections.
+    /// Starts `command` under a supervisor unless `reuse`, then waits until `addr` accepts
+    /// connections.
     fn start(&self, reuse: bool, command: &mut Command, addr: SocketAddr) -> Result<()> {
         if !reuse {
             eprintln!("Starting {} on {addr}.", self.name);
-            _ = spawn_detached(command, &self.log, &self.pid_file)?;
+            _ = fs::remove_file(&self.state_file);
+            _ = spawn_detached(&mut self.supervised(command)?, &self.log, &self.pid_file)?;
         }
         wait_for_tcp(addr, Duration::from_secs(30))
             .with_context(|| format!("{} did not start; see {}", self.name, self.log.display()))
     }
 
+    /// `command` run by `habitat supervise`, with its environment.
+    fn supervised(&self, command: &Command) -> Result<Command> {
+        let mut wrapper = Command::new(sibling_binary("habitat", "HABITAT_CLI_BIN")?);
+        _ = wrapper
+            .arg("supervise")
+            .arg("--state")
+            .arg(&self.state_file)
+            .arg("--")
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (name, value) in command.get_envs() {
+            _ = match value {
+                Some(value) => wrapper.env(name, value),
+                None => wrapper.env_remove(name),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            _ = wrapper.current_dir(dir);
+        }
+        Ok(wrapper)
+    }
+
+    /// What the supervisor last wrote.
+    fn state(&self) -> Option<State> {
+        State::read(&self.state_file)
+    }
+
     fn stop(&self) {
         match self.pid() {
             Some(pid) => {
-                terminate(pid, Duration::from_secs(10));
+                // The supervisor stops its program (SIGTERM, its grace, SIGKILL), then itself.
+                terminate(pid, Duration::from_secs(15));
                 println!("Stopped {} (pid {pid}).", self.name);
             }
             None => println!("{} was not running.", self.name),
         }
+        // A program left behind by a supervisor that was killed itself.
+        if let Some(child) = self.state().and_then(|s| s.pid)
+            && let Ok(child) = i32::try_from(child)
+            && devstack::process::is_alive(child)
+        {
+            terminate(child, Duration::from_secs(10));
+        }
         _ = fs::remove_file(&self.pid_file);
+        _ = fs::remove_file(&self.state_file);
     }
 
     fn status(&self, label: &str, port: u16) {
-        let pid = self.pid();
+        let running = self.pid().is_some();
+        let state = self.state().unwrap_or_default();
+        let restarts = match (&state.last_exit, state.last_exit_at) {
+            (Some(exit), Some(at)) if state.restarts > 0 => format!(
+                ", {} restart{}, last: {exit} at {}",
+                state.restarts,
+                if state.restarts == 1 { "" } else { "s" },
+                at.format("%H:%M:%S")
+            ),
+            _ => String::new(),
+        };
+        // Between a death and its restart the supervisor runs without a program.
+        let shown = if !running {
+            "stopped"
+        } else if state.pid.is_some() || !self.state_file.exists() {
+            "running"
+        } else {
+            "restarting"
+        };
         println!(
-            "{label:<24} {:<8} 127.0.0.1:{port}{}",
-            if pid.is_some() { "running" } else { "stopped" },
-            pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+            "{label:<24} {shown:<10} 127.0.0.1:{port}{}{restarts}",
+            state
+                .pid
+                .filter(|_| running)
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default()
         );
     }
 }
@@ -453,7 +516,7 @@ pub fn status(args: &StackArgs) -> Result<()> {
     } else {
         let running = postgres_running(&paths.postgres());
         println!(
-            "{:<24} {:<8} 127.0.0.1:{}",
+            "{:<24} {:<10} 127.0.0.1:{}",
             "postgres",
             if running { "running" } else { "stopped" },
             args.postgres_port

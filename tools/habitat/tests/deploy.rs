@@ -275,6 +275,11 @@ fn docker_compose_runs_every_program_with_settings_it_has() {
             !service(part)["healthcheck"]["test"].is_null(),
             "{part} healthcheck"
         );
+        assert_eq!(
+            service(part)["restart"].as_str(),
+            Some("unless-stopped"),
+            "{part} is started again when it dies"
+        );
     }
 
     let ours: Vec<String> = services
@@ -314,6 +319,11 @@ fn docker_compose_runs_every_program_with_settings_it_has() {
             assert_eq!(spec["restart"].as_str(), Some("no"));
             continue;
         }
+        assert_eq!(
+            spec["restart"].as_str(),
+            Some("unless-stopped"),
+            "{name} is started again when it dies"
+        );
         assert_eq!(
             command,
             std::slice::from_ref(name),

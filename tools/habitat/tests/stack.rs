@@ -66,6 +66,34 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
         assert!(says(&status, part, "running"), "{part}: {status}");
     }
 
+    // A program that dies is started again by its supervisor (devbroker on its data
+    // directory and port), and `status` says so.
+    for part in ["devbroker", "postgres-sink"] {
+        let program = a.program_pid(part).expect("a supervised program");
+        assert!(devstack::process::signal(program, libc::SIGKILL), "{part}");
+        _ = test_support::wait_for(
+            std::time::Duration::from_secs(60),
+            &format!("{part} started again"),
+            || a.program_pid(part).filter(|pid| *pid != program),
+        );
+    }
+    test_support::wait_for(
+        std::time::Duration::from_secs(60),
+        "devbroker serving again",
+        || Stack::accepts(a.broker_port).then_some(()),
+    );
+    let status = a.run("status");
+    for part in ["devbroker", "postgres-sink"] {
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(part))
+            .unwrap_or_default();
+        assert!(
+            says(&status, part, "running") && line.contains("1 restart, last: killed by signal 9"),
+            "{part}: {status}"
+        );
+    }
+
     let down = a.run("down");
     for stopped in [
         "Stopped devbroker",

@@ -114,6 +114,13 @@ impl Stack {
             .expect("pid")
     }
 
+    /// The pid of a supervised program itself (not its supervisor's), when it runs.
+    pub fn program_pid(&self, name: &str) -> Option<i32> {
+        habitat::supervise::State::read(&self.dir.join(format!("{name}.state")))?
+            .pid
+            .and_then(|pid| i32::try_from(pid).ok())
+    }
+
     pub fn accepts(port: u16) -> bool {
         TcpStream::connect_timeout(
             &SocketAddr::from(([127, 0, 0, 1], port)),
