@@ -161,25 +161,51 @@ impl Cluster {
         .context("initdb failed")
     }
 
-    /// Starts the server and waits until it accepts connections.
-    pub fn start(&self) -> Result<()> {
-        let mut settings = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
-            self.port,
-            self.dir.display()
-        );
+    /// The server's settings, as `postgres` options.
+    fn server_options(&self) -> Vec<String> {
+        let mut options = vec![
+            "-p".to_owned(),
+            self.port.to_string(),
+            "-k".to_owned(),
+            self.dir.display().to_string(),
+            "-c".to_owned(),
+            "listen_addresses=127.0.0.1".to_owned(),
+            "-c".to_owned(),
+            "max_connections=200".to_owned(),
+        ];
         if self.options.ephemeral {
-            settings.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+            for setting in [
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+            ] {
+                options.extend(["-c".to_owned(), setting.to_owned()]);
+            }
         }
         for setting in &self.options.settings {
-            settings.push_str(" -c ");
-            settings.push_str(setting);
+            options.extend(["-c".to_owned(), setting.clone()]);
         }
         // Extra server options for a look inside (`-c shared_preload_libraries=…`).
         if let Ok(extra) = std::env::var("HABITAT_POSTGRES_OPTIONS") {
-            settings.push(' ');
-            settings.push_str(&extra);
+            options.extend(extra.split_whitespace().map(str::to_owned));
         }
+        options
+    }
+
+    /// The server as a foreground process (for a supervisor): `postgres -D <data> …`.
+    /// SIGINT stops it fast (sessions rolled back).
+    pub fn server_command(&self) -> Command {
+        let mut command = self.bin.command("postgres");
+        _ = command
+            .arg("-D")
+            .arg(self.data())
+            .args(self.server_options());
+        command
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(&self) -> Result<()> {
+        let settings = self.server_options().join(" ");
         run(self
             .bin
             .command("pg_ctl")
@@ -270,6 +296,30 @@ impl Cluster {
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", SUPERUSER]);
         command
+    }
+
+    /// Waits until the server accepts sessions (not merely connections: a server still
+    /// recovering refuses them).
+    pub fn wait_ready(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let ready = self
+                .bin
+                .command("pg_isready")
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .is_ok_and(|status| status.success());
+            if ready {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "Postgres on port {} is not ready after 60 s; see {}",
+                self.port,
+                self.dir.join("postgres.log").display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// Creates a database unless it exists.

@@ -13,7 +13,7 @@ use postgres_sink::{
     SINK,
     config::{SinkConfig, redact_url},
     sink::Sink,
-    store::{Store, migrate},
+    store::{Store, is_transient, migrate},
 };
 use tracing::info;
 
@@ -124,11 +124,24 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     info!(?config, "Starting.");
-    let store = match runtime.block_on(Store::connect_for(
-        &database_url,
-        &config.schema,
-        &config.group_id,
-        config.writers(),
+    // Postgres not (yet) reachable, or still recovering, is waited for.
+    let store = match runtime.block_on(config.retry_policy().run(
+        "preparing Postgres",
+        || {
+            Store::connect_for(
+                &database_url,
+                &config.schema,
+                &config.group_id,
+                config.writers(),
+            )
+        },
+        |error: &anyhow::Error| {
+            error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<sqlx::Error>()
+                    .is_some_and(is_transient)
+            })
+        },
     )) {
         Ok(store) => store,
         Err(error) => {

@@ -28,28 +28,7 @@ pub enum WriteError {
     Database(#[from] sqlx::Error),
 }
 
-/// Whether a database error means Postgres cannot be reached or is restarting (waited
-/// out), rather than a statement it refuses (a constraint, a type, a permission: retrying
-/// would fail again).
-pub fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
-            // Class 08: connection exception; 57P01-57P03: shutting down, crashed, not yet
-            // accepting; 53300: too many connections; 40001/40P01: serialization, deadlock.
-            code.starts_with("08")
-                || matches!(
-                    code.as_ref(),
-                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
-                )
-        }),
-        _ => false,
-    }
-}
+pub use habitat_runtime::retry::is_transient_database as is_transient;
 
 impl WriteError {
     /// Whether writing again may succeed: a transient database error.

@@ -77,9 +77,21 @@ struct Args {
         default_value_t = 120
     )]
     idempotency_takeover_seconds: u64,
+    /// How long Postgres may stay unreachable at start before the proxy gives up and exits
+    /// (later outages are answered 503 with Retry-After, not waited for).
+    #[arg(long, env = "HABITAT_GIVE_UP_SECONDS", default_value_t = habitat_runtime::retry::DEFAULT_GIVE_UP.as_secs())]
+    give_up_seconds: u64,
     /// Print the configuration and the `HABITAT_*` variables read and ignored, then exit.
     #[arg(long)]
     print_config: bool,
+}
+
+impl Args {
+    fn retry_policy(&self) -> habitat_runtime::retry::RetryPolicy {
+        habitat_runtime::retry::RetryPolicy::giving_up_after(std::time::Duration::from_secs(
+            self.give_up_seconds,
+        ))
+    }
 }
 
 impl std::fmt::Debug for Args {
@@ -97,6 +109,7 @@ impl std::fmt::Debug for Args {
             .field("key_cache_seconds", &self.key_cache_seconds)
             .field("auth_failures_per_minute", &self.auth_failures_per_minute)
             .field("idempotency_keep_hours", &self.idempotency_keep_hours)
+            .field("give_up_seconds", &self.give_up_seconds)
             .field(
                 "idempotency_takeover_seconds",
                 &self.idempotency_takeover_seconds,
@@ -131,7 +144,12 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let pool = match runtime.block_on(keys::connect(&args.database_url)) {
+    // Postgres not (yet) reachable, or still recovering, is waited for.
+    let pool = match runtime.block_on(args.retry_policy().run(
+        "preparing the key store",
+        || keys::connect(&args.database_url),
+        habitat_runtime::retry::is_transient_database,
+    )) {
         Ok(pool) => pool,
         Err(error) => {
             eprintln!("error: cannot prepare the key store: {error}");

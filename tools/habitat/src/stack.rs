@@ -119,6 +119,13 @@ impl Paths {
     fn broker_data(&self) -> PathBuf {
         self.root.join("broker")
     }
+    /// The local Postgres server, under a supervisor like the rest.
+    fn postgres_server(&self) -> Daemon {
+        Daemon {
+            stop_signal: "INT",
+            ..Daemon::new(&self.root, "postgres")
+        }
+    }
     fn broker(&self) -> Daemon {
         Daemon::new(&self.root, "devbroker")
     }
@@ -143,6 +150,8 @@ struct Daemon {
     pid_file: PathBuf,
     state_file: PathBuf,
     log: PathBuf,
+    /// The signal that stops the program (`TERM`; `INT` for Postgres's fast shutdown).
+    stop_signal: &'static str,
 }
 
 impl Daemon {
@@ -152,6 +161,7 @@ impl Daemon {
             pid_file: root.join(format!("{name}.pid")),
             state_file: root.join(format!("{name}.state")),
             log: root.join(format!("{name}.log")),
+            stop_signal: "TERM",
         }
     }
 
@@ -178,6 +188,8 @@ impl Daemon {
             .arg("supervise")
             .arg("--state")
             .arg(&self.state_file)
+            .arg("--stop-signal")
+            .arg(self.stop_signal)
             .arg("--")
             .arg(command.get_program())
             .args(command.get_args());
@@ -343,9 +355,13 @@ pub fn up(args: &StackArgs) -> Result<Running> {
     let (database_url, registry_database_url) = match cluster {
         Ok(cluster) => {
             if start_postgres {
-                eprintln!("Starting Postgres on 127.0.0.1:{}.", args.postgres_port);
                 cluster.init()?;
-                cluster.start()?;
+                paths.postgres_server().start(
+                    false,
+                    &mut cluster.server_command(),
+                    SocketAddr::from(([127, 0, 0, 1], args.postgres_port)),
+                )?;
+                cluster.wait_ready()?;
             }
             cluster.create_database(DATABASE)?;
             cluster.create_database(REGISTRY_DATABASE)?;
@@ -482,12 +498,16 @@ pub fn down(args: &StackArgs, purge: bool) -> Result<()> {
     paths.registry().stop();
     paths.broker().stop();
     if args.database_url.is_none() && paths.postgres().join("data").exists() {
+        let server = paths.postgres_server();
+        if server.pid().is_some() {
+            server.stop();
+            println!("Stopped Postgres.");
+        }
+        // A server started otherwise (by an older `habitat up`).
         let cluster = cluster(&paths, args)?;
         if cluster.is_running() {
             cluster.stop()?;
             println!("Stopped Postgres.");
-        } else {
-            println!("Postgres was not running.");
         }
     }
     if purge {
@@ -514,13 +534,18 @@ pub fn status(args: &StackArgs) -> Result<()> {
     if let Some(url) = &args.database_url {
         println!("{:<24} external {url}", "postgres");
     } else {
-        let running = postgres_running(&paths.postgres());
-        println!(
-            "{:<24} {:<10} 127.0.0.1:{}",
-            "postgres",
-            if running { "running" } else { "stopped" },
-            args.postgres_port
-        );
+        let server = paths.postgres_server();
+        if server.pid().is_some() {
+            server.status("postgres", args.postgres_port);
+        } else {
+            let running = postgres_running(&paths.postgres());
+            println!(
+                "{:<24} {:<10} 127.0.0.1:{}",
+                "postgres",
+                if running { "running" } else { "stopped" },
+                args.postgres_port
+            );
+        }
     }
     Ok(())
 }

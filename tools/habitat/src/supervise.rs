@@ -32,6 +32,9 @@ pub struct SuperviseArgs {
     /// The state file to keep.
     #[arg(long)]
     pub state: PathBuf,
+    /// The signal that stops the program: TERM, or INT (Postgres's fast shutdown).
+    #[arg(long, default_value = "TERM", value_parser = ["TERM", "INT"])]
+    pub stop_signal: String,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
@@ -110,8 +113,8 @@ async fn supervise(args: &SuperviseArgs) -> Result<()> {
         state.write(&args.state)?;
         let status = tokio::select! {
             status = child.wait() => status?,
-            _ = terminate.recv() => return stop(child, state, &args.state).await,
-            _ = interrupt.recv() => return stop(child, state, &args.state).await,
+            _ = terminate.recv() => return stop(child, state, args).await,
+            _ = interrupt.recv() => return stop(child, state, args).await,
         };
         let ran = started.elapsed();
         backoff = next_backoff(backoff, ran);
@@ -135,10 +138,19 @@ async fn supervise(args: &SuperviseArgs) -> Result<()> {
     }
 }
 
-/// Stops the program: SIGTERM, SIGKILL after the grace.
-async fn stop(mut child: tokio::process::Child, mut state: State, path: &Path) -> Result<()> {
+/// Stops the program: its stop signal, SIGKILL after the grace.
+async fn stop(
+    mut child: tokio::process::Child,
+    mut state: State,
+    args: &SuperviseArgs,
+) -> Result<()> {
+    let signal = if args.stop_signal == "INT" {
+        libc::SIGINT
+    } else {
+        libc::SIGTERM
+    };
     if let Some(pid) = child.id() {
-        _ = devstack::process::signal(i32::try_from(pid)?, libc::SIGTERM);
+        _ = devstack::process::signal(i32::try_from(pid)?, signal);
     }
     let status = match tokio::time::timeout(GRACE, child.wait()).await {
         Ok(status) => status?,
@@ -150,7 +162,7 @@ async fn stop(mut child: tokio::process::Child, mut state: State, path: &Path) -
     state.pid = None;
     state.last_exit = Some(format!("stopped ({})", describe(status)));
     state.last_exit_at = Some(Utc::now());
-    state.write(path)
+    state.write(&args.state)
 }
 
 #[cfg(test)]

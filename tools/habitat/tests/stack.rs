@@ -77,10 +77,26 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
             || a.program_pid(part).filter(|pid| *pid != program),
         );
     }
+    // Postgres crashing (immediate shutdown) is started again too.
+    let postgres = a.program_pid("postgres").expect("a supervised Postgres");
+    devstack::process::run(
+        devstack::postgres::PgBin::locate()
+            .expect("Postgres binaries")
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(a.dir.join("postgres").join("data"))
+            .args(["-m", "immediate", "-w", "stop"]),
+    )
+    .expect("crash Postgres");
+    _ = test_support::wait_for(
+        std::time::Duration::from_secs(60),
+        "Postgres started again",
+        || a.program_pid("postgres").filter(|pid| *pid != postgres),
+    );
     test_support::wait_for(
         std::time::Duration::from_secs(60),
-        "devbroker serving again",
-        || Stack::accepts(a.broker_port).then_some(()),
+        "devbroker and Postgres serving again",
+        || (Stack::accepts(a.broker_port) && Stack::accepts(a.postgres_port)).then_some(()),
     );
     let status = a.run("status");
     for part in ["devbroker", "postgres-sink"] {
