@@ -68,40 +68,77 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Posts through the proxy.
-struct Poster {
+/// Posts one cooperative's events through the proxy.
+pub struct Poster {
     client: reqwest::Client,
     url: String,
     token: String,
+    tenant: String,
     posted: usize,
+    /// Also retry a post the proxy could not be reached for, or answered 5xx (the same
+    /// `Idempotency-Key`: nothing is written twice) — for runs that kill the proxy.
+    patient: bool,
+    /// The event ids of the posts answered 202.
+    pub accepted: Vec<String>,
 }
 
 impl Poster {
+    /// A poster for `tenant` through the stack's proxy with `token`.
+    pub fn new(stack: &Running, tenant: &str, token: String, patient: bool) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            url: stack.proxy_url.clone(),
+            token,
+            tenant: tenant.to_owned(),
+            posted: 0,
+            patient,
+            accepted: Vec::new(),
+        }
+    }
+
     /// Posts one event (`step` names it for its `Idempotency-Key`); a 503 is retried.
     async fn post(&mut self, step: &str, event_type: &str, payload: Value) -> Result<Value> {
-        let body = json!({"event_type": event_type, "tenant_id": TENANT,
+        let tenant = self.tenant.clone();
+        let body = json!({"event_type": event_type, "tenant_id": tenant,
                           "actor": "steward:demo", "correlation_id": format!("year-{PERIOD}"),
                           "payload": payload});
         let started = Instant::now();
         loop {
-            let response = self
+            let sent = self
                 .client
                 .post(format!("{}/v1/events", self.url))
                 .bearer_auth(&self.token)
-                .header("idempotency-key", format!("demo:{TENANT}:{step}"))
+                .header("idempotency-key", format!("demo:{tenant}:{step}"))
+                .timeout(Duration::from_secs(60))
                 .json(&body)
                 .send()
-                .await
-                .with_context(|| format!("post {event_type} to {}", self.url))?;
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(_) if self.patient && started.elapsed() < WAIT => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("post {event_type} to {}", self.url));
+                }
+            };
             let status = response.status().as_u16();
             let answer: Value = response.json().await.unwrap_or(Value::Null);
             match status {
                 202 => {
                     self.posted += 1;
+                    if let Some(id) = answer["event_id"].as_str() {
+                        self.accepted.push(id.to_owned());
+                    }
                     return Ok(answer);
                 }
                 503 if started.elapsed() < WAIT => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                409 | 500..=599 if self.patient && started.elapsed() < WAIT => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 _ => bail!("{event_type} ({step}) was refused with {status}: {answer}"),
             }
@@ -118,7 +155,21 @@ where
     let started = Instant::now();
     let mut told = false;
     loop {
-        if let Some(found) = check().await? {
+        // Postgres restarting (an outage, a chaos run) is waited out like the stage itself.
+        let found = match check().await {
+            Ok(found) => found,
+            Err(error)
+                if error.chain().any(|cause| {
+                    cause
+                        .downcast_ref::<sqlx::Error>()
+                        .is_some_and(habitat_runtime::retry::is_transient_database)
+                }) =>
+            {
+                None
+            }
+            Err(error) => return Err(error),
+        };
+        if let Some(found) = found {
             if told {
                 println!("  … done in {:.1} s", started.elapsed().as_secs_f64());
             }
@@ -148,27 +199,27 @@ fn contribution(id: &str, member: &str, kind: &str, value: &str, status: &str) -
 }
 
 /// Payment ids, amounts and statuses of a purpose, by due date.
-async fn payments(pool: &PgPool, purpose: &str) -> Result<Vec<(String, String, String)>> {
+async fn payments(
+    pool: &PgPool,
+    tenant: &str,
+    purpose: &str,
+) -> Result<Vec<(String, String, String)>> {
     Ok(sqlx::query_as(
         "SELECT payment_id, member_id, status FROM payments
           WHERE tenant_id = $1 AND purpose = $2 ORDER BY member_id, due_on, payment_id",
     )
-    .bind(TENANT)
+    .bind(tenant)
     .bind(purpose)
     .fetch_all(pool)
     .await?)
 }
 
-/// Posts the year and waits for each stage's outcome in Postgres.
-async fn year(stack: &Running, pool: &PgPool) -> Result<usize> {
-    let mut proxy = Poster {
-        client: reqwest::Client::new(),
-        url: stack.proxy_url.clone(),
-        token: api_key(stack).await?,
-        posted: 0,
-    };
+/// Posts a cooperative's year with `proxy` and waits for each stage's outcome in Postgres.
+pub async fn year(proxy: &mut Poster, pool: &PgPool) -> Result<usize> {
+    let tenant = proxy.tenant.clone();
+    let tenant = tenant.as_str();
     println!(
-        "Posting {TENANT}'s year {PERIOD} through the REST proxy at {}.",
+        "Posting {tenant}'s year {PERIOD} through the REST proxy at {}.",
         proxy.url
     );
     for (id, name) in [
@@ -232,7 +283,7 @@ async fn year(stack: &Running, pool: &PgPool) -> Result<usize> {
         let weighted: Option<(i64,)> = sqlx::query_as(
             "SELECT count(*) FROM patronage_tallies WHERE tenant_id = $1 AND period_id = $2",
         )
-        .bind(TENANT)
+        .bind(tenant)
         .bind(PERIOD)
         .fetch_optional(pool)
         .await?;
@@ -250,7 +301,7 @@ async fn year(stack: &Running, pool: &PgPool) -> Result<usize> {
         let row: Option<(String,)> = sqlx::query_as(
             "SELECT set_hash FROM allocation_sets WHERE tenant_id = $1 AND period_id = $2",
         )
-        .bind(TENANT)
+        .bind(tenant)
         .bind(PERIOD)
         .fetch_optional(pool)
         .await?;
@@ -287,7 +338,7 @@ async fn year(stack: &Running, pool: &PgPool) -> Result<usize> {
     // The distributions fall due 30 days after the approval and a month later, the loan's
     // repayments monthly from February 2026: all before today, so every timer fires.
     let distribution = wait_for("the distribution payments to fall due", || async {
-        let found = payments(pool, "DISTRIBUTION").await?;
+        let found = payments(pool, tenant, "DISTRIBUTION").await?;
         Ok((found.len() == 8 && found.iter().all(|(_, _, s)| s != "SCHEDULED")).then_some(found))
     })
     .await?;
@@ -313,7 +364,7 @@ async fn year(stack: &Running, pool: &PgPool) -> Result<usize> {
         }
     }
     let loan = wait_for("the loan's first repayments to fall due", || async {
-        let found = payments(pool, "LOAN_REPAYMENT").await?;
+        let found = payments(pool, tenant, "LOAN_REPAYMENT").await?;
         let due: Vec<String> = found
             .iter()
             .filter(|(_, _, s)| s != "SCHEDULED")
@@ -350,13 +401,13 @@ pub const ALLOCATION_COLUMNS: [&str; 7] = [
 /// the loan and 3 repayments.
 pub const LEDGER_TRANSACTIONS: i64 = 15;
 
-/// Waits until the sink has written every ledger transaction of the year.
-async fn settled(pool: &PgPool) -> Result<()> {
+/// Waits until the sink has written every ledger transaction of `tenant`'s year.
+pub async fn settled(pool: &PgPool, tenant: &str) -> Result<()> {
     let last = std::sync::atomic::AtomicI64::new(-1);
     wait_for("the sink to write the ledger", || async {
         let (n,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM ledger_transactions WHERE tenant_id = $1")
-                .bind(TENANT)
+                .bind(tenant)
                 .fetch_one(pool)
                 .await?;
         if last.swap(n, std::sync::atomic::Ordering::Relaxed) != n {
@@ -405,9 +456,10 @@ pub fn run(stack: &Running) -> Result<()> {
             Ok(ready.then_some(()))
         })
         .await?;
-        let posted = year(stack, &pool).await?;
+        let mut proxy = Poster::new(stack, TENANT, api_key(stack).await?, false);
+        let posted = year(&mut proxy, &pool).await?;
         println!("Posted {posted} events (a rerun posts them again under the same Idempotency-Keys: nothing is written twice).");
-        settled(&pool).await?;
+        settled(&pool, TENANT).await?;
         print_report(&pool, "period-allocation", &ALLOCATION_COLUMNS)
         .await?;
         print_report(

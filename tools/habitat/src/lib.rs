@@ -1,6 +1,7 @@
 //! The `habitat` command line's library: each command is a module, so tests call them
 //! in-process.
 
+pub mod chaos;
 pub mod demo;
 pub mod dlq;
 pub mod finance;

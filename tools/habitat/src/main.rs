@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use habitat::{
-    StackArgs, demo, dlq, finance, keys, report, schemas, stack, supervise, topics, verify,
+    StackArgs, chaos, demo, dlq, finance, keys, report, schemas, stack, supervise, topics, verify,
 };
 use habitat_runtime::config::RegistryAuth;
 
@@ -78,6 +78,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Post cooperatives' years through the REST proxy while killing the stack's programs
+    /// at random (and Postgres by an immediate shutdown); then check that nothing was lost
+    /// or written twice and print how long each program took to be ready again.
+    Chaos(chaos::ChaosArgs),
     /// Keep one program running, starting it again when it dies (`habitat up` runs each
     /// program of the stack under one).
     #[command(hide = true)]
@@ -161,6 +165,16 @@ fn main() -> ExitCode {
     if let Command::Bench { args } = &cli.command {
         return bench(args);
     }
+    if let Command::Chaos(args) = &cli.command {
+        return match chaos::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Command::Verify(verify) = &cli.command {
         return match verify::run_verify(verify) {
             Ok(true) => ExitCode::SUCCESS,
@@ -199,7 +213,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Down { stack, purge } => stack::down(&stack, purge),
         Command::Status { stack } => stack::status(&stack),
-        Command::Bench { .. } | Command::Verify(_) => unreachable!("handled in main"),
+        Command::Bench { .. } | Command::Verify(_) | Command::Chaos(_) => {
+            unreachable!("handled in main")
+        }
         Command::Supervise(args) => supervise::run(&args),
         Command::Report(args) => report::run_report(&args),
         Command::Dlq(command) => dlq::run_dlq(&command),
