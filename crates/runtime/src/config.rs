@@ -187,7 +187,8 @@ impl RuntimeConfig {
 
     /// Applies `HABITAT_*` variables from `vars`: `HABITAT_BOOTSTRAP_SERVERS`,
     /// `HABITAT_INSTANCE_ID`, `HABITAT_GROUP_ID`, `HABITAT_SCHEMA_REGISTRY_URL`,
-    /// `HABITAT_METRICS_LISTEN`, `HABITAT_ENVIRONMENT`, and `HABITAT_KAFKA_<NAME>` for a
+    /// `HABITAT_METRICS_LISTEN`, `HABITAT_ENVIRONMENT`, `HABITAT_GIVE_UP_SECONDS`,
+    /// `HABITAT_CLOCK_OFFSET_SECONDS`, and `HABITAT_KAFKA_<NAME>` for a
     /// librdkafka setting (`HABITAT_KAFKA_SASL_PASSWORD` → `sasl.password`). Returns the
     /// names it read.
     pub fn apply_env(
