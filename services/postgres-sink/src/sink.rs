@@ -299,6 +299,8 @@ impl Sink {
     }
 }
 
+mod outage;
+
 struct Loop<'a> {
     sink: &'a Sink,
     consumer: &'a BaseConsumer<SinkContext>,
@@ -320,53 +322,6 @@ struct Writing {
 }
 
 impl Loop<'_> {
-    /// A record arrived: the broker answers (again).
-    fn broker_answered(&mut self) {
-        let dependencies = &self.sink.metrics.dependencies;
-        if dependencies.is_down(dependency::BROKER) {
-            dependencies.reachable(dependency::BROKER);
-        }
-    }
-
-    /// While the broker is unreachable: asks it for metadata about once a second (the
-    /// consumer reports errors, not recoveries); gives up once an outage outlasts the
-    /// give-up time.
-    fn watch_broker(&mut self) -> Result<(), SinkError> {
-        let dependencies = &self.sink.metrics.dependencies;
-        if !dependencies.is_down(dependency::BROKER)
-            || self.last_probe.elapsed() < Duration::from_secs(1)
-        {
-            return Ok(());
-        }
-        self.last_probe = Instant::now();
-        if self
-            .consumer
-            .fetch_metadata(None, Duration::from_secs(1))
-            .is_ok()
-        {
-            dependencies.reachable(dependency::BROKER);
-            return Ok(());
-        }
-        let give_up = Duration::from_secs(self.sink.config.give_up_seconds);
-        match dependencies.given_up(give_up) {
-            Some(_) => Err(self.gave_up()),
-            None => Ok(()),
-        }
-    }
-
-    fn gave_up(&self) -> SinkError {
-        let outage = self
-            .sink
-            .metrics
-            .dependencies
-            .longest()
-            .map_or_else(|| "a dependency unreachable".to_owned(), |o| o.to_string());
-        SinkError::GaveUp(format!(
-            "{outage}: gave up after {} s (give_up_seconds)",
-            self.sink.config.give_up_seconds
-        ))
-    }
-
     fn run(&mut self) -> Result<(), SinkError> {
         let max = self.sink.config.batch_max_records as u64;
         let interval = self.sink.config.batch_interval();
