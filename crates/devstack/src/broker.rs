@@ -75,3 +75,35 @@ pub fn start_on(
         .with_context(|| format!("unexpected startup line: {line}"))?;
     Ok(BrokerProcess { child, addr })
 }
+
+/// A devbroker on a data directory for tests that kill it: SIGKILLed by [`Durable::kill`]
+/// (or by its guardian if the test dies first) and started again on the same address
+/// and directory. Its log is appended to `log`.
+#[derive(Debug)]
+pub struct Durable {
+    pub process: BrokerProcess,
+    _guardian: crate::process::Guardian,
+}
+
+impl Durable {
+    /// Starts the workspace's devbroker on `listen` (port 0: a free one), durable in `dir`.
+    pub fn start(listen: SocketAddr, dir: &Path, log: &Path) -> Result<Self> {
+        let process = start_on(&binary()?, listen, Some(dir), Some(log))?;
+        let guardian =
+            crate::process::Guardian::new(&format!("kill -9 {} 2>/dev/null", process.child.id()))?;
+        Ok(Self {
+            process,
+            _guardian: guardian,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.process.addr
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(mut self) {
+        _ = self.process.child.kill();
+        _ = self.process.child.wait();
+    }
+}

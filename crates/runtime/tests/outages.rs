@@ -12,8 +12,8 @@ use std::{
 };
 
 use devstack::{
-    broker::{self, BrokerProcess},
-    process::{Guardian, free_port, http_get},
+    broker::Durable,
+    process::{free_port, http_get},
 };
 use habitat_runtime::partition_for;
 use rdkafka::{
@@ -29,35 +29,6 @@ const PARTITIONS: i32 = 4;
 const LONG: Duration = Duration::from_secs(180);
 /// How long the broker stays away: longer than the runtime's 10 s calls to the broker.
 const OUTAGE: Duration = Duration::from_secs(15);
-
-/// The broker process, and the guardian that kills it if the test dies first.
-struct Broker {
-    process: BrokerProcess,
-    _guardian: Guardian,
-}
-
-impl Broker {
-    fn start(listen: SocketAddr, dir: &Path) -> Self {
-        let process = broker::start_on(
-            &broker::binary().expect("devbroker binary"),
-            listen,
-            Some(dir),
-            Some(&dir.with_extension("log")),
-        )
-        .expect("start devbroker");
-        let guardian = Guardian::new(&format!("kill -9 {} 2>/dev/null", process.child.id()))
-            .expect("guardian");
-        Self {
-            process,
-            _guardian: guardian,
-        }
-    }
-
-    fn kill(mut self) {
-        self.process.child.kill().expect("SIGKILL devbroker");
-        _ = self.process.child.wait();
-    }
-}
 
 /// A processor process, SIGKILLed when dropped.
 struct Instance(Child);
@@ -114,8 +85,10 @@ fn ready(port: u16) -> Option<bool> {
 #[test]
 fn a_processor_rides_out_a_broker_outage_and_stays_exactly_once() {
     let dir = scratch_dir().join(unique("outage"));
-    let first = Broker::start(SocketAddr::from(([127, 0, 0, 1], 0)), &dir);
-    let listen = first.process.addr;
+    let broker_log = dir.with_extension("log");
+    let first = Durable::start(SocketAddr::from(([127, 0, 0, 1], 0)), &dir, &broker_log)
+        .expect("devbroker");
+    let listen = first.addr();
     let bootstrap = listen.to_string();
     let name = unique("outage");
     let (input, output) = (format!("{name}.in"), format!("{name}.out"));
@@ -203,7 +176,7 @@ fn a_processor_rides_out_a_broker_outage_and_stays_exactly_once() {
         "the processor exited during the outage:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let second = Broker::start(listen, &dir);
+    let second = Durable::start(listen, &dir, &broker_log).expect("restart devbroker");
     feeder.join().expect("every record produced");
     read_until(&reader, 2_000, "every record counted");
     wait_for(LONG, "the processor ready again", || {

@@ -3,10 +3,7 @@
 
 use std::{path::Path, time::Duration};
 
-use devstack::{
-    broker::{self, BrokerProcess},
-    process::Guardian,
-};
+use devstack::broker::Durable;
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -20,30 +17,24 @@ use test_support::{scratch_dir, unique, wait_for};
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Running {
-    process: BrokerProcess,
-    _guardian: Guardian,
+    broker: Durable,
 }
 
 impl Running {
     fn start(dir: &Path) -> Self {
-        let process = broker::start(
-            &broker::binary().expect("devbroker binary"),
-            Some(dir),
-            Some(&dir.with_extension("log")),
+        let broker = Durable::start(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir,
+            &dir.with_extension("log"),
         )
         .expect("start devbroker");
-        let guardian = Guardian::new(&format!("kill -9 {} 2>/dev/null", process.child.id()))
-            .expect("guardian");
-        Self {
-            process,
-            _guardian: guardian,
-        }
+        Self { broker }
     }
 
     fn config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         _ = config
-            .set("bootstrap.servers", self.process.addr.to_string())
+            .set("bootstrap.servers", self.broker.addr().to_string())
             .set("broker.address.family", "v4");
         config
     }
@@ -63,9 +54,8 @@ impl Running {
             .for_each(|r| _ = r.expect("topic created"));
     }
 
-    fn kill(mut self) {
-        self.process.child.kill().expect("SIGKILL devbroker");
-        _ = self.process.child.wait();
+    fn kill(self) {
+        self.broker.kill();
     }
 }
 
@@ -191,10 +181,10 @@ fn sigterm_stops_the_broker_cleanly_and_keeps_its_data() {
     producer.flush(TIMEOUT).expect("flush");
     drop(producer);
 
-    let pid = i32::try_from(first.process.child.id()).expect("pid");
+    let pid = i32::try_from(first.broker.process.child.id()).expect("pid");
     assert!(devstack::process::signal(pid, libc::SIGTERM));
     let status = wait_for(TIMEOUT, "devbroker to exit", || {
-        first.process.child.try_wait().expect("wait")
+        first.broker.process.child.try_wait().expect("wait")
     });
     assert!(status.success(), "exit status {status}");
 

@@ -15,10 +15,7 @@ use std::{
     time::Duration,
 };
 
-use devstack::{
-    broker::{self, BrokerProcess},
-    process::Guardian,
-};
+use devstack::broker::Durable;
 use rdkafka::{
     ClientConfig, Message,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -34,34 +31,6 @@ const ROUNDS: usize = 10;
 const PARTITIONS: i32 = 3;
 /// Long enough for a client to ride out a restart (a few seconds here).
 const PATIENCE: Duration = Duration::from_secs(60);
-
-struct Broker {
-    process: BrokerProcess,
-    _guardian: Guardian,
-}
-
-impl Broker {
-    fn start(listen: std::net::SocketAddr, dir: &Path, log: &Path) -> Self {
-        let process = broker::start_on(
-            &broker::binary().expect("devbroker binary"),
-            listen,
-            Some(dir),
-            Some(log),
-        )
-        .expect("start devbroker");
-        let guardian = Guardian::new(&format!("kill -9 {} 2>/dev/null", process.child.id()))
-            .expect("guardian");
-        Self {
-            process,
-            _guardian: guardian,
-        }
-    }
-
-    fn kill(mut self) {
-        self.process.child.kill().expect("SIGKILL devbroker");
-        _ = self.process.child.wait();
-    }
-}
 
 fn config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -121,7 +90,7 @@ fn transactions(
                     )
                     .map_err(|(error, _)| error)
             })
-            .and_then(|()| producer.commit_transaction(PATIENCE));
+            .and_then(|()| retrying(|| producer.commit_transaction(PATIENCE)));
         match outcome {
             Ok(()) => {
                 committed.push(n);
@@ -129,12 +98,25 @@ fn transactions(
                 _ = done.fetch_add(1, Ordering::Relaxed);
             }
             Err(KafkaError::Transaction(error)) if error.txn_requires_abort() => {
-                producer.abort_transaction(PATIENCE).expect("abort");
+                if let Err(abort) = retrying(|| producer.abort_transaction(PATIENCE)) {
+                    panic!("transaction {n}: abort after {error} failed: {abort:?}");
+                }
             }
             Err(error) => panic!("transaction {n} failed beyond abort: {error:?}"),
         }
     }
     committed
+}
+
+/// A transactional call again while librdkafka calls its error retriable (as an
+/// application does).
+fn retrying(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+    loop {
+        match call() {
+            Err(KafkaError::Transaction(error)) if error.is_retriable() => {}
+            other => return other,
+        }
+    }
 }
 
 /// Sends "i<n>" idempotently, one flush per ten records, until stopped. Returns how many
@@ -242,8 +224,9 @@ fn panics_in(log: &Path) -> Vec<String> {
 fn clients_carry_on_through_ten_broker_crashes_and_read_committed_stays_exact() {
     let dir = scratch_dir().join(unique("restarts"));
     let log = PathBuf::from(format!("{}.log", dir.display()));
-    let first = Broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), &dir, &log);
-    let listen = first.process.addr;
+    let first = Durable::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), &dir, &log)
+        .expect("start devbroker");
+    let listen = first.addr();
     let bootstrap = listen.to_string();
     let (txn_topic, plain_topic) = (unique("restarts-txn"), unique("restarts-plain"));
     create_topic(&bootstrap, &txn_topic);
@@ -298,7 +281,7 @@ fn clients_carry_on_through_ten_broker_crashes_and_read_committed_stays_exact() 
             break;
         }
         running.kill();
-        running = Broker::start(listen, &dir, &log);
+        running = Durable::start(listen, &dir, &log).expect("restart devbroker");
     }
     stop.store(true, Ordering::Relaxed);
     let committed = transactional.join().expect("transactional producer");
