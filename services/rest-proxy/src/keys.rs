@@ -369,6 +369,16 @@ impl Keys {
     }
 
     /// Key ids in the cache now (for tests of its bound).
+    /// Whether the key store answers (for `/readyz`), within two seconds.
+    pub async fn reachable(&self) -> Result<(), String> {
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("no answer within 2 s".to_owned()),
+        }
+    }
+
     pub fn cached(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
@@ -378,6 +388,17 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_key_store_that_does_not_answer_is_reported_unreachable() {
+        // Nothing listens on port 1: every connection is refused.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_lazy("postgres://habitat@127.0.0.1:1/habitat")
+            .expect("a lazy pool");
+        let keys = Keys::new(pool, Duration::from_secs(5));
+        assert!(keys.reachable().await.is_err());
+    }
 
     #[test]
     fn grants() {

@@ -1,5 +1,6 @@
 //! What operators and tools ask: `/healthz`, `/readyz` (the broker answers a metadata
-//! request), `/metrics`, and the OpenAPI document at `/openapi.json`.
+//! request and the key store a query), `/metrics`, and the OpenAPI document at
+//! `/openapi.json`.
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
@@ -15,11 +16,17 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.partitions.of("habitat.people").await {
-        Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(error) => (
+    if let Err(error) = state.partitions.of("habitat.people").await {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {error}\n"),
+        );
+    }
+    match state.keys.reachable().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the key store (Postgres) is unreachable: {error}\n"),
         ),
     }
 }
