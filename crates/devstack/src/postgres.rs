@@ -251,24 +251,22 @@ impl Cluster {
 
     /// Stops the server (fast shutdown: open sessions are rolled back).
     pub fn stop(&self) -> Result<()> {
-        run(self
-            .bin
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"])
-            .stdout(Stdio::null()))
+        self.stop_with("fast")
     }
 
     /// Stops the server as a crash would (immediate shutdown: no checkpoint, sessions
     /// cut; the next start recovers from the write-ahead log).
     pub fn stop_immediately(&self) -> Result<()> {
+        self.stop_with("immediate")
+    }
+
+    fn stop_with(&self, mode: &str) -> Result<()> {
         run(self
             .bin
             .command("pg_ctl")
             .arg("-D")
             .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
+            .args(["-m", mode, "-w", "stop"])
             .stdout(Stdio::null()))
     }
 

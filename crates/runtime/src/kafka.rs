@@ -120,6 +120,24 @@ pub fn is_transient(error: &KafkaError) -> bool {
     })
 }
 
+/// While `dependencies` has the broker unreachable, asks it for metadata at most once a
+/// second (a client reports errors, not recoveries; `last_probe` is when it last asked)
+/// and records it reachable when it answers.
+pub fn probe_broker<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    dependencies: &Dependencies,
+    last_probe: &mut std::time::Instant,
+) {
+    let second = std::time::Duration::from_secs(1);
+    if !dependencies.is_down(dependency::BROKER) || last_probe.elapsed() < second {
+        return;
+    }
+    *last_probe = std::time::Instant::now();
+    if client.fetch_metadata(None, second).is_ok() {
+        dependencies.reachable(dependency::BROKER);
+    }
+}
+
 /// A client's error callback: the broker going away is recorded in `dependencies` (and
 /// logged once there), anything else is logged.
 pub fn client_error(dependencies: &Dependencies, error: &KafkaError, reason: &str) {

@@ -109,6 +109,16 @@ pub fn is_transient_database(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether a transient database error is among `error`'s causes.
+#[cfg(feature = "postgres")]
+pub fn has_transient_database_cause(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(is_transient_database)
+    })
+}
+
 /// The successive delays of a [`RetryPolicy`].
 pub struct Delays(Box<dyn Iterator<Item = Duration> + Send>);
 

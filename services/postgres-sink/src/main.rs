@@ -13,7 +13,7 @@ use postgres_sink::{
     SINK,
     config::{SinkConfig, redact_url},
     sink::Sink,
-    store::{Store, is_transient, migrate},
+    store::{Store, migrate},
 };
 use tracing::info;
 
@@ -135,13 +135,7 @@ fn main() -> ExitCode {
                 config.writers(),
             )
         },
-        |error: &anyhow::Error| {
-            error.chain().any(|cause| {
-                cause
-                    .downcast_ref::<sqlx::Error>()
-                    .is_some_and(is_transient)
-            })
-        },
+        habitat_runtime::retry::has_transient_database_cause,
     )) {
         Ok(store) => store,
         Err(error) => {

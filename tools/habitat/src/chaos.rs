@@ -232,13 +232,13 @@ fn kill_repeatedly(
         };
         let killed_at = Instant::now();
         if target == "postgres" {
-            devstack::process::run(
-                devstack::postgres::PgBin::locate()?
-                    .command("pg_ctl")
-                    .arg("-D")
-                    .arg(state_dir.join("postgres").join("data"))
-                    .args(["-m", "immediate", "-w", "stop"]),
-            )?;
+            devstack::postgres::Cluster::new(
+                devstack::postgres::PgBin::locate()?,
+                &state_dir.join("postgres"),
+                readiness.postgres,
+                devstack::postgres::ClusterOptions::default(),
+            )
+            .stop_immediately()?;
         } else {
             _ = devstack::process::signal(i32::try_from(pid)?, libc::SIGKILL);
         }

@@ -158,15 +158,7 @@ where
         // Postgres restarting (an outage, a chaos run) is waited out like the stage itself.
         let found = match check().await {
             Ok(found) => found,
-            Err(error)
-                if error.chain().any(|cause| {
-                    cause
-                        .downcast_ref::<sqlx::Error>()
-                        .is_some_and(habitat_runtime::retry::is_transient_database)
-                }) =>
-            {
-                None
-            }
+            Err(error) if habitat_runtime::retry::has_transient_database_cause(&error) => None,
             Err(error) => return Err(error),
         };
         if let Some(found) = found {

@@ -79,14 +79,13 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
     }
     // Postgres crashing (immediate shutdown) is started again too.
     let postgres = a.program_pid("postgres").expect("a supervised Postgres");
-    devstack::process::run(
-        devstack::postgres::PgBin::locate()
-            .expect("Postgres binaries")
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(a.dir.join("postgres").join("data"))
-            .args(["-m", "immediate", "-w", "stop"]),
+    devstack::postgres::Cluster::new(
+        devstack::postgres::PgBin::locate().expect("Postgres binaries"),
+        &a.dir.join("postgres"),
+        a.postgres_port,
+        devstack::postgres::ClusterOptions::default(),
     )
+    .stop_immediately()
     .expect("crash Postgres");
     _ = test_support::wait_for(
         std::time::Duration::from_secs(60),

@@ -9,25 +9,15 @@ where
     P: Processor,
     C: Codec<In = P::In, Out = P::Out>,
 {
-    /// While the broker is unreachable: asks it for metadata about once a second (the
-    /// consumer reports errors, not recoveries) and stops once the outage outlasts the
-    /// give-up time.
+    /// While the broker is unreachable: probes it back, and stops once the outage outlasts
+    /// the give-up time.
     pub(super) fn watch_broker(&mut self) -> Result<(), EngineError> {
         let dependencies = &self.engine.metrics.dependencies;
-        if !dependencies.is_down(dependency::BROKER)
-            || self.last_probe.elapsed() < Duration::from_secs(1)
-        {
-            return Ok(());
+        crate::kafka::probe_broker(self.consumer.client(), dependencies, &mut self.last_probe);
+        if dependencies.is_down(dependency::BROKER) {
+            return self.give_up_after_outage();
         }
-        self.last_probe = Instant::now();
-        let probe = self
-            .consumer
-            .fetch_metadata(Some(&self.inputs[0]), Duration::from_secs(1));
-        if probe.is_ok() {
-            dependencies.reachable(dependency::BROKER);
-            return Ok(());
-        }
-        self.give_up_after_outage()
+        Ok(())
     }
 
     /// Waits before the next try of a registry that did not answer; stops once the

@@ -1,7 +1,7 @@
 //! The sink's loop through outages: the broker probed back while it is away, and the
 //! give-up once an outage outlasts `give_up_seconds`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use habitat_runtime::health::dependency;
 use rdkafka::consumer::Consumer;
@@ -17,25 +17,15 @@ impl Loop<'_> {
         }
     }
 
-    /// While the broker is unreachable: asks it for metadata about once a second (the
-    /// consumer reports errors, not recoveries); gives up once an outage outlasts the
-    /// give-up time.
+    /// While the broker is unreachable: probes it back, and gives up once an outage
+    /// outlasts the give-up time.
     pub(super) fn watch_broker(&mut self) -> Result<(), SinkError> {
         let dependencies = &self.sink.metrics.dependencies;
-        if !dependencies.is_down(dependency::BROKER)
-            || self.last_probe.elapsed() < Duration::from_secs(1)
-        {
-            return Ok(());
-        }
-        self.last_probe = Instant::now();
-        if self
-            .consumer
-            .fetch_metadata(None, Duration::from_secs(1))
-            .is_ok()
-        {
-            dependencies.reachable(dependency::BROKER);
-            return Ok(());
-        }
+        habitat_runtime::kafka::probe_broker(
+            self.consumer.client(),
+            dependencies,
+            &mut self.last_probe,
+        );
         let give_up = Duration::from_secs(self.sink.config.give_up_seconds);
         match dependencies.given_up(give_up) {
             Some(_) => Err(self.gave_up()),
