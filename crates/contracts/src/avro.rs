@@ -71,12 +71,17 @@ pub struct EventInfo {
     pub readers: &'static [&'static str],
     /// The independent schema, as registered.
     pub schema: &'static str,
+    /// Its version: its place among the subject's released schemas (schemas/history.json),
+    /// one more than the last for a schema not yet released. `meta.schema_version`.
+    pub version: i32,
 }
 
 /// An event record: a top-level record with `meta`, bound to a topic in `topics.yaml`.
 pub trait EventRecord: AvroType {
     /// The independent schema (referenced types inlined), as registered.
     const SCHEMA: &'static str;
+    /// The schema's version (see [`EventInfo::version`]): what `meta.schema_version` says.
+    const VERSION: i32;
     /// `context.Name`, the `meta.event_type` of this record.
     const EVENT_TYPE: &'static str;
     const TOPIC: &'static str;
@@ -102,12 +107,57 @@ pub trait EventRecord: AvroType {
 
     /// Decodes Avro binary written with `writer` into this record type.
     fn from_avro_bytes(mut bytes: &[u8], writer: &Schema) -> Result<Self, DecodeError> {
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
-            .reader_schema(Self::schema())
-            .build()
-            .and_then(|reader| reader.read_value(&mut bytes))
+        let value = read_resolved(&mut bytes, writer, Self::schema())
             .map_err(|e| DecodeError::new(Self::FULL_NAME, e.to_string()))?;
         Self::from_value(value)
+    }
+}
+
+/// Reads one value written with `writer` and resolves it to `reader` (Avro's schema
+/// resolution: fields matched by name, defaults for fields the writer did not have, the
+/// writer's extra fields left out).
+pub fn read_resolved(
+    bytes: &mut &[u8],
+    writer: &Schema,
+    reader: &Schema,
+) -> Result<Value, apache_avro::Error> {
+    let written = apache_avro::reader::datum::GenericDatumReader::builder(writer)
+        .build()
+        .and_then(|r| r.read_value(bytes))?;
+    widen_decimals(written).resolve(reader)
+}
+
+/// The value with every decimal's bytes sign-extended to 16 (the widest a decimal of this
+/// catalog can take). Avro writes a `bytes` decimal in as few bytes as its value needs, but
+/// apache-avro's resolution refuses a decimal whose byte count could not hold a number of
+/// its schema's full precision ("Precision 9 too small to hold decimal values with 2
+/// bytes"): without this, no record with a small decimal could be read across versions.
+fn widen_decimals(value: Value) -> Value {
+    match value {
+        Value::Decimal(decimal) => match Vec::<u8>::try_from(&decimal) {
+            Ok(bytes) if !bytes.is_empty() && bytes.len() < 16 => {
+                let fill = if bytes[0] & 0x80 != 0 { 0xff } else { 0x00 };
+                let mut wide = vec![fill; 16 - bytes.len()];
+                wide.extend_from_slice(&bytes);
+                Value::Decimal(apache_avro::Decimal::from(wide))
+            }
+            _ => Value::Decimal(decimal),
+        },
+        Value::Record(fields) => Value::Record(
+            fields
+                .into_iter()
+                .map(|(name, value)| (name, widen_decimals(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(widen_decimals).collect()),
+        Value::Map(entries) => Value::Map(
+            entries
+                .into_iter()
+                .map(|(key, value)| (key, widen_decimals(value)))
+                .collect(),
+        ),
+        Value::Union(branch, inner) => Value::Union(branch, Box::new(widen_decimals(*inner))),
+        other => other,
     }
 }
 

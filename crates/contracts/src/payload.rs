@@ -218,6 +218,7 @@ mod tests {
             installment_interval: InstallmentInterval::Quarterly,
             first_payment_offset_days: 30,
             effective_from: None,
+            time_zone: Some("America/New_York".to_owned()),
         }
         .into()
     }

@@ -253,10 +253,16 @@ impl Topology {
         store: &str,
         environment: &str,
     ) -> Result<TopicSpec, TopologyError> {
+        self.output_spec(&self.changelog_topic(processor, store), environment)
+    }
+
+    /// How a processor's own output topic (a derived view) is created: compacted as its
+    /// changelogs are, under the name it gives.
+    pub fn output_spec(&self, topic: &str, environment: &str) -> Result<TopicSpec, TopologyError> {
         let (replication_factor, config) =
             self.with_replication(environment, self.internal.changelog.config.clone())?;
         Ok(TopicSpec {
-            name: self.changelog_topic(processor, store),
+            name: topic.to_owned(),
             partitions: self.internal.changelog.partitions,
             replication_factor,
             config,
