@@ -195,12 +195,11 @@ impl Codec for AvroCodec {
             return Event::read_avro(name, payload)
                 .map_err(|e| CodecError::Undecodable(format!("{name} (schema id {id}): {e}")));
         }
-        use apache_avro::reader::datum::GenericDatumReader;
-        let value = GenericDatumReader::builder(&writer.schema)
-            .reader_schema(&reader.schema)
-            .build()
-            .and_then(|r| r.read_value(&mut payload))
-            .map_err(|e| CodecError::Undecodable(format!("{name} (schema id {id}): {e}")))?;
+        let undecodable = |e: apache_avro::Error| {
+            CodecError::Undecodable(format!("{name} (schema id {id}): {e}"))
+        };
+        let value = contracts::avro::read_resolved(&mut payload, &writer.schema, &reader.schema)
+            .map_err(undecodable)?;
         Event::from_value(name, value).map_err(|e| CodecError::Undecodable(e.to_string()))
     }
 

@@ -45,11 +45,11 @@ pub mod waits;
 pub mod watermark;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use codec::{Codec, CodecError, Utf8};
+pub use codec::{Codec, CodecError, Json, Paired, Utf8};
 pub use config::{ConfigError, RuntimeConfig};
 pub use driver::{Produced, TestDriver};
-pub use payload::{Payload, Trace};
+pub use payload::{Payload, Routed, Trace};
 pub use processor::{ProcessError, Processor, Record, Timer, amount, ratio};
-pub use runner::{run, run_avro, run_with};
+pub use runner::{run, run_avro, run_avro_to, run_with};
 pub use store::{Store, StoreKey, TenantKey};
 pub use task::{Context, Output, partition_for};

@@ -32,6 +32,7 @@ pub mod names {
     pub const TIMERS_FIRED: &str = "habitat_timers_fired_total";
     pub const ASSIGNED_PARTITIONS: &str = "habitat_assigned_partitions";
     pub const DEPENDENCY_UP: &str = "habitat_dependency_up";
+    pub const INVARIANT_BREAKS: &str = "habitat_invariant_breaks_total";
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -68,12 +69,26 @@ pub struct Metrics {
     pub restore_seconds: HistogramVec,
     pub timers_fired: IntCounter,
     pub assigned_partitions: IntGauge,
+    /// Invariants found broken before a commit, by invariant (the processor halts).
+    pub invariant_breaks: IntCounterVec,
+    /// Why the processor halted, when it did: `/readyz` says so.
+    halted: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// Adds the process's own metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`…) to `registry`.
+pub fn register_process(registry: &Registry) {
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    if let Err(error) = registry.register(Box::new(collector)) {
+        tracing::warn!(%error, "The process metrics could not be registered.");
+    }
 }
 
 impl Metrics {
     pub fn new(processor: &str) -> Self {
         let labels = HashMap::from([("processor".to_owned(), processor.to_owned())]);
         let registry = Registry::new_custom(None, Some(labels)).expect("valid registry");
+        register_process(&registry);
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry
@@ -121,6 +136,11 @@ impl Metrics {
             "1 while the dependency (broker, registry) answers, 0 while it is unreachable.",
             &["dependency"],
         ));
+        let invariant_breaks = counter(
+            names::INVARIANT_BREAKS,
+            "Invariants found broken before a commit (the processor halts).",
+            &["invariant"],
+        );
         Self {
             records_in: counter(
                 names::RECORDS_IN,
@@ -164,7 +184,29 @@ impl Metrics {
             registry,
             ready: Arc::new(AtomicBool::new(false)),
             dependencies,
+            invariant_breaks,
+            halted: Arc::default(),
         }
+    }
+
+    /// Adds a metric of the program's own to those served.
+    pub fn register(&self, metric: Box<dyn prometheus::core::Collector>) {
+        if let Err(error) = self.registry.register(metric) {
+            tracing::warn!(%error, "A metric could not be registered.");
+        }
+    }
+
+    /// Marks the process halted (not ready, for good) and why.
+    pub fn halt(&self, why: String) {
+        self.set_ready(false);
+        if let Ok(mut halted) = self.halted.lock() {
+            *halted = Some(why);
+        }
+    }
+
+    /// Why the process halted, if it did.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().ok().and_then(|h| h.clone())
     }
 
     /// Sets the consumer lag of the `inputs` partitions from a client's statistics.
@@ -230,7 +272,12 @@ async fn metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
 }
 
 async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
-    if let Some(outage) = metrics.dependencies.longest() {
+    if let Some(why) = metrics.halted() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: halted: {why}\n"),
+        )
+    } else if let Some(outage) = metrics.dependencies.longest() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {outage}\n"),

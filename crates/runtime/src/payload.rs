@@ -48,6 +48,26 @@ impl Payload for Event {
     }
 }
 
+/// An output value that knows where it goes: its topic and its key. [`Event`]s go to their
+/// context topic under the key `topics.yaml` gives them; a processor's own output type (a
+/// derived view on a topic of its own) says the same of itself, and `ctx.emit` does the rest.
+pub trait Routed: Payload {
+    /// The topic the value is written to.
+    fn topic(&self) -> &str;
+    /// Its key: tenant first, so it lands on the tenant's partition.
+    fn key(&self) -> String;
+}
+
+impl Routed for Event {
+    fn topic(&self) -> &str {
+        Event::topic(self)
+    }
+
+    fn key(&self) -> String {
+        Event::key(self)
+    }
+}
+
 /// Header names the runtime writes on every output that has an envelope.
 pub mod headers {
     pub const EVENT_ID: &str = "habitat.event_id";

@@ -26,6 +26,13 @@ pub trait Processor: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Topics of its own it writes (a derived view, not a context topic of the catalog):
+    /// created at start like its internal topics — compacted, one partition per input
+    /// partition — and written only by it.
+    fn output_topics(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
     /// `HABITAT_*` variables its `main` reads besides the runtime's (so that
     /// `--print-config` counts them as read, not ignored).
     fn variables(&self) -> Vec<&'static str> {
@@ -99,9 +106,32 @@ pub enum ProcessError {
     /// stops with a non-zero exit code.
     #[error("{0}")]
     Fatal(String),
+    /// An invariant the processor owns does not hold for what it was about to write (a
+    /// set whose allocations do not add up to the surplus, a posting that does not
+    /// balance): nothing is written, the evidence is logged and counted
+    /// (`habitat_invariant_breaks_total`), and the processor halts — a defect to look
+    /// at, never a record to pass over.
+    #[error("invariant {invariant} broken: {evidence}")]
+    Broken { invariant: String, evidence: String },
 }
 
 impl ProcessError {
+    /// `Ok` when `holds`; otherwise the invariant broken, with the evidence.
+    pub fn ensure(
+        holds: bool,
+        invariant: &str,
+        evidence: impl FnOnce() -> String,
+    ) -> Result<(), Self> {
+        if holds {
+            Ok(())
+        } else {
+            Err(Self::Broken {
+                invariant: invariant.to_owned(),
+                evidence: evidence(),
+            })
+        }
+    }
+
     /// A domain rejection.
     pub fn rejected(class: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Rejected {

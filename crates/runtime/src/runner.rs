@@ -25,10 +25,10 @@ use tokio::runtime::Handle;
 use tracing::info;
 
 use crate::{
-    Codec, Processor, RuntimeConfig,
+    Codec, Paired, Processor, RuntimeConfig,
     avro::AvroCodec,
-    config::{ConfigError, EnvUse},
-    engine::Engine,
+    config::{ConfigError, EnvUse, KafkaSettings},
+    engine::{Engine, EngineError},
     metrics::Metrics,
 };
 
@@ -63,6 +63,21 @@ struct Args {
     /// Print the configuration and the `HABITAT_*` variables read and ignored, then exit.
     #[arg(long)]
     print_config: bool,
+}
+
+/// The librdkafka settings of the `HABITAT_KAFKA_*` variables, and which `HABITAT_*`
+/// variables a clap program reads (its arguments' and those) or ignores.
+pub fn clap_kafka_env(command: &clap::Command) -> (KafkaSettings, EnvUse) {
+    let mut kafka = KafkaSettings::default();
+    let mut read = clap_env_names(command);
+    for (name, value) in std::env::vars() {
+        if let Some(field) = name.strip_prefix("HABITAT_")
+            && kafka.apply_env(field, value)
+        {
+            read.push(name);
+        }
+    }
+    (kafka, EnvUse::of(std::env::vars(), read))
 }
 
 /// The `env` names of `command`'s arguments (the variables clap reads).
@@ -187,19 +202,37 @@ pub fn run_avro<P>(processor: P) -> ExitCode
 where
     P: Processor<In = Event, Out = Event>,
 {
+    run_with(processor, avro_codec)
+}
+
+/// Runs a processor that reads [`Event`]s (Avro through the configured registry) and
+/// writes values of its own with `output` (a derived view: [`Json`](crate::Json)).
+pub fn run_avro_to<P, O>(processor: P, output: O) -> ExitCode
+where
+    P: Processor<In = Event, Out = O::Out>,
+    O: Codec,
+{
     run_with(processor, |config, handle| {
-        let url = config
-            .schema_registry_url
-            .as_deref()
-            .ok_or(ConfigError::Missing(
-                "schema_registry_url (HABITAT_SCHEMA_REGISTRY_URL)",
-            ))?;
-        Ok(AvroCodec::with_auth(
-            url,
-            config.schema_registry_auth.as_ref(),
-            handle.clone(),
-        )?)
+        Ok(Paired {
+            input: avro_codec(config, handle)?,
+            output,
+        })
     })
+}
+
+/// The Avro codec of the configured registry.
+fn avro_codec(config: &RuntimeConfig, handle: &Handle) -> Result<AvroCodec, ConfigError> {
+    let url = config
+        .schema_registry_url
+        .as_deref()
+        .ok_or(ConfigError::Missing(
+            "schema_registry_url (HABITAT_SCHEMA_REGISTRY_URL)",
+        ))?;
+    Ok(AvroCodec::with_auth(
+        url,
+        config.schema_registry_auth.as_ref(),
+        handle.clone(),
+    )?)
 }
 
 /// Runs `processor` with the codec `make` builds from the configuration.
@@ -269,8 +302,9 @@ where
         return code;
     }
     let offset = chrono::TimeDelta::seconds(config.clock_offset_seconds);
+    let listening = config.metrics_listen.is_some();
     let engine = Engine::new(processor, codec, config, runtime.handle().clone())
-        .with_metrics(metrics)
+        .with_metrics(metrics.clone())
         .with_clock(std::sync::Arc::new(crate::clock::OffsetClock(offset)));
     let flag = engine.shutdown_flag();
     stop_on_signal(runtime.handle(), flag);
@@ -278,6 +312,15 @@ where
     crate::engine::report(&outcome);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error @ EngineError::Broken { .. }) if listening => {
+            // Restarting would break it again: stay up, not ready, with the count on
+            // /metrics for the alert, until an operator stops the process.
+            eprintln!("error: {error}");
+            metrics.halt(error.to_string());
+            tracing::error!("Halted: nothing more is processed until the process is stopped.");
+            runtime.block_on(signalled());
+            ExitCode::FAILURE
+        }
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
@@ -289,20 +332,25 @@ where
 /// and returns.
 pub fn stop_on_signal(handle: &Handle, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     _ = handle.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signalled().await;
         info!("Signal received: finishing the open batch.");
         flag.store(true, Ordering::SeqCst);
     });
+}
+
+/// Returns on SIGTERM or SIGINT (at once when they cannot be watched).
+async fn signalled() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// A multi-threaded async runtime with `workers` worker threads; the exit code to return

@@ -24,9 +24,13 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{Context, Payload, ProcessError};
 
 /// The key of a store entry: parts, tenant first (see [`store_key!`](crate::store_key)).
-pub trait StoreKey {
+pub trait StoreKey: Sized {
     /// `tenant/part/…`.
     fn render(&self) -> String;
+
+    /// The key a [`render`](StoreKey::render) made (a timer's key, a scan's keys); `None`
+    /// when the text has another number of parts.
+    fn parse(rendered: &str) -> Option<Self>;
 }
 
 /// Declares a store key: a struct of its parts after the tenant, each a `String`, with
@@ -59,6 +63,16 @@ macro_rules! store_key {
                     key.push_str(&self.$part);
                 )*
                 key
+            }
+
+            fn parse(rendered: &str) -> Option<Self> {
+                let mut parts = rendered.split('/');
+                let tenant = parts.next()?.to_owned();
+                $(let $part = parts.next()?.to_owned();)*
+                match parts.next() {
+                    Some(_) => None,
+                    None => Some(Self { tenant, $($part,)* }),
+                }
             }
         }
     };
@@ -148,5 +162,14 @@ mod tests {
             "coop-a/2026/m-1"
         );
         assert_eq!(TenantKey::new("coop-a").render(), "coop-a");
+    }
+
+    #[test]
+    fn a_rendered_key_parses_back_and_another_shape_does_not() {
+        let key = PeriodMember::new("coop-a", "2026", "m-1");
+        assert_eq!(PeriodMember::parse(&key.render()), Some(key));
+        assert_eq!(PeriodMember::parse("coop-a/2026"), None);
+        assert_eq!(PeriodMember::parse("coop-a/2026/m-1/x"), None);
+        assert_eq!(TenantKey::parse("coop-a"), Some(TenantKey::new("coop-a")));
     }
 }

@@ -16,7 +16,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     ProcessError, Timer,
-    payload::{Payload, Trace, trace_headers},
+    payload::{Payload, Routed, Trace, trace_headers},
 };
 
 /// The store that keeps a processor's timers (changelog `<processor>-timers-changelog`).
@@ -412,6 +412,16 @@ impl<V: Payload> Context<'_, V> {
     }
 }
 
+impl<V: Routed> Context<'_, V> {
+    /// Emits a record to its topic under its key (an event: the context topic and key
+    /// `topics.yaml` gives its type).
+    pub fn emit(&mut self, value: impl Into<V>) {
+        let value = value.into();
+        let (topic, key) = (value.topic().to_owned(), value.key());
+        self.send(&topic, key, Some(value));
+    }
+}
+
 impl Context<'_, Event> {
     /// The `meta` of a new record of type `R` caused by the record being handled: a
     /// UUIDv7 event id, this processor as producer, the cause's correlation id (a new one
@@ -420,7 +430,7 @@ impl Context<'_, Event> {
         let event_id = uuid::Uuid::now_v7().to_string();
         Meta {
             event_type: R::EVENT_TYPE.to_owned(),
-            schema_version: 1,
+            schema_version: R::VERSION,
             tenant_id: tenant_id.to_owned(),
             occurred_at: self.env.now,
             producer: format!("processor:{}", self.env.processor),
@@ -432,13 +442,6 @@ impl Context<'_, Event> {
             causation_id: self.cause.as_ref().map(|c| c.event_id.clone()),
             event_id,
         }
-    }
-
-    /// Emits an event to its topic under its key.
-    pub fn emit(&mut self, event: impl Into<Event>) {
-        let event = event.into();
-        let (topic, key) = (event.topic(), event.key());
-        self.send(topic, key, Some(event));
     }
 }
 

@@ -280,6 +280,36 @@ pub mod records {
         }
     }
 
+    /// An approved contribution of `value` (one hour of labour unless the test changes
+    /// it), submitted and reviewed when `meta` says it occurred.
+    pub fn approved(
+        meta: Meta,
+        contribution_id: &str,
+        member_id: &str,
+        period_id: &str,
+        value: &str,
+    ) -> contracts::records::ContributionApproved {
+        use contracts::records::{ContributionKind, ContributionStatus, ContributionUnit};
+        let at = meta.occurred_at;
+        contracts::records::ContributionApproved {
+            meta,
+            contribution_id: contribution_id.to_owned(),
+            member_id: member_id.to_owned(),
+            period_id: period_id.to_owned(),
+            kind: ContributionKind::Labor,
+            quantity: dec("1"),
+            unit: ContributionUnit::Hours,
+            value: dec(value),
+            description: "work".to_owned(),
+            status: ContributionStatus::Approved,
+            submitted_by: member_id.to_owned(),
+            submitted_at: at,
+            reviewed_by: Some("steward:test".to_owned()),
+            reviewed_at: Some(at),
+            rejection_reason: None,
+        }
+    }
+
     /// A decimal from its text (`"1000.01"`).
     pub fn dec(text: &str) -> Decimal {
         text.parse().expect("a decimal")

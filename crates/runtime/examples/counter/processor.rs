@@ -2,6 +2,8 @@
 //!
 //! - any value: `counts[key] += 1`, emits `<key>=<count>` under the key;
 //! - `poison`: rejected as a domain error (dead-lettered);
+//! - `broken`: breaks the counter's invariant (`count-positive`): nothing is written and the
+//!   process halts;
 //! - `unavailable-once` (decoded by `main.rs`'s codec): fails to decode once, as if the
 //!   schema registry were down, then counts like any other value;
 //! - `echo:<text>`: emits `<topic>:<text>`, counting nothing (shows the merge order);
@@ -42,6 +44,9 @@ impl Processor for Counter {
     ) -> Result<(), ProcessError> {
         let key = record.key.clone().unwrap_or_default();
         let value = record.value.as_deref().unwrap_or_default();
+        ProcessError::ensure(value != "broken", "count-positive", || {
+            format!("{key} would count below one")
+        })?;
         if value == "poison" {
             return Err(ProcessError::rejected(
                 "poison",

@@ -116,6 +116,9 @@ where
             );
         }
         specs.push(self.topology.dead_letter_spec(name, env).map_err(setup)?);
+        for topic in self.processor.output_topics() {
+            specs.push(self.topology.output_spec(topic, env).map_err(setup)?);
+        }
         let admin: AdminClient<DefaultClientContext> = self
             .with_passthrough(self.client_config())
             .create()
@@ -141,7 +144,7 @@ where
             .map_err(|e| EngineError::Setup(format!("create internal topics: {e}")))?;
         for result in results {
             match result {
-                Ok(topic) => info!(%topic, "Internal topic created."),
+                Ok(topic) => info!(%topic, "Topic created."),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
                     return Err(EngineError::Setup(format!("create {topic}: {code}")));

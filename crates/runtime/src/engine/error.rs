@@ -23,6 +23,10 @@ pub enum EngineError {
     /// The processor failed in a way that is not a rejected record.
     #[error("processor error: {0}")]
     Processor(String),
+    /// An invariant the processor owns did not hold: nothing of the transaction was
+    /// written, and the process halts for an operator.
+    #[error("invariant {invariant} broken: {evidence}")]
+    Broken { invariant: String, evidence: String },
     /// The configuration or the topics are not usable.
     #[error("{0}")]
     Setup(String),
@@ -63,7 +67,16 @@ pub(super) fn classify(error: &KafkaError) -> Failure {
 /// Errors the processor returns that stop the engine.
 impl From<ProcessError> for EngineError {
     fn from(error: ProcessError) -> Self {
-        Self::Processor(error.to_string())
+        match error {
+            ProcessError::Broken {
+                invariant,
+                evidence,
+            } => Self::Broken {
+                invariant,
+                evidence,
+            },
+            other => Self::Processor(other.to_string()),
+        }
     }
 }
 

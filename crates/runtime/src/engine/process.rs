@@ -61,7 +61,7 @@ where
                             &record,
                             raw,
                         )
-                        .map_err(|e| Failure::Stop(EngineError::Processor(e.to_string())))?;
+                        .map_err(|e| self.stop(e))?;
                         self.batch
                             .occurred
                             .push(trace.map_or(record.timestamp, |t| t.occurred_at));
@@ -100,13 +100,25 @@ where
                 self.batch.touch();
                 let task = self.tasks.get_mut(&partition).expect("task present");
                 let outcome = step::timer(&self.engine.processor, &mut task.state, &env, &timer)
-                    .map_err(|e| Failure::Stop(EngineError::Processor(e.to_string())))?;
+                    .map_err(|e| self.stop(e))?;
                 debug!(timer = %timer.name, key = %timer.key, partition, "Timer fired.");
                 self.batch.timers += 1;
                 self.settle(outcome)?;
             }
         }
         Ok(())
+    }
+
+    /// A processor's error that stops the engine; a broken invariant is counted first.
+    fn stop(&self, error: ProcessError) -> Failure {
+        if let ProcessError::Broken { invariant, .. } = &error {
+            self.engine
+                .metrics
+                .invariant_breaks
+                .with_label_values(&[invariant.as_str()])
+                .inc();
+        }
+        Failure::Stop(error.into())
     }
 
     pub(super) fn settle(&mut self, outcome: Outcome<P::Out>) -> Result<(), Failure> {
