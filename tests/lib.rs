@@ -49,6 +49,16 @@ impl Running {
     /// Starts `name` with `HABITAT_*` settings for the test broker and `registry`; `extra`
     /// adds to or overrides them.
     pub fn start(name: &str, registry: &str, extra: &[(&str, String)]) -> Self {
+        Self::start_with_args(name, registry, extra, &[])
+    }
+
+    /// Starts `name` as [`Running::start`] does, with command-line arguments.
+    pub fn start_with_args(
+        name: &str,
+        registry: &str,
+        extra: &[(&str, String)],
+        args: &[&str],
+    ) -> Self {
         let env = format!("HABITAT_{}_BIN", name.to_uppercase().replace('-', "_"));
         let bin = devstack::process::sibling_binary(name, &env).expect("the processor binary");
         let log = scratch_dir().join(format!("{name}-{}.log", unique("e2e")));
@@ -62,6 +72,7 @@ impl Running {
             _ = command.env(key, value);
         }
         let child = command
+            .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

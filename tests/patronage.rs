@@ -157,6 +157,7 @@ impl Year {
             installment_interval: InstallmentInterval::Monthly,
             first_payment_offset_days: 30,
             effective_from: None,
+            time_zone: None,
         };
         self.events.push(event.into());
     }

@@ -5,15 +5,15 @@
 //! proposed set of every period. Writes `AllocationProposed` per member and
 //! `AllocationSetProposed`; on a matching approval `AllocationApproved` per member and
 //! `AllocationSetStatusChanged(APPROVED)`; on a stale or unknown hash
-//! `AllocationSetStatusChanged(APPROVAL_REJECTED)` with the reason. A repeated approval is
-//! a no-op.
+//! `AllocationApprovalRejected` with the reason, keyed by the decision — the set's own
+//! record is never replaced by a refusal. A repeated approval is a no-op.
 
 use contracts::records::{
-    AllocationApproved, AllocationProposed, AllocationSetApproved, AllocationSetProposed,
-    AllocationSetStatus, AllocationSetStatusChanged, AllocationStatus, Event,
-    PeriodPatronageSealed,
+    AllocationApprovalRejected, AllocationApproved, AllocationProposed, AllocationSetApproved,
+    AllocationSetProposed, AllocationSetStatus, AllocationSetStatusChanged, AllocationStatus,
+    Event, PeriodPatronageSealed,
 };
-use habitat_domain::{AllocationSet, MemberWeight, Money, Ratio, Weighted, allocate};
+use habitat_domain::{Allocation, AllocationSet, MemberWeight, Money, Ratio, Weighted, allocate};
 use habitat_runtime::{Context, ProcessError, Processor, Record, Store, amount, ratio, store_key};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,14 @@ store_key! {
 
 /// Rejection class: the seal cannot be allocated (its figures contradict each other).
 pub const ALLOCATION: &str = "allocation";
+
+/// Invariant: the allocations of a set add up to the surplus exactly (a set with no
+/// allocations — no patronage, or no surplus — allocates nothing), and its totals are the
+/// sums of its lines.
+pub const ALLOCATIONS_ADD_UP: &str = "allocations-add-up-to-surplus";
+/// Invariant: each allocation's cash is at least `cash_ratio` × its amount, and cash plus
+/// retained is the amount.
+pub const CASH_SHARE: &str = "cash-at-least-ratio";
 
 /// Store: the proposed (or approved) set of each period.
 pub const SETS: Store<PeriodKey, KeptSet> = Store::new("sets");
@@ -86,6 +94,7 @@ fn sealed(ctx: &mut Context<'_, Event>, seal: &PeriodPatronageSealed) -> Result<
         .collect::<Result<Vec<_>, _>>()?;
     let set = allocate(surplus, &members, cash_ratio)
         .map_err(|e| ProcessError::rejected(ALLOCATION, e.to_string()))?;
+    check_set(&seal.period_id, surplus, cash_ratio, &set)?;
     let existing = SETS.get(ctx, &key)?;
     if existing
         .as_ref()
@@ -132,75 +141,191 @@ fn sealed(ctx: &mut Context<'_, Event>, seal: &PeriodPatronageSealed) -> Result<
     )
 }
 
+/// What the calculator owns, checked before anything of a set is written.
+pub fn check_set(
+    period_id: &str,
+    surplus: Money,
+    cash_ratio: Ratio,
+    set: &AllocationSet,
+) -> Result<(), ProcessError> {
+    let sum = |part: fn(&Allocation) -> Money| {
+        Money::from_cents(set.allocations.iter().map(|a| part(a).cents()).sum())
+    };
+    let (amount, cash, retained) = (sum(|a| a.amount), sum(|a| a.cash), sum(|a| a.retained));
+    ProcessError::ensure(
+        (set.allocations.is_empty() || amount == surplus)
+            && (amount, cash, retained) == (set.total_amount, set.total_cash, set.total_retained),
+        ALLOCATIONS_ADD_UP,
+        || {
+            format!(
+                "period {period_id}: surplus {surplus}, {} allocations summing to {amount} \
+                 (cash {cash}, retained {retained}); the set's totals say {} ({} + {})",
+                set.allocations.len(),
+                set.total_amount,
+                set.total_cash,
+                set.total_retained
+            )
+        },
+    )?;
+    for a in &set.allocations {
+        ProcessError::ensure(
+            a.cash.checked_add(a.retained) == Some(a.amount)
+                && a.cash.to_decimal() >= a.amount.to_decimal() * cash_ratio.to_decimal(),
+            CASH_SHARE,
+            || {
+                format!(
+                    "period {period_id}, member {}: amount {}, cash {}, retained {}, cash ratio {}",
+                    a.member_id, a.amount, a.cash, a.retained, cash_ratio
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
 fn approval(
     ctx: &mut Context<'_, Event>,
     decision: &AllocationSetApproved,
 ) -> Result<(), ProcessError> {
     let tenant = decision.meta.tenant_id.clone();
     let key = PeriodKey::new(&tenant, &decision.period_id);
-    let kept = SETS.get(ctx, &key)?;
-    let rejection = match &kept {
-        None => Some(format!(
+    let Some(mut kept) = SETS.get(ctx, &key)? else {
+        let reason = format!(
             "no allocation set was proposed for period {}",
             decision.period_id
-        )),
-        Some(k) if k.set.set_hash == decision.set_hash && k.approved => return Ok(()),
-        Some(k) if k.set.set_hash != decision.set_hash => Some(format!(
+        );
+        return refuse(ctx, decision, None, reason);
+    };
+    if kept.set.set_hash != decision.set_hash {
+        let reason = format!(
             "set hash {} does not match the proposed set {}",
-            decision.set_hash, k.set.set_hash
-        )),
-        Some(_) => None,
-    };
-    let status = if rejection.is_some() {
-        AllocationSetStatus::ApprovalRejected
-    } else {
-        AllocationSetStatus::Approved
-    };
-    if let (None, Some(k)) = (&rejection, &kept) {
-        for a in &k.set.allocations {
-            ctx.emit(AllocationApproved {
-                meta: ctx.meta::<AllocationApproved>(&tenant),
-                period_id: decision.period_id.clone(),
-                member_id: a.member_id.clone(),
-                allocation_id: allocation_id(&decision.period_id, &a.member_id),
-                amount: a.amount.to_decimal(),
-                cash: a.cash.to_decimal(),
-                retained: a.retained.to_decimal(),
-                currency: k.currency.clone(),
-                status: AllocationStatus::Approved,
-                set_hash: k.set.set_hash.clone(),
-                approved_by: decision.approved_by.clone(),
-                approved_at: decision.approved_at,
-            });
-        }
+            decision.set_hash, kept.set.set_hash
+        );
+        return refuse(ctx, decision, Some(&kept), reason);
     }
-    let zero = Money::ZERO;
-    let set = kept.as_ref().map(|k| &k.set);
+    if kept.approved {
+        return Ok(()); // the same approval again
+    }
+    for a in &kept.set.allocations {
+        ctx.emit(AllocationApproved {
+            meta: ctx.meta::<AllocationApproved>(&tenant),
+            period_id: decision.period_id.clone(),
+            member_id: a.member_id.clone(),
+            allocation_id: allocation_id(&decision.period_id, &a.member_id),
+            amount: a.amount.to_decimal(),
+            cash: a.cash.to_decimal(),
+            retained: a.retained.to_decimal(),
+            currency: kept.currency.clone(),
+            status: AllocationStatus::Approved,
+            set_hash: kept.set.set_hash.clone(),
+            approved_by: decision.approved_by.clone(),
+            approved_at: decision.approved_at,
+        });
+    }
+    let set = &kept.set;
     ctx.emit(AllocationSetStatusChanged {
         meta: ctx.meta::<AllocationSetStatusChanged>(&tenant),
         period_id: decision.period_id.clone(),
-        // XXX: the ISO 4217 code for "no currency", when no set exists.
-        currency: kept
-            .as_ref()
-            .map_or_else(|| "XXX".to_owned(), |k| k.currency.clone()),
-        net_surplus: kept.as_ref().map_or(zero, |k| k.net_surplus).to_decimal(),
-        total_amount: set.map_or(zero, |s| s.total_amount).to_decimal(),
-        total_cash: set.map_or(zero, |s| s.total_cash).to_decimal(),
-        total_retained: set.map_or(zero, |s| s.total_retained).to_decimal(),
-        members: set.map_or(0, |s| {
-            i32::try_from(s.allocations.len()).unwrap_or(i32::MAX)
-        }),
-        set_hash: decision.set_hash.clone(),
-        status,
-        reason: rejection.clone(),
+        currency: kept.currency.clone(),
+        net_surplus: kept.net_surplus.to_decimal(),
+        total_amount: set.total_amount.to_decimal(),
+        total_cash: set.total_cash.to_decimal(),
+        total_retained: set.total_retained.to_decimal(),
+        members: i32::try_from(set.allocations.len()).unwrap_or(i32::MAX),
+        set_hash: set.set_hash.clone(),
+        status: AllocationSetStatus::Approved,
+        reason: None,
         decision_event_id: decision.meta.event_id.clone(),
-        approved_by: rejection.is_none().then(|| decision.approved_by.clone()),
+        approved_by: Some(decision.approved_by.clone()),
     });
-    if rejection.is_none()
-        && let Some(mut k) = kept
-    {
-        k.approved = true;
-        SETS.put(ctx, &key, &k)?;
-    }
+    kept.approved = true;
+    SETS.put(ctx, &key, &kept)
+}
+
+/// An approval that cannot be applied is a fact of its own, keyed by the decision: the
+/// set's record (its key's latest value, what compaction keeps) is never replaced by a
+/// refusal.
+fn refuse(
+    ctx: &mut Context<'_, Event>,
+    decision: &AllocationSetApproved,
+    kept: Option<&KeptSet>,
+    reason: String,
+) -> Result<(), ProcessError> {
+    ctx.emit(AllocationApprovalRejected {
+        meta: ctx.meta::<AllocationApprovalRejected>(&decision.meta.tenant_id),
+        period_id: decision.period_id.clone(),
+        decision_event_id: decision.meta.event_id.clone(),
+        set_hash: decision.set_hash.clone(),
+        approved_by: decision.approved_by.clone(),
+        proposed_set_hash: kept.map(|k| k.set.set_hash.clone()),
+        set_status: kept.map(|k| {
+            if k.approved {
+                AllocationSetStatus::Approved
+            } else {
+                AllocationSetStatus::Proposed
+            }
+        }),
+        reason,
+    });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> (Money, Ratio, AllocationSet) {
+        let surplus = Money::from_cents(100_000);
+        let ratio: Ratio = "0.3000".parse().expect("ratio");
+        let members = ["m-a", "m-b", "m-c"].map(|m| MemberWeight {
+            member_id: m.to_owned(),
+            weighted: "1.0000".parse().expect("weight"),
+        });
+        let set = allocate(surplus, &members, ratio).expect("allocated");
+        (surplus, ratio, set)
+    }
+
+    fn broken(result: Result<(), ProcessError>) -> (String, String) {
+        match result {
+            Err(ProcessError::Broken {
+                invariant,
+                evidence,
+            }) => (invariant, evidence),
+            other => panic!("expected a broken invariant: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_set_the_domain_makes_keeps_both_invariants() {
+        let (surplus, ratio, set) = set();
+        assert_eq!(check_set("2026", surplus, ratio, &set), Ok(()));
+    }
+
+    #[test]
+    fn a_set_that_does_not_add_up_to_the_surplus_is_broken_with_its_figures() {
+        let (surplus, ratio, mut set) = set();
+        set.allocations[0].amount = Money::from_cents(set.allocations[0].amount.cents() + 1);
+        set.allocations[0].retained = Money::from_cents(set.allocations[0].retained.cents() + 1);
+        let (invariant, evidence) = broken(check_set("2026", surplus, ratio, &set));
+        assert_eq!(invariant, ALLOCATIONS_ADD_UP);
+        assert!(
+            evidence.contains("surplus 1000.00, 3 allocations summing to 1000.01"),
+            "{evidence}"
+        );
+    }
+
+    #[test]
+    fn cash_below_the_ratio_is_broken_with_the_member() {
+        let (surplus, ratio, mut set) = set();
+        // Same totals, but m-a's cash moved to retained: below 30 %.
+        let a = &mut set.allocations[0];
+        a.retained = a.amount;
+        a.cash = Money::ZERO;
+        set.total_cash = Money::from_cents(set.allocations.iter().map(|a| a.cash.cents()).sum());
+        set.total_retained =
+            Money::from_cents(set.allocations.iter().map(|a| a.retained.cents()).sum());
+        let (invariant, evidence) = broken(check_set("2026", surplus, ratio, &set));
+        assert_eq!(invariant, CASH_SHARE);
+        assert!(evidence.contains("member m-a"), "{evidence}");
+    }
 }

@@ -156,21 +156,15 @@ fn a_stale_approval_is_rejected_then_the_correct_one_approves_and_a_duplicate_is
     let hash = set_hash(&out);
 
     let stale = feed(&mut driver, approval("2026", &"0".repeat(64), "decision-1"));
-    let [Event::AllocationSetStatusChanged(rejected)] = stale.as_slice() else {
-        panic!("expected one status change: {stale:?}");
-    };
-    assert_eq!(rejected.status, AllocationSetStatus::ApprovalRejected);
+    let rejected = refusal(&stale);
     assert!(
-        rejected
-            .reason
-            .as_deref()
-            .unwrap_or_default()
-            .contains("does not match"),
-        "{:?}",
+        rejected.reason.contains("does not match"),
+        "{}",
         rejected.reason
     );
     assert_eq!(rejected.decision_event_id, "decision-1");
-    assert_eq!(rejected.approved_by, None);
+    assert_eq!(rejected.proposed_set_hash.as_deref(), Some(hash.as_str()));
+    assert_eq!(rejected.set_status, Some(AllocationSetStatus::Proposed));
 
     let approved = feed(&mut driver, approval("2026", &hash, "decision-2"));
     let amounts: Vec<(String, Decimal)> = approved
@@ -195,24 +189,44 @@ fn a_stale_approval_is_rejected_then_the_correct_one_approves_and_a_duplicate_is
         feed(&mut driver, approval("2026", &hash, "decision-3")).is_empty(),
         "a second approval is a no-op"
     );
+
+    // A stale approval posted after the approval: its own fact, keyed by the decision;
+    // nothing is written on the set's key, so the approved set stays the key's latest value.
+    let late = feed(&mut driver, approval("2026", &"f".repeat(64), "decision-4"));
+    let rejected = refusal(&late);
+    assert_eq!(rejected.set_status, Some(AllocationSetStatus::Approved));
+    assert_eq!(
+        late[0].key(),
+        "coop-a/allocation-approval-rejection/2026/decision-4"
+    );
+    assert!(
+        late.iter().all(|e| e.key() != "coop-a/allocation-set/2026"),
+        "{late:?}"
+    );
+}
+
+/// The one record a refused approval gives: an `AllocationApprovalRejected`.
+fn refusal(out: &[Event]) -> &contracts::records::AllocationApprovalRejected {
+    let [Event::AllocationApprovalRejected(rejected)] = out else {
+        panic!("expected one refusal: {out:?}");
+    };
+    rejected
 }
 
 #[test]
 fn an_approval_for_an_unknown_period_is_rejected_with_the_reason() {
     let mut driver = TestDriver::new(AllocationCalculator);
     let out = feed(&mut driver, approval("1999", "abc", "decision-9"));
-    let [Event::AllocationSetStatusChanged(rejected)] = out.as_slice() else {
-        panic!("expected one status change: {out:?}");
-    };
-    assert_eq!(rejected.status, AllocationSetStatus::ApprovalRejected);
+    let rejected = refusal(&out);
     assert!(
-        rejected
-            .reason
-            .as_deref()
-            .unwrap_or_default()
-            .contains("no allocation set")
+        rejected.reason.contains("no allocation set"),
+        "{}",
+        rejected.reason
     );
-    assert_eq!(rejected.currency, "XXX");
+    assert_eq!(
+        (rejected.proposed_set_hash.as_ref(), rejected.set_status),
+        (None, None)
+    );
 }
 
 #[test]

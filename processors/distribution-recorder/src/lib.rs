@@ -29,6 +29,10 @@ store_key! {
     pub struct MemberKey { member_id }
 }
 store_key! {
+    /// A member's balance in one currency, of a tenant.
+    pub struct MemberCurrencyKey { member_id, currency }
+}
+store_key! {
     /// A distribution (its schedule) of a tenant.
     pub struct ScheduleKey { schedule_id }
 }
@@ -39,6 +43,12 @@ pub const POSTED: Store<TransactionKey, bool> = Store::new("posted");
 pub const CHART_VARIABLE: &str = "HABITAT_CHART";
 /// Store: each member's allocated capital balance.
 pub const CAPITAL: Store<MemberKey, Money> = Store::new("capital");
+/// Store: each member's patronage dividends payable (account 2300), per currency.
+pub const PAYABLE: Store<MemberCurrencyKey, Money> = Store::new("payable");
+/// Invariant: every transaction posted balances (debits = credits).
+pub const BALANCED: &str = "posting-balances";
+/// Invariant: no member's patronage dividends payable goes below zero.
+pub const PAYABLE_NOT_NEGATIVE: &str = "payable-not-negative";
 /// Store: each distribution's installments and settlements.
 pub const DISTRIBUTIONS: Store<ScheduleKey, Distribution> = Store::new("distributions");
 
@@ -72,7 +82,12 @@ impl Processor for DistributionRecorder {
     }
 
     fn stores(&self) -> Vec<&'static str> {
-        vec![POSTED.name(), CAPITAL.name(), DISTRIBUTIONS.name()]
+        vec![
+            POSTED.name(),
+            CAPITAL.name(),
+            PAYABLE.name(),
+            DISTRIBUTIONS.name(),
+        ]
     }
 
     fn process(
@@ -164,11 +179,14 @@ impl DistributionRecorder {
         if POSTED.get(ctx, &key)?.is_some() || posting.lines.is_empty() {
             return Ok(false);
         }
-        if !posting.balances() {
-            return Err(ProcessError::Fatal(format!(
-                "transaction {transaction_id} does not balance"
-            )));
-        }
+        ProcessError::ensure(posting.balances(), BALANCED, || {
+            format!(
+                "transaction {transaction_id}: debits {}, credits {}",
+                posting.debits(),
+                posting.credits()
+            )
+        })?;
+        self.move_payable(ctx, tenant, transaction_id, currency, posting)?;
         ctx.emit(TransactionPosted {
             meta: ctx.meta::<TransactionPosted>(tenant),
             transaction_id: transaction_id.to_owned(),
@@ -190,6 +208,35 @@ impl DistributionRecorder {
         });
         POSTED.put(ctx, &key, &true)?;
         Ok(true)
+    }
+
+    /// Moves each member's payable by the posting's lines on account 2300; none may go
+    /// below zero.
+    fn move_payable(
+        &self,
+        ctx: &mut Context<'_, Event>,
+        tenant: &str,
+        transaction_id: &str,
+        currency: &str,
+        posting: &Posting,
+    ) -> Result<(), ProcessError> {
+        let payable = &self.chart.patronage_dividends_payable;
+        for line in posting.lines.iter().filter(|l| &l.account == payable) {
+            let member = line.member_id.as_deref().unwrap_or_default();
+            let key = MemberCurrencyKey::new(tenant, member, currency);
+            let before = PAYABLE.get(ctx, &key)?.unwrap_or_default();
+            let after =
+                Money::from_cents(before.cents() + line.credit.cents() - line.debit.cents());
+            ProcessError::ensure(!after.is_negative(), PAYABLE_NOT_NEGATIVE, || {
+                format!(
+                    "transaction {transaction_id}: member {member}'s payable {before} {currency} \
+                     would become {after} (debit {}, credit {})",
+                    line.debit, line.credit
+                )
+            })?;
+            PAYABLE.put(ctx, &key, &after)?;
+        }
+        Ok(())
     }
 
     fn capital(

@@ -9,8 +9,8 @@ use contracts::records::{
     AllocationApproved, AllocationStatus, Event, LoanFrequency, LoanFunded, LoanMethod, Meta,
     PaymentFailed, PaymentSettled,
 };
-use distribution_recorder::DistributionRecorder;
-use habitat_runtime::TestDriver;
+use distribution_recorder::{DistributionRecorder, PAYABLE_NOT_NEGATIVE};
+use habitat_runtime::{ProcessError, TestDriver};
 use payment_schedule_creator::PaymentScheduleCreator;
 use rust_decimal::Decimal;
 use test_support::records::{self, dec};
@@ -275,4 +275,41 @@ fn a_loan_from_funding_to_its_final_payment() {
         "4 × 180.00 of interest"
     );
     assert_eq!(balances[&("1010".to_owned(), None)], 72_000);
+}
+
+#[test]
+fn a_settlement_of_a_payable_never_posted_breaks_an_invariant_and_writes_nothing() {
+    // The creator schedules and settles a distribution the recorder never saw approved
+    // (a record missing from its input): paying it would take the payable below zero.
+    let mut creator = TestDriver::new(PaymentScheduleCreator);
+    let approval = approved("m-7");
+    creator
+        .pipe(approval.topic(), &approval.key(), approval)
+        .expect("scheduled");
+    creator.set_time(at(2027, 2, 20)).expect("due");
+    let result = settled("dist:2026:m-7:1", "ref-7", "s-7");
+    creator
+        .pipe(result.topic(), &result.key(), result)
+        .expect("settled");
+    let settlement = creator
+        .take_values()
+        .into_iter()
+        .find(|e| matches!(e, Event::PaymentStatusChanged(_)))
+        .expect("a status change");
+
+    let mut recorder = TestDriver::new(DistributionRecorder::default());
+    let outcome = recorder.pipe(settlement.topic(), &settlement.key(), settlement);
+    let Err(ProcessError::Broken {
+        invariant,
+        evidence,
+    }) = outcome
+    else {
+        panic!("expected a broken invariant: {outcome:?}");
+    };
+    assert_eq!(invariant, PAYABLE_NOT_NEGATIVE);
+    assert!(
+        evidence.contains("member m-7's payable 0.00 USD would become -150.01"),
+        "{evidence}"
+    );
+    assert!(recorder.take_outputs().is_empty(), "nothing is written");
 }

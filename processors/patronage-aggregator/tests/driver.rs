@@ -2,14 +2,13 @@
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use contracts::records::{
-    ContributionApproved, ContributionKind, ContributionStatus, ContributionUnit, Event,
-    InstallmentInterval, KindWeight, Meta, PatronagePolicySet, PeriodClosed, PeriodOpened,
-    PeriodStatus,
+    ContributionApproved, ContributionKind, ContributionStatus, Event, InstallmentInterval,
+    KindWeight, Meta, PatronagePolicySet, PeriodClosed, PeriodOpened, PeriodStatus,
 };
 use habitat_runtime::TestDriver;
 use patronage_aggregator::PatronageAggregator;
 use rust_decimal::Decimal;
-use test_support::records::rejected;
+use test_support::records::{self, rejected};
 
 const TENANT: &str = "coop-a";
 
@@ -49,21 +48,16 @@ fn contribution(
     status: ContributionStatus,
 ) -> Event {
     let approved = ContributionApproved {
-        meta: meta("people.ContributionApproved", n),
-        contribution_id: id.to_owned(),
-        member_id: member.to_owned(),
-        period_id: period.to_owned(),
         kind,
-        quantity: dec("1"),
-        unit: ContributionUnit::Hours,
-        value: dec(value),
-        description: "work".to_owned(),
         status,
-        submitted_by: member.to_owned(),
-        submitted_at: at(n),
         reviewed_by: Some("steward:ana".to_owned()),
-        reviewed_at: Some(at(n)),
-        rejection_reason: None,
+        ..records::approved(
+            meta("people.ContributionApproved", n),
+            id,
+            member,
+            period,
+            value,
+        )
     };
     if status == ContributionStatus::Rejected {
         rejected(approved, "reversed").into()
@@ -112,6 +106,7 @@ fn policy(n: u32, labor: &str, cash_ratio: &str) -> Event {
         installment_interval: InstallmentInterval::Monthly,
         first_payment_offset_days: 30,
         effective_from: None,
+        time_zone: None,
     }
     .into()
 }

@@ -17,7 +17,10 @@ use contracts::records::{
 };
 use habitat_domain::{
     Money,
-    schedule::{Interval, LoanTerms, PaymentState, Repayment, installments, loan_schedule},
+    schedule::{
+        Installment, Interval, LoanPayment, LoanTerms, PaymentState, Repayment, installments,
+        loan_schedule,
+    },
 };
 use habitat_runtime::{
     Context, ProcessError, Processor, Record, Store, StoreKey, TenantKey, Timer, amount, store_key,
@@ -47,6 +50,12 @@ pub const POLICIES: Store<TenantKey, Policy> = Store::new("policies");
 pub const PAYMENTS: Store<PaymentKey, Payment> = Store::new("payments");
 /// Store: schedules made.
 pub const SCHEDULES: Store<ScheduleKey, bool> = Store::new("schedules");
+/// Invariant: a distribution's installments add up to its cash exactly.
+pub const INSTALLMENTS_ADD_UP: &str = "installments-add-up-to-cash";
+/// Invariant: a loan's payments repay its principal exactly (each payment its principal
+/// plus interest) and leave a balance of zero.
+pub const LOAN_REPAID: &str = "loan-payments-repay-principal";
+
 /// Rejection class: a loan whose terms give no schedule.
 pub const LOAN_TERMS: &str = "loan-terms";
 /// Timer: a payment falls due.
@@ -273,6 +282,7 @@ fn distribution(
         .unwrap_or_default();
     let first_due = a.approved_at.date_naive() + TimeDelta::days(policy.first_payment_offset_days);
     let parts = installments(cash, policy.installments, first_due, policy.interval);
+    check_installments(&schedule_id, cash, &parts)?;
     ctx.emit(DistributionScheduled {
         meta: ctx.meta::<DistributionScheduled>(tenant),
         schedule_id: schedule_id.clone(),
@@ -324,6 +334,7 @@ fn loan(ctx: &mut Context<'_, Event>, tenant: &str, l: &LoanFunded) -> Result<()
     };
     let payments =
         loan_schedule(&terms).map_err(|e| ProcessError::rejected(LOAN_TERMS, e.to_string()))?;
+    check_loan(&schedule_id, terms.principal, &payments)?;
     if made(ctx, tenant, &schedule_id)? {
         return Ok(());
     }
@@ -370,6 +381,51 @@ fn loan(ctx: &mut Context<'_, Event>, tenant: &str, l: &LoanFunded) -> Result<()
         )?;
     }
     Ok(())
+}
+
+/// What the creator owns of a distribution, checked before its schedule is written.
+pub fn check_installments(
+    schedule_id: &str,
+    cash: Money,
+    parts: &[Installment],
+) -> Result<(), ProcessError> {
+    let sum = Money::from_cents(parts.iter().map(|p| p.amount.cents()).sum());
+    ProcessError::ensure(
+        sum == cash && parts.iter().all(|p| !p.amount.is_negative()),
+        INSTALLMENTS_ADD_UP,
+        || {
+            let amounts: Vec<String> = parts.iter().map(|p| p.amount.to_string()).collect();
+            format!(
+                "schedule {schedule_id}: cash {cash}, installments [{}] summing to {sum}",
+                amounts.join(", ")
+            )
+        },
+    )
+}
+
+/// What the creator owns of a loan, checked before its schedule is written.
+pub fn check_loan(
+    schedule_id: &str,
+    principal: Money,
+    payments: &[LoanPayment],
+) -> Result<(), ProcessError> {
+    let repaid = Money::from_cents(payments.iter().map(|p| p.principal.cents()).sum());
+    let last = payments.last().map_or(principal, |p| p.balance_after);
+    ProcessError::ensure(
+        repaid == principal
+            && last == Money::ZERO
+            && payments
+                .iter()
+                .all(|p| p.principal.checked_add(p.interest) == Some(p.payment)),
+        LOAN_REPAID,
+        || {
+            format!(
+                "schedule {schedule_id}: principal {principal}, {} payments repaying {repaid}, \
+                 balance after the last {last}",
+                payments.len()
+            )
+        },
+    )
 }
 
 fn method(method: LoanMethod) -> Repayment {
@@ -454,4 +510,49 @@ fn result(
         result_event_id: event.meta().event_id.clone(),
     });
     PAYMENTS.put(ctx, &key, &payment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invariant(result: Result<(), ProcessError>) -> String {
+        match result {
+            Err(ProcessError::Broken { invariant, .. }) => invariant,
+            other => panic!("expected a broken invariant: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn installments_that_do_not_add_up_to_the_cash_are_broken() {
+        let first = NaiveDate::from_ymd_opt(2027, 1, 31).expect("date");
+        let cash = Money::from_cents(10_001);
+        let mut parts = installments(cash, 3, first, Interval::Monthly);
+        assert_eq!(check_installments("dist:2026:m-1", cash, &parts), Ok(()));
+        parts[2].amount = Money::from_cents(parts[2].amount.cents() - 1);
+        assert_eq!(
+            invariant(check_installments("dist:2026:m-1", cash, &parts)),
+            INSTALLMENTS_ADD_UP
+        );
+    }
+
+    #[test]
+    fn loan_payments_that_leave_a_balance_are_broken() {
+        let terms = LoanTerms {
+            principal: Money::from_cents(1_000_000),
+            annual_rate: "0.06".parse().expect("rate"),
+            term_months: 12,
+            frequency: Interval::Monthly,
+            repayment: Repayment::Amortized,
+            funded_on: NaiveDate::from_ymd_opt(2026, 1, 15).expect("date"),
+        };
+        let mut payments = loan_schedule(&terms).expect("schedule");
+        assert_eq!(check_loan("loan:l-1", terms.principal, &payments), Ok(()));
+        let last = payments.last_mut().expect("a payment");
+        last.balance_after = Money::from_cents(1);
+        assert_eq!(
+            invariant(check_loan("loan:l-1", terms.principal, &payments)),
+            LOAN_REPAID
+        );
+    }
 }

@@ -29,6 +29,7 @@ fn policy() -> Event {
         installment_interval: InstallmentInterval::Monthly,
         first_payment_offset_days: 11,
         effective_from: None,
+        time_zone: None,
     }
     .into()
 }
@@ -218,4 +219,35 @@ fn a_funded_loan_is_scheduled_to_its_last_payment() {
     assert_eq!(schedule.payments[0].amount, dec("8675.74"));
     assert_eq!(schedule.payments[11].balance_after, Decimal::ZERO);
     assert_eq!(out.len(), 13, "a PaymentScheduled per installment");
+}
+
+#[test]
+fn a_refused_result_or_a_repeated_approval_never_writes_on_a_state_key() {
+    let mut driver = TestDriver::new(PaymentScheduleCreator);
+    feed(&mut driver, policy());
+    feed(&mut driver, approved("m-3", "90.00"));
+    driver.set_time(at(2027, 2, 20)).expect("clock");
+    _ = driver.take_values();
+    feed(&mut driver, settled("dist:2026:m-3:1", "ref-3", "settle-3"));
+    // After the settlement, a failure and a settlement with another reference are refused:
+    // each is a fact of its own, keyed by the result; the payment's key keeps SETTLED.
+    let failed: Event = PaymentFailed {
+        meta: meta("treasury.PaymentFailed", "fail-3"),
+        payment_id: "dist:2026:m-3:1".to_owned(),
+        failed_at: at(2027, 2, 21),
+        reason: "account closed".to_owned(),
+    }
+    .into();
+    for result in [failed, settled("dist:2026:m-3:1", "ref-X", "settle-X")] {
+        let result_id = result.meta().event_id.clone();
+        let out = feed(&mut driver, result);
+        let keys: Vec<String> = out.iter().map(Event::key).collect();
+        assert_eq!(
+            keys,
+            [format!("coop-p/payment-exception/{result_id}")],
+            "{out:?}"
+        );
+    }
+    // The same allocation approved again schedules nothing more.
+    assert!(feed(&mut driver, approved("m-3", "90.00")).is_empty());
 }

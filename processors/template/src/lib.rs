@@ -5,13 +5,22 @@
 //! contribution: an approval counts its value, a later rejection (or a re-submission)
 //! takes it out again, a correction replaces it, and a redelivery changes nothing. A
 //! contribution with a negative value breaks a domain rule and is dead-lettered with the
-//! class [`NEGATIVE_VALUE`]. (A processor that writes records of its own emits them with
-//! `ctx.emit`; see `docs/adding-a-processor.md`.)
+//! class [`NEGATIVE_VALUE`].
+//!
+//! It publishes each total on a topic of its own, [`TOTALS_TOPIC`] (a compacted view,
+//! JSON), once the total has been quiet for [`QUIET`]: every change (re)schedules the
+//! [`PUBLISH`] timer of its member and period, so a burst of changes is published once.
+//! A total that drops to no contribution is published as a tombstone.
 
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use contracts::records::{
-    ContributionApproved, ContributionRejected, ContributionSubmitted, Event,
+    ContributionApproved, ContributionRejected, ContributionSubmitted, Event, Meta,
 };
-use habitat_runtime::{Context, ProcessError, Processor, Record, Store, store_key};
+use habitat_runtime::{
+    Context, Payload, ProcessError, Processor, Record, Routed, Store, StoreKey, Timer, store_key,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +38,15 @@ pub const COUNTED: Store<ContributionKey, Decimal> = Store::new("counted");
 /// Store: approved value per member and period.
 pub const TOTALS: Store<MemberPeriodKey, Total> = Store::new("totals");
 
+/// Timer: a member's period total is published (its key: the total's store key).
+pub const PUBLISH: &str = "publish";
+/// How long a total must stay unchanged before it is published, by default.
+pub const QUIET: Duration = Duration::from_secs(60);
+/// The variable that sets the quiet period in seconds (read by `main`).
+pub const QUIET_VARIABLE: &str = "HABITAT_TEMPLATE_QUIET_SECONDS";
+/// The topic the totals are published on (the processor's own, created at its start).
+pub const TOTALS_TOPIC: &str = "template.member-period-totals";
+
 /// Rejection class: a contribution with a negative value (listed in the README).
 pub const NEGATIVE_VALUE: &str = "negative-value";
 
@@ -39,13 +57,48 @@ pub struct Total {
     pub value: Decimal,
 }
 
+/// What the template publishes: a member's period total, as of when it was published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberPeriodTotal {
+    pub tenant_id: String,
+    pub member_id: String,
+    pub period_id: String,
+    pub contributions: u32,
+    /// Money as a decimal string (`"170.50"`), never a float.
+    pub value: Decimal,
+    pub as_of: DateTime<Utc>,
+}
+
+/// A plain value: no envelope, so no trace headers.
+impl Payload for MemberPeriodTotal {}
+
+/// Published on the template's own topic under the total's key.
+impl Routed for MemberPeriodTotal {
+    fn topic(&self) -> &str {
+        TOTALS_TOPIC
+    }
+
+    fn key(&self) -> String {
+        MemberPeriodKey::new(&self.tenant_id, &self.member_id, &self.period_id).render()
+    }
+}
+
 /// The processor. It holds configuration only: state lives in its stores.
-#[derive(Clone, Debug, Default)]
-pub struct Template;
+#[derive(Clone, Debug)]
+pub struct Template {
+    /// How long a total stays unchanged before it is published.
+    pub quiet: Duration,
+}
+
+impl Default for Template {
+    fn default() -> Self {
+        Self { quiet: QUIET }
+    }
+}
 
 impl Processor for Template {
     type In = Event;
-    type Out = Event;
+    type Out = MemberPeriodTotal;
 
     fn name(&self) -> &str {
         "template"
@@ -55,53 +108,85 @@ impl Processor for Template {
         vec![COUNTED.name(), TOTALS.name()]
     }
 
-    fn process(
-        &self,
-        ctx: &mut Context<'_, Event>,
-        record: &Record<Event>,
-    ) -> Result<(), ProcessError> {
+    fn variables(&self) -> Vec<&'static str> {
+        vec![QUIET_VARIABLE]
+    }
+
+    fn timers(&self) -> Vec<&'static str> {
+        vec![PUBLISH]
+    }
+
+    fn output_topics(&self) -> Vec<&'static str> {
+        vec![TOTALS_TOPIC]
+    }
+
+    fn process(&self, ctx: &mut Ctx<'_>, record: &Record<Event>) -> Result<(), ProcessError> {
         // One handler per record type the processor reads.
         match &record.value {
-            Some(Event::ContributionApproved(c)) => approved(ctx, c),
-            Some(Event::ContributionRejected(c)) => rejected(ctx, c),
-            Some(Event::ContributionSubmitted(c)) => submitted(ctx, c),
+            Some(Event::ContributionApproved(c)) => self.approved(ctx, c),
+            Some(Event::ContributionRejected(c)) => self.rejected(ctx, c),
+            Some(Event::ContributionSubmitted(c)) => self.submitted(ctx, c),
             // Every other record of the topic is not this processor's business.
             _ => Ok(()),
         }
     }
+
+    fn on_timer(&self, ctx: &mut Ctx<'_>, timer: &Timer) -> Result<(), ProcessError> {
+        match timer.name.as_str() {
+            PUBLISH => publish(ctx, &timer.key),
+            other => Err(ProcessError::Fatal(format!("no such timer {other}"))),
+        }
+    }
 }
 
-/// An approval counts the contribution's value.
-fn approved(ctx: &mut Context<'_, Event>, c: &ContributionApproved) -> Result<(), ProcessError> {
-    let at = Counted::of(
-        &c.meta.tenant_id,
-        &c.contribution_id,
-        &c.member_id,
-        &c.period_id,
-    );
-    at.set(ctx, Some(non_negative(c.value, &c.contribution_id)?))
+/// The context the template's handlers get: it emits [`MemberPeriodTotal`]s.
+pub type Ctx<'a> = Context<'a, MemberPeriodTotal>;
+
+/// One handler per record type.
+impl Template {
+    /// An approval counts the contribution's value.
+    fn approved(&self, ctx: &mut Ctx<'_>, c: &ContributionApproved) -> Result<(), ProcessError> {
+        let at = Counted::of(&c.meta, &c.contribution_id, &c.member_id, &c.period_id);
+        at.set(
+            ctx,
+            self.quiet,
+            Some(non_negative(c.value, &c.contribution_id)?),
+        )
+    }
+
+    /// A rejection takes out what an earlier approval counted.
+    fn rejected(&self, ctx: &mut Ctx<'_>, c: &ContributionRejected) -> Result<(), ProcessError> {
+        let at = Counted::of(&c.meta, &c.contribution_id, &c.member_id, &c.period_id);
+        at.set(ctx, self.quiet, None)
+    }
+
+    /// A (re-)submission is not approved (any more): nothing of it counts.
+    fn submitted(&self, ctx: &mut Ctx<'_>, c: &ContributionSubmitted) -> Result<(), ProcessError> {
+        let at = Counted::of(&c.meta, &c.contribution_id, &c.member_id, &c.period_id);
+        at.set(ctx, self.quiet, None)
+    }
 }
 
-/// A rejection takes out what an earlier approval counted.
-fn rejected(ctx: &mut Context<'_, Event>, c: &ContributionRejected) -> Result<(), ProcessError> {
-    let at = Counted::of(
-        &c.meta.tenant_id,
-        &c.contribution_id,
-        &c.member_id,
-        &c.period_id,
-    );
-    at.set(ctx, None)
-}
-
-/// A (re-)submission is not approved (any more): nothing of it counts.
-fn submitted(ctx: &mut Context<'_, Event>, c: &ContributionSubmitted) -> Result<(), ProcessError> {
-    let at = Counted::of(
-        &c.meta.tenant_id,
-        &c.contribution_id,
-        &c.member_id,
-        &c.period_id,
-    );
-    at.set(ctx, None)
+/// The quiet period is over: the total as it stands now is published (a tombstone when
+/// nothing counts any more).
+fn publish(ctx: &mut Ctx<'_>, rendered: &str) -> Result<(), ProcessError> {
+    let key = MemberPeriodKey::parse(rendered)
+        .ok_or_else(|| ProcessError::Fatal(format!("timer key {rendered} is not a total's")))?;
+    match TOTALS.get(ctx, &key)? {
+        Some(total) => {
+            let now = ctx.now();
+            ctx.emit(MemberPeriodTotal {
+                tenant_id: key.tenant,
+                member_id: key.member_id,
+                period_id: key.period_id,
+                contributions: total.contributions,
+                value: total.value,
+                as_of: now,
+            });
+        }
+        None => ctx.send(TOTALS_TOPIC, rendered, None),
+    }
+    Ok(())
 }
 
 fn non_negative(value: Decimal, contribution_id: &str) -> Result<Decimal, ProcessError> {
@@ -121,7 +206,8 @@ struct Counted {
 }
 
 impl Counted {
-    fn of(tenant: &str, contribution_id: &str, member_id: &str, period_id: &str) -> Self {
+    fn of(meta: &Meta, contribution_id: &str, member_id: &str, period_id: &str) -> Self {
+        let tenant = &meta.tenant_id;
         Self {
             contribution: ContributionKey::new(tenant, contribution_id),
             total: MemberPeriodKey::new(tenant, member_id, period_id),
@@ -129,8 +215,14 @@ impl Counted {
     }
 
     /// Makes `now` the contribution's counted value (`None`: it counts nothing), moving the
-    /// total by the difference. The same value again changes nothing.
-    fn set(&self, ctx: &mut Context<'_, Event>, now: Option<Decimal>) -> Result<(), ProcessError> {
+    /// total by the difference and scheduling its publication. The same value again
+    /// changes nothing.
+    fn set(
+        &self,
+        ctx: &mut Ctx<'_>,
+        quiet: Duration,
+        now: Option<Decimal>,
+    ) -> Result<(), ProcessError> {
         let before = COUNTED.get(ctx, &self.contribution)?;
         if before == now {
             return Ok(());
@@ -144,10 +236,17 @@ impl Counted {
             total.value += new;
             total.contributions += 1;
         }
-        TOTALS.put(ctx, &self.total, &total)?;
-        match now {
-            Some(value) => COUNTED.put(ctx, &self.contribution, &value),
-            None => COUNTED.delete(ctx, &self.contribution),
+        if total.contributions == 0 {
+            TOTALS.delete(ctx, &self.total)?;
+        } else {
+            TOTALS.put(ctx, &self.total, &total)?;
         }
+        match now {
+            Some(value) => COUNTED.put(ctx, &self.contribution, &value)?,
+            None => COUNTED.delete(ctx, &self.contribution)?,
+        }
+        // A later change moves the publication on: a burst is published once.
+        let due = ctx.now() + TimeDelta::from_std(quiet).unwrap_or(TimeDelta::MAX);
+        ctx.schedule(PUBLISH, &self.total.render(), due, None)
     }
 }

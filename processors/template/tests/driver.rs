@@ -1,12 +1,14 @@
 //! The template through the test driver: what a new processor's first tests look like.
 
+use std::time::Duration;
+
 use chrono::{TimeZone, Utc};
-use contracts::records::{
-    ContributionApproved, ContributionKind, ContributionStatus, ContributionUnit, Event,
-};
+use contracts::records::Event;
 use habitat_runtime::TestDriver;
-use rust_decimal::Decimal;
-use template_processor::{MemberPeriodKey, NEGATIVE_VALUE, TOTALS, Template, Total};
+use template_processor::{
+    MemberPeriodKey, MemberPeriodTotal, NEGATIVE_VALUE, QUIET, TOTALS, TOTALS_TOPIC, Template,
+    Total,
+};
 use test_support::records;
 
 const PEOPLE: &str = "habitat.people";
@@ -15,33 +17,23 @@ fn approved(tenant: &str, id: &str, member: &str, value: &str) -> Event {
     approved_record(tenant, id, member, value).into()
 }
 
-fn approved_record(tenant: &str, id: &str, member: &str, value: &str) -> ContributionApproved {
+fn approved_record(
+    tenant: &str,
+    id: &str,
+    member: &str,
+    value: &str,
+) -> contracts::records::ContributionApproved {
     let at = Utc
         .with_ymd_and_hms(2026, 2, 1, 12, 0, 0)
         .single()
         .expect("valid");
-    ContributionApproved {
-        meta: records::meta(
-            tenant,
-            "people.ContributionApproved",
-            &format!("evt-{id}-{value}"),
-            at,
-        ),
-        contribution_id: id.to_owned(),
-        member_id: member.to_owned(),
-        period_id: "2026".to_owned(),
-        kind: ContributionKind::Labor,
-        quantity: Decimal::new(100, 1),
-        unit: ContributionUnit::Hours,
-        value: value.parse().expect("decimal"),
-        description: "Harvest".to_owned(),
-        status: ContributionStatus::Approved,
-        submitted_by: member.to_owned(),
-        submitted_at: at,
-        reviewed_by: Some("steward:ana".to_owned()),
-        reviewed_at: Some(at),
-        rejection_reason: None,
-    }
+    let meta = records::meta(
+        tenant,
+        "people.ContributionApproved",
+        &format!("evt-{id}-{value}"),
+        at,
+    );
+    records::approved(meta, id, member, "2026", value)
 }
 
 fn pipe(driver: &mut TestDriver<Template>, event: Event) {
@@ -55,7 +47,7 @@ fn total(driver: &TestDriver<Template>, tenant: &str, member: &str) -> Option<To
 
 #[test]
 fn totals_follow_the_latest_state_of_each_contribution() {
-    let mut driver = TestDriver::new(Template);
+    let mut driver = TestDriver::new(Template::default());
     pipe(&mut driver, approved("coop-a", "c1", "m1", "100.00"));
     pipe(&mut driver, approved("coop-a", "c2", "m1", "50.50"));
     pipe(&mut driver, approved("coop-b", "c1", "m1", "7.00"));
@@ -76,12 +68,13 @@ fn totals_follow_the_latest_state_of_each_contribution() {
             value: "7.00".parse().expect("decimal")
         })
     );
+    // Nothing is published before the totals have been quiet for a while.
     assert!(driver.take_outputs().is_empty());
 }
 
 #[test]
 fn a_negative_value_is_dead_lettered_and_counts_nothing() {
-    let mut driver = TestDriver::new(Template);
+    let mut driver = TestDriver::new(Template::default());
     pipe(&mut driver, approved("coop-a", "c9", "m2", "-5.00"));
     let letters = driver.dead_letters();
     assert_eq!(letters.len(), 1);
@@ -92,7 +85,7 @@ fn a_negative_value_is_dead_lettered_and_counts_nothing() {
 
 #[test]
 fn state_survives_a_restart() {
-    let mut driver = TestDriver::new(Template);
+    let mut driver = TestDriver::new(Template::default());
     pipe(&mut driver, approved("coop-a", "c1", "m1", "10.00"));
     driver.restart();
     pipe(&mut driver, approved("coop-a", "c2", "m1", "5.00"));
@@ -107,7 +100,7 @@ fn state_survives_a_restart() {
 
 #[test]
 fn a_later_rejection_takes_the_contribution_out() {
-    let mut driver = TestDriver::new(Template);
+    let mut driver = TestDriver::new(Template::default());
     pipe(&mut driver, approved("coop-a", "c1", "m1", "30.00"));
     pipe(&mut driver, approved("coop-a", "c2", "m1", "12.00"));
     let rejected = records::rejected(approved_record("coop-a", "c1", "m1", "30.00"), "duplicate");
@@ -133,4 +126,57 @@ fn a_later_rejection_takes_the_contribution_out() {
             value: records::dec("42.00")
         })
     );
+}
+
+#[test]
+fn a_total_is_published_once_it_has_been_quiet() {
+    let mut driver = TestDriver::new(Template::default());
+    pipe(&mut driver, approved("coop-a", "c1", "m1", "10.00"));
+    driver.advance(QUIET / 2).expect("no timer due yet");
+    // A change inside the quiet period moves the publication on.
+    pipe(&mut driver, approved("coop-a", "c2", "m1", "2.50"));
+    driver.advance(QUIET / 2).expect("still quiet");
+    assert!(driver.take_outputs().is_empty());
+    driver.advance(QUIET / 2).expect("due");
+    let out = driver.take_outputs();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].topic, TOTALS_TOPIC);
+    assert_eq!(out[0].key, "coop-a/m1/2026");
+    let value = out[0].value.clone().expect("a total");
+    assert_eq!(
+        (value.contributions, value.value),
+        (2, records::dec("12.50"))
+    );
+    // Published once: the timer is gone.
+    driver.advance(QUIET * 10).expect("nothing due");
+    assert!(driver.take_outputs().is_empty());
+}
+
+#[test]
+fn a_total_that_no_longer_counts_anything_is_published_as_a_tombstone() {
+    let mut driver = TestDriver::new(Template::default());
+    pipe(&mut driver, approved("coop-a", "c1", "m1", "10.00"));
+    driver.advance(QUIET).expect("published");
+    assert_eq!(driver.take_values().len(), 1);
+    let rejected = records::rejected(approved_record("coop-a", "c1", "m1", "10.00"), "error");
+    pipe(&mut driver, rejected.into());
+    driver.advance(QUIET).expect("published");
+    let out = driver.take_outputs();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].key.as_str(), &out[0].value),
+        ("coop-a/m1/2026", &None)
+    );
+    assert_eq!(total(&driver, "coop-a", "m1"), None);
+}
+
+#[test]
+fn a_pending_publication_survives_a_restart() {
+    let mut driver = TestDriver::new(Template::default());
+    pipe(&mut driver, approved("coop-a", "c1", "m1", "4.00"));
+    driver.restart();
+    driver.advance(QUIET + Duration::from_secs(1)).expect("due");
+    let values: Vec<MemberPeriodTotal> = driver.take_values();
+    assert_eq!(values.len(), 1);
+    assert_eq!(values[0].value, records::dec("4.00"));
 }
