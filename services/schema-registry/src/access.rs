@@ -122,6 +122,12 @@ impl Default for Metrics {
         registry
             .register(Box::new(requests.clone()))
             .expect("unique metric");
+        // The process's own: CPU, memory, open files.
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         Self { registry, requests }
     }
 }

@@ -102,6 +102,21 @@ impl RegistryError {
         )
     }
 
+    /// Any other refusal of the HTTP layer (an unknown path, a method a path does not
+    /// take, a body that is not UTF-8): the status as the error code, as Confluent's
+    /// registry answers them.
+    pub fn http(status: StatusCode, message: String) -> Self {
+        Self::new(status, u32::from(status.as_u16()), message)
+    }
+
+    pub fn hard_delete() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42206,
+            "Hard deletes (permanent=true) are not supported: versions are soft-deleted and their ids stay valid".into(),
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

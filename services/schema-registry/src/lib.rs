@@ -8,13 +8,14 @@
 pub mod access;
 pub mod compatibility;
 pub mod error;
+pub mod params;
 pub mod store;
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -27,7 +28,8 @@ use crate::{
     access::{Access, Metrics},
     compatibility::Level,
     error::{RegistryError, Result},
-    store::Store,
+    params::Params,
+    store::{Against, Store},
 };
 
 /// The media type of every answer.
@@ -109,7 +111,10 @@ pub fn app(state: AppState) -> Router {
             "/subjects/{subject}/versions",
             get(list_versions).post(register),
         )
-        .route("/subjects/{subject}/versions/{version}", get(get_version))
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(get_version).delete(delete_version),
+        )
         .route(
             "/subjects/{subject}/versions/{version}/schema",
             get(get_version_schema),
@@ -120,12 +125,23 @@ pub fn app(state: AppState) -> Router {
             "/compatibility/subjects/{subject}/versions/{version}",
             post(check_compatibility),
         )
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(check_compatibility_by_level),
+        )
         .route("/config", get(get_global_config).put(put_global_config))
         .route(
             "/config/{subject}",
             get(get_subject_config).put(put_subject_config),
         )
         .route_layer(axum::middleware::from_fn_with_state(guarded, access::guard))
+        .fallback(|| async {
+            RegistryError::http(
+                axum::http::StatusCode::NOT_FOUND,
+                "HTTP 404 Not Found".into(),
+            )
+        })
+        .layer(axum::middleware::map_response(params::errors_as_json))
         .with_state(state)
 }
 
@@ -206,23 +222,37 @@ fn of_known_subject(versions: Vec<i32>, subject: &str) -> Result<Vec<i32>> {
     }
 }
 
-async fn list_subjects(State(state): State<AppState>) -> Result<RegistryJson> {
-    Ok(RegistryJson(json!(state.store.subjects().await?)))
+async fn list_subjects(State(state): State<AppState>, params: Params) -> Result<RegistryJson> {
+    let mut subjects = state.store.subjects(params.flag("deleted")).await?;
+    if let Some(prefix) = params.text("subjectPrefix").or(params.text("subject")) {
+        subjects.retain(|s| s.starts_with(prefix));
+    }
+    Ok(RegistryJson(json!(params.page(subjects)?)))
 }
 
 async fn list_versions(
     State(state): State<AppState>,
     Path(subject): Path<String>,
+    params: Params,
 ) -> Result<RegistryJson> {
-    let versions = state.store.versions(&subject).await?;
-    Ok(RegistryJson(json!(of_known_subject(versions, &subject)?)))
+    let versions = state
+        .store
+        .versions(&subject, params.flag("deleted"))
+        .await?;
+    Ok(RegistryJson(json!(
+        params.page(of_known_subject(versions, &subject)?)?
+    )))
 }
 
+/// `normalize` is accepted (Confluent's clients send it): identity is already the schema's
+/// JSON without whitespace.
 async fn register(
     State(state): State<AppState>,
     Path(subject): Path<String>,
+    params: Params,
     body: String,
 ) -> Result<RegistryJson> {
+    _ = params.flag("normalize");
     let body = SchemaBody::parse(&body)?;
     let schema = compatibility::parse(&body.schema)?;
     let id = state
@@ -235,14 +265,16 @@ async fn register(
 async fn lookup(
     State(state): State<AppState>,
     Path(subject): Path<String>,
+    params: Params,
     body: String,
 ) -> Result<RegistryJson> {
+    let deleted = params.flag("deleted");
     let body = SchemaBody::parse(&body)?;
     let schema = compatibility::parse(&body.schema)?;
-    _ = of_known_subject(state.store.versions(&subject).await?, &subject)?;
+    _ = of_known_subject(state.store.versions(&subject, deleted).await?, &subject)?;
     let found = state
         .store
-        .lookup(&subject, &body.schema, &schema)
+        .lookup(&subject, &body.schema, &schema, deleted)
         .await?
         .ok_or_else(RegistryError::schema_not_found)?;
     Ok(RegistryJson(found.to_json()))
@@ -271,7 +303,13 @@ async fn get_version_schema(
     Ok(response)
 }
 
-async fn get_schema(State(state): State<AppState>, Path(id): Path<i32>) -> Result<RegistryJson> {
+/// A schema id path segment; anything else names no schema (40403).
+fn schema_id(text: &str) -> Result<i32> {
+    text.parse().map_err(|_| RegistryError::schema_not_found())
+}
+
+async fn get_schema(State(state): State<AppState>, Path(id): Path<String>) -> Result<RegistryJson> {
+    let id = schema_id(&id)?;
     let schema = state
         .store
         .schema(id)
@@ -282,8 +320,9 @@ async fn get_schema(State(state): State<AppState>, Path(id): Path<i32>) -> Resul
 
 async fn get_schema_versions(
     State(state): State<AppState>,
-    Path(id): Path<i32>,
+    Path(id): Path<String>,
 ) -> Result<RegistryJson> {
+    let id = schema_id(&id)?;
     if state.store.schema(id).await?.is_none() {
         return Err(RegistryError::schema_not_found());
     }
@@ -300,39 +339,76 @@ async fn get_schema_versions(
 async fn delete_subject(
     State(state): State<AppState>,
     Path(subject): Path<String>,
+    params: Params,
 ) -> Result<RegistryJson> {
+    if params.flag("permanent") {
+        return Err(RegistryError::hard_delete());
+    }
     let deleted = state.store.soft_delete(&subject).await?;
     Ok(RegistryJson(json!(of_known_subject(deleted, &subject)?)))
 }
 
-#[derive(Debug, Deserialize)]
-struct CompatibilityQuery {
-    #[serde(default)]
-    verbose: bool,
+async fn delete_version(
+    State(state): State<AppState>,
+    Path((subject, version)): Path<(String, String)>,
+    params: Params,
+) -> Result<RegistryJson> {
+    if params.flag("permanent") {
+        return Err(RegistryError::hard_delete());
+    }
+    let version = VersionRef::parse(&version)?;
+    Ok(RegistryJson(json!(
+        state.store.soft_delete_version(&subject, version).await?
+    )))
 }
 
+/// Against one version (`latest` included): `POST /compatibility/subjects/{s}/versions/{v}`.
 async fn check_compatibility(
     State(state): State<AppState>,
     Path((subject, version)): Path<(String, String)>,
-    Query(query): Query<CompatibilityQuery>,
+    params: Params,
     body: String,
 ) -> Result<RegistryJson> {
     let version = VersionRef::parse(&version)?;
-    let body = SchemaBody::parse(&body)?;
+    compatibility_answer(&state, &subject, Against::Version(version), &params, &body).await
+}
+
+/// Against what the subject's level names (every live version at a transitive level, the
+/// latest otherwise): `POST /compatibility/subjects/{s}/versions`.
+async fn check_compatibility_by_level(
+    State(state): State<AppState>,
+    Path(subject): Path<String>,
+    params: Params,
+    body: String,
+) -> Result<RegistryJson> {
+    compatibility_answer(&state, &subject, Against::Level, &params, &body).await
+}
+
+async fn compatibility_answer(
+    state: &AppState,
+    subject: &str,
+    against: Against,
+    params: &Params,
+    body: &str,
+) -> Result<RegistryJson> {
+    _ = params.flag("normalize");
+    let body = SchemaBody::parse(body)?;
     let schema = compatibility::parse(&body.schema)?;
     let messages = state
         .store
-        .compatibility_problems(&subject, version, &schema)
+        .compatibility_problems(subject, against, &schema)
         .await?;
     let mut answer = json!({ "is_compatible": messages.is_empty() });
-    if query.verbose {
+    if params.flag("verbose") {
         answer["messages"] = json!(messages);
     }
     Ok(RegistryJson(answer))
 }
 
+/// `{"compatibility": …}`, or `{"compatibilityLevel": …}` as newer clients send it.
 #[derive(Debug, Deserialize)]
 struct ConfigBody {
+    #[serde(alias = "compatibilityLevel")]
     compatibility: String,
 }
 

@@ -35,6 +35,16 @@ impl Found {
     }
 }
 
+/// What a compatibility check compares with.
+#[derive(Clone, Copy, Debug)]
+pub enum Against {
+    /// One version (`latest`: the latest only).
+    Version(VersionRef),
+    /// What the subject's level names: every live version at a transitive level, the
+    /// latest otherwise.
+    Level,
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
@@ -59,19 +69,25 @@ impl Store {
         Ok(())
     }
 
-    pub async fn subjects(&self) -> Result<Vec<String>> {
+    /// The subjects with a live version (with `deleted`: also those soft-deleted).
+    pub async fn subjects(&self, deleted: bool) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT DISTINCT subject FROM subject_versions WHERE NOT deleted ORDER BY subject",
+            "SELECT DISTINCT subject FROM subject_versions WHERE $1 OR NOT deleted \
+             ORDER BY subject",
         )
+        .bind(deleted)
         .fetch_all(&self.pool)
         .await?)
     }
 
-    pub async fn versions(&self, subject: &str) -> Result<Vec<i32>> {
+    /// A subject's live versions (with `deleted`: also those soft-deleted).
+    pub async fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<i32>> {
         Ok(sqlx::query_scalar(
-            "SELECT version FROM subject_versions WHERE subject = $1 AND NOT deleted ORDER BY version",
+            "SELECT version FROM subject_versions WHERE subject = $1 AND ($2 OR NOT deleted) \
+             ORDER BY version",
         )
         .bind(subject)
+        .bind(deleted)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -137,16 +153,18 @@ impl Store {
         subject: &str,
         text: &str,
         _schema: &Schema,
+        deleted: bool,
     ) -> Result<Option<Found>> {
         let print = fingerprint(text);
         let found = sqlx::query(
             "SELECT v.version, v.schema_id, s.schema FROM subject_versions v \
              JOIN schemas s ON s.id = v.schema_id \
-             WHERE v.subject = $1 AND NOT v.deleted AND s.fingerprint = $2 \
+             WHERE v.subject = $1 AND ($3 OR NOT v.deleted) AND s.fingerprint = $2 \
              ORDER BY v.version LIMIT 1",
         )
         .bind(subject)
         .bind(&print)
+        .bind(deleted)
         .fetch_optional(&self.pool)
         .await?;
         Ok(found.map(|row| Found {
@@ -226,24 +244,29 @@ impl Store {
         Ok(id)
     }
 
-    /// Problems of `candidate` against a version (all earlier ones at a transitive level
-    /// when the version is `latest`).
+    /// Problems of `candidate` against a version, or against what the subject's level
+    /// names.
     pub async fn compatibility_problems(
         &self,
         subject: &str,
-        version: VersionRef,
+        against: Against,
         candidate: &Schema,
     ) -> Result<Vec<String>> {
         let versions = self.live_versions(&self.pool, subject).await?;
-        if versions.is_empty() {
-            return Err(RegistryError::subject_not_found(subject));
-        }
         let mut tx = self.pool.begin().await?;
         let level = self.effective_level(&mut tx, subject).await?;
         tx.commit().await?;
-        let against: Vec<Found> = match version {
-            VersionRef::Latest => Self::checked_against(level, &versions).to_vec(),
-            VersionRef::Number(n) => vec![
+        if versions.is_empty() {
+            // Nothing to be incompatible with when asked by level, as when registering.
+            return match against {
+                Against::Level => Ok(Vec::new()),
+                Against::Version(_) => Err(RegistryError::subject_not_found(subject)),
+            };
+        }
+        let against: Vec<Found> = match against {
+            Against::Level => Self::checked_against(level, &versions).to_vec(),
+            Against::Version(VersionRef::Latest) => versions.last().cloned().into_iter().collect(),
+            Against::Version(VersionRef::Number(n)) => vec![
                 versions
                     .into_iter()
                     .find(|v| v.version == n)
@@ -251,6 +274,19 @@ impl Store {
             ],
         };
         Self::problems(level, candidate, &against)
+    }
+
+    /// Soft-deletes one live version; returns its number.
+    pub async fn soft_delete_version(&self, subject: &str, version: VersionRef) -> Result<i32> {
+        let found = self.version(subject, version).await?;
+        _ = sqlx::query(
+            "UPDATE subject_versions SET deleted = true WHERE subject = $1 AND version = $2",
+        )
+        .bind(subject)
+        .bind(found.version)
+        .execute(&self.pool)
+        .await?;
+        Ok(found.version)
     }
 
     pub async fn soft_delete(&self, subject: &str) -> Result<Vec<i32>> {

@@ -510,3 +510,109 @@ async fn schema_registry_converter_encodes_through_the_registry_and_decodes_by_i
         member
     );
 }
+
+#[tokio::test]
+async fn confluents_dialect_booleans_in_any_case_and_every_refusal_in_json() {
+    let registry = Registry::start().await;
+    let subject = unique("dialect");
+    let (status, _) = registry
+        .call(
+            "POST",
+            &format!("/subjects/{subject}/versions?normalize=False"),
+            Some(json!({ "schema": record(A) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Python's spelling of booleans, as confluent-kafka sends them.
+    let (status, verdict) = registry
+        .call(
+            "POST",
+            &format!(
+                "/compatibility/subjects/{subject}/versions/latest?normalize=False&verbose=False"
+            ),
+            Some(json!({ "schema": record(&format!("{A},{B_DEFAULT}")) })),
+        )
+        .await;
+    assert_eq!(
+        (status, verdict),
+        (StatusCode::OK, json!({ "is_compatible": true }))
+    );
+    let (status, verdict) = registry
+        .call(
+            "POST",
+            &format!("/compatibility/subjects/{subject}/versions?normalize=false&verbose=TRUE"),
+            Some(json!({ "schema": record(&format!("{A},{B}")) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(verdict["is_compatible"], json!(false));
+    assert!(
+        verdict["messages"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty()),
+        "{verdict}"
+    );
+
+    for (method, path, status, code) in [
+        (
+            "GET",
+            "/nowhere".to_owned(),
+            StatusCode::NOT_FOUND,
+            json!(404),
+        ),
+        (
+            "GET",
+            "/schemas/ids/abc".to_owned(),
+            StatusCode::NOT_FOUND,
+            json!(40403),
+        ),
+        (
+            "PUT",
+            format!("/subjects/{subject}/versions"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!(405),
+        ),
+        (
+            "DELETE",
+            format!("/subjects/{subject}/versions/1?permanent=True"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!(42206),
+        ),
+    ] {
+        let (got, body) = registry.call(method, &path, None).await;
+        assert_eq!(
+            (got, body["error_code"].clone()),
+            (status, code),
+            "{method} {path}: {body}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+
+    // A version soft-deleted: gone from the live list, listed with deleted=true.
+    assert_eq!(
+        registry
+            .call("DELETE", &format!("/subjects/{subject}/versions/1"), None)
+            .await,
+        (StatusCode::OK, json!(1))
+    );
+    let (status, body) = registry
+        .call("GET", &format!("/subjects/{subject}/versions"), None)
+        .await;
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (StatusCode::NOT_FOUND, json!(40401))
+    );
+    assert_eq!(
+        registry
+            .call(
+                "GET",
+                &format!("/subjects/{subject}/versions?deleted=True"),
+                None
+            )
+            .await,
+        (StatusCode::OK, json!([1]))
+    );
+}
