@@ -45,6 +45,9 @@ pub struct SinkConfig {
     /// How long the broker, Postgres or the registry may stay unreachable before the sink
     /// gives up and exits (its supervisor restarts it); until then it waits, not ready.
     pub give_up_seconds: u64,
+    /// How often the books' invariants (`invariant_breaks`) are counted into
+    /// `habitat_books_breaks`, in seconds; 0: never.
+    pub books_check_seconds: u64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; off when unset.
     pub metrics_listen: Option<SocketAddr>,
     /// librdkafka settings for the consumer (`security.protocol`, `sasl.*`…).
@@ -67,6 +70,7 @@ impl Default for SinkConfig {
             writers: 2,
             session_timeout_ms: 10_000,
             give_up_seconds: habitat_runtime::retry::DEFAULT_GIVE_UP.as_secs(),
+            books_check_seconds: 300,
             metrics_listen: None,
             kafka: KafkaSettings::default(),
         }
@@ -90,6 +94,8 @@ impl fmt::Debug for SinkConfig {
             .field("batch_interval_ms", &self.batch_interval_ms)
             .field("batch_idle_ms", &self.batch_idle_ms)
             .field("writers", &self.writers)
+            .field("give_up_seconds", &self.give_up_seconds)
+            .field("books_check_seconds", &self.books_check_seconds)
             .field("metrics_listen", &self.metrics_listen)
             .field("kafka", &self.kafka)
             .finish()
@@ -139,7 +145,8 @@ impl SinkConfig {
     /// Applies `HABITAT_BOOTSTRAP_SERVERS`, `HABITAT_GROUP_ID`, `HABITAT_DATABASE_URL`,
     /// `HABITAT_SINK_SCHEMA`, `HABITAT_SCHEMA_REGISTRY_URL`, `HABITAT_METRICS_LISTEN`,
     /// `HABITAT_BATCH_MAX_RECORDS`, `HABITAT_BATCH_INTERVAL_MS`, `HABITAT_BATCH_IDLE_MS`,
-    /// `HABITAT_WRITERS`, `HABITAT_SESSION_TIMEOUT_MS`, `HABITAT_GIVE_UP_SECONDS` and
+    /// `HABITAT_WRITERS`, `HABITAT_SESSION_TIMEOUT_MS`, `HABITAT_GIVE_UP_SECONDS`,
+    /// `HABITAT_BOOKS_CHECK_SECONDS` and
     /// `HABITAT_KAFKA_<NAME>`. Returns the names it read.
     pub fn apply_env(
         &mut self,
@@ -178,6 +185,7 @@ impl SinkConfig {
                 "WRITERS" => self.writers = number(field, &value)?,
                 "SESSION_TIMEOUT_MS" => self.session_timeout_ms = number(field, &value)?,
                 "GIVE_UP_SECONDS" => self.give_up_seconds = number(field, &value)?,
+                "BOOKS_CHECK_SECONDS" => self.books_check_seconds = number(field, &value)?,
                 other => {
                     if !self.kafka.apply_env(other, value) {
                         continue;

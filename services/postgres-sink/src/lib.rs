@@ -14,6 +14,7 @@
 pub mod access;
 mod assign;
 pub mod batch;
+pub mod books;
 pub mod config;
 pub mod copy;
 pub mod dlq;

@@ -1,6 +1,6 @@
 //! `postgres-sink`: writes the topics into Postgres exactly once.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use habitat_runtime::{
@@ -160,6 +160,13 @@ fn main() -> ExitCode {
     {
         return code;
     }
+    postgres_sink::books::watch(
+        runtime.handle(),
+        store.pool().clone(),
+        &config.schema,
+        &metrics,
+        Duration::from_secs(config.books_check_seconds),
+    );
     let sink = Sink::new(config, store, codec, metrics, runtime.handle().clone());
     let flag = sink.shutdown_flag();
     stop_on_signal(runtime.handle(), flag);

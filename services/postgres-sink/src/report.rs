@@ -79,6 +79,15 @@ pub const REPORTS: &[Report] = &[
         member: None,
         order: "tenant_id, kind, occurred_at, subject",
     },
+    Report {
+        name: "invariant-breaks",
+        view: "invariant_breaks",
+        about: "breaks of the books' invariants (trial balance, allocations = surplus, capital = ledger, …); empty when the books are right",
+        period: None,
+        year: None,
+        member: None,
+        order: "tenant_id, invariant, subject",
+    },
 ];
 
 /// Why a report could not be made.

@@ -82,18 +82,31 @@ const MIGRATION_LOCK: i64 = 0x6861_6269_7461_7401;
 /// create (one of them fails on the catalog's unique index), so it runs under an advisory
 /// lock, released when the connection closes.
 pub async fn migrate(url: &str, schema: &str) -> anyhow::Result<()> {
+    let conn = prepare_schema(url, schema, MIGRATION_LOCK, &sqlx::migrate!("./migrations")).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Creates `schema` when missing and runs `migrations` in it, holding the advisory `lock`
+/// (a concurrent `CREATE SCHEMA IF NOT EXISTS` fails otherwise); returns the connection,
+/// the lock still held until it closes.
+pub async fn prepare_schema(
+    url: &str,
+    schema: &str,
+    lock: i64,
+    migrations: &sqlx::migrate::Migrator,
+) -> anyhow::Result<PgConnection> {
     check_schema_name(schema)?;
     let mut conn = PgConnection::connect_with(&options(url, schema)?).await?;
     _ = sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(MIGRATION_LOCK)
+        .bind(lock)
         .execute(&mut conn)
         .await?;
     _ = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .execute(&mut conn)
         .await?;
-    sqlx::migrate!("./migrations").run(&mut conn).await?;
-    conn.close().await?;
-    Ok(())
+    migrations.run(&mut conn).await?;
+    Ok(conn)
 }
 
 impl Store {

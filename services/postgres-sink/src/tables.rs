@@ -28,6 +28,10 @@ pub const ENTITIES: &[(&str, &str)] = &[
     ("late-change", "late_changes"),
     ("allocation", "allocations"),
     ("allocation-set", "allocation_sets"),
+    (
+        "allocation-approval-rejection",
+        "allocation_approval_rejections",
+    ),
     ("schedule", "schedules"),
     ("payment", "payments"),
     ("payment-exception", "payment_exceptions"),
