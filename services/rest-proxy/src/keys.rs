@@ -254,6 +254,15 @@ fn key_of(row: &sqlx::postgres::PgRow) -> ApiKey {
     }
 }
 
+/// Why the key store does not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    #[error("{0}")]
+    Failed(#[source] sqlx::Error),
+    #[error("no answer within 2 s")]
+    Silent,
+}
+
 /// Why a token was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Unauthorized {
@@ -368,17 +377,17 @@ impl Keys {
         Ok(key)
     }
 
-    /// Key ids in the cache now (for tests of its bound).
     /// Whether the key store answers (for `/readyz`), within two seconds.
-    pub async fn reachable(&self) -> Result<(), String> {
+    pub async fn reachable(&self) -> Result<(), Unreachable> {
         let ping = sqlx::query("SELECT 1").execute(&self.pool);
         match tokio::time::timeout(Duration::from_secs(2), ping).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("no answer within 2 s".to_owned()),
+            Ok(Err(error)) => Err(Unreachable::Failed(error)),
+            Err(_) => Err(Unreachable::Silent),
         }
     }
 
+    /// Key ids in the cache now (for tests of its bound).
     pub fn cached(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()

@@ -5,8 +5,8 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use clap::{CommandFactory as _, Parser};
 use habitat_runtime::{
     avro::AvroCodec,
-    config::{EnvUse, KafkaSettings, RegistryAuth, redact_url},
-    runner::{Loaded, clap_env_names, init_tracing},
+    config::{RegistryAuth, redact_url},
+    runner::{Loaded, clap_kafka_env, init_tracing},
 };
 use rdkafka::ClientConfig;
 use rest_proxy::{
@@ -123,17 +123,9 @@ fn main() -> ExitCode {
     habitat_runtime::crypto::install_crypto_provider();
     init_tracing();
     let args = Args::parse();
-    let mut kafka = KafkaSettings::default();
-    let mut read = clap_env_names(&Args::command());
-    for (name, value) in std::env::vars() {
-        if let Some(field) = name.strip_prefix("HABITAT_")
-            && kafka.apply_env(field, value)
-        {
-            read.push(name);
-        }
-    }
+    let (kafka, env) = clap_kafka_env(&Args::command());
     let loaded = Loaded {
-        env: EnvUse::of(std::env::vars(), read),
+        env,
         config: (&args, &kafka),
         print_only: args.print_config,
     };

@@ -1,13 +1,20 @@
-//! The proxy's metrics: requests by route and status.
+//! The proxy's metrics: requests by route and status, their durations, and the process's
+//! own (`process_*`: CPU, memory, open files).
+
+use std::time::Duration;
 
 use axum::http::StatusCode;
-use prometheus::{IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// The name of the request-duration histogram.
+pub const REQUEST_SECONDS: &str = "habitat_http_request_duration_seconds";
 
 /// Requests by route and status, and the registry `/metrics` renders.
 #[derive(Clone)]
 pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
+    durations: HistogramVec,
 }
 
 impl Default for HttpMetrics {
@@ -24,7 +31,26 @@ impl Default for HttpMetrics {
         registry
             .register(Box::new(requests.clone()))
             .expect("unique metric");
-        Self { registry, requests }
+        let durations = HistogramVec::new(
+            HistogramOpts::new(
+                REQUEST_SECONDS,
+                "Time from a request's arrival to its answer, by route template and status.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(durations.clone()))
+            .expect("unique metric");
+        habitat_runtime::metrics::register_process(&registry);
+        Self {
+            registry,
+            requests,
+            durations,
+        }
     }
 }
 
@@ -34,6 +60,13 @@ impl HttpMetrics {
         self.requests
             .with_label_values(&[route, status.as_str()])
             .inc();
+    }
+
+    /// Observes one request's duration.
+    pub fn observe(&self, route: &str, status: StatusCode, took: Duration) {
+        self.durations
+            .with_label_values(&[route, status.as_str()])
+            .observe(took.as_secs_f64());
     }
 
     /// The text exposition of every metric.

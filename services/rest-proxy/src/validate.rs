@@ -84,9 +84,6 @@ pub struct Stamp<'a> {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// The version of every schema of the catalog (see `schemas/history.json`).
-pub const SCHEMA_VERSION: i32 = 1;
-
 /// Ids and tenant ids: 1–64 characters of `[A-Za-z0-9._:-]`.
 pub fn is_id(text: &str) -> bool {
     (1..=64).contains(&text.len())
@@ -158,7 +155,7 @@ pub fn event_of(submission: &Submission, stamp: &Stamp<'_>) -> Result<Event, Ref
         serde_json::json!({
             "event_id": stamp.event_id,
             "event_type": info.event_type,
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": info.version,
             "tenant_id": submission.tenant_id,
             "occurred_at": stamp.occurred_at,
             "producer": stamp.producer,
@@ -267,6 +264,13 @@ fn domain_rules(event: &Event, prefix: &str, problems: &mut Vec<Problem>) {
                     w.weight >= Decimal::ZERO,
                     &format!("weights[{i}].weight"),
                     "must not be negative",
+                );
+            }
+            if let Some(zone) = &p.time_zone {
+                rule(
+                    zone.parse::<chrono_tz::Tz>().is_ok(),
+                    "time_zone",
+                    "must be an IANA time zone name, e.g. America/New_York or Europe/Madrid (omit it for UTC)",
                 );
             }
         }
@@ -420,6 +424,18 @@ mod tests {
                    "first_payment_offset_days": 30})
         };
         assert!(submit("treasury.PatronagePolicySet", policy("0.20")).is_ok());
+        let mut zoned = policy("0.20");
+        zoned["time_zone"] = json!("America/New_York");
+        let accepted = submit("treasury.PatronagePolicySet", zoned.clone()).expect("a zone");
+        // Written with this release's schema of the record: version 2, which added the zone.
+        assert_eq!(accepted.meta().schema_version, 2);
+        let member = json!({"member_id": "m-1", "display_name": "Ana", "joined_on": "2026-01-01",
+                            "status": "ACTIVE"});
+        let registered = submit("people.MemberRegistered", member).expect("a member");
+        assert_eq!(registered.meta().schema_version, 1);
+        zoned["time_zone"] = json!("Mars/Olympus_Mons");
+        let found = problems(submit("treasury.PatronagePolicySet", zoned));
+        assert_eq!(found[0].path, "payload.time_zone");
         let found = problems(submit("treasury.PatronagePolicySet", policy("0.19")));
         assert_eq!(found[0].path, "payload.cash_ratio");
         let loan = |frequency: &str, months: i32, principal: &str| {

@@ -9,11 +9,18 @@ pub mod pipeline;
 pub mod v1;
 pub mod v3;
 
-use axum::{Router, extract::DefaultBodyLimit};
+use std::time::Instant;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    middleware::Next,
+    response::Response,
+};
 
 use crate::state::AppState;
 
-/// Every route, with the body limit of `state`.
+/// Every route, with the body limit of `state`; every request timed.
 pub fn router(state: AppState) -> Router {
     let limit = state.limits.body_bytes;
     Router::new()
@@ -21,5 +28,20 @@ pub fn router(state: AppState) -> Router {
         .merge(v3::router())
         .merge(ops::router())
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
+}
+
+/// Observes each request's duration by route (its path template) and status.
+async fn timed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .observe(&route, response.status(), started.elapsed());
+    response
 }

@@ -40,7 +40,7 @@ use crate::{
     keys::ApiKey,
     registry::{Lookup, Registered},
     state::AppState,
-    validate::{Problem, SCHEMA_VERSION, ids_and_currencies, rules, writable},
+    validate::{Problem, ids_and_currencies, rules, writable},
 };
 
 /// The v3 routes.
@@ -291,6 +291,7 @@ const RESERVED_HEADERS: &str = "habitat.";
 /// producer, now as `occurred_at` — and returns what the client had put there as headers
 /// (`habitat.client.event_id`, `.producer`, `.occurred_at`), for tracing only.
 fn restamp(event: &mut Event, key: &ApiKey) -> Vec<(String, Option<Vec<u8>>)> {
+    let version = event.version();
     let meta = event.meta_mut();
     let sent = [
         (
@@ -306,7 +307,8 @@ fn restamp(event: &mut Event, key: &ApiKey) -> Vec<(String, Option<Vec<u8>>)> {
             std::mem::replace(&mut meta.occurred_at, Utc::now()).to_rfc3339(),
         ),
     ];
-    meta.schema_version = SCHEMA_VERSION;
+    // The record is written with this release's schema of its type, whatever the client's.
+    meta.schema_version = version;
     sent.into_iter()
         .map(|(name, value)| {
             (
