@@ -1,6 +1,7 @@
 # One image with every Habitat Streams program; a container runs one of them:
 #   patronage-aggregator, allocation-calculator, payment-schedule-creator,
-#   distribution-recorder, postgres-sink, rest-proxy, habitat (topics, schemas, reports).
+#   distribution-recorder, postgres-sink, rest-proxy, outbox-relay, habitat (topics,
+#   schemas, reports).
 # Build: docker build -t habitat-streams:0.1.0 .
 
 FROM rust:1.95-bookworm AS build
@@ -13,11 +14,12 @@ COPY . .
 ENV SQLX_OFFLINE=true
 RUN cargo build --locked --release --features habitat-runtime/tls \
       -p patronage-aggregator -p allocation-calculator -p payment-schedule-creator \
-      -p distribution-recorder -p postgres-sink -p rest-proxy -p habitat \
+      -p distribution-recorder -p postgres-sink -p rest-proxy -p outbox-relay -p habitat \
  && mkdir /out \
  && cp target/release/patronage-aggregator target/release/allocation-calculator \
        target/release/payment-schedule-creator target/release/distribution-recorder \
-       target/release/postgres-sink target/release/rest-proxy target/release/habitat /out/
+       target/release/postgres-sink target/release/rest-proxy target/release/outbox-relay \
+       target/release/habitat /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

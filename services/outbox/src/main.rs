@@ -1,0 +1,128 @@
+//! `outbox-relay`: publishes an outbox's committed rows to their context topics, exactly
+//! once (see `outbox::relay`). Configured by flags or `HABITAT_*` variables.
+
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use clap::{CommandFactory as _, Parser};
+use habitat_runtime::{
+    config::{RegistryAuth, redact_url},
+    runner::{Loaded, clap_kafka_env},
+};
+use outbox::relay::{RelayConfig, run};
+
+/// Relays an outbox (installed with `habitat outbox install`) to Kafka.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The producer's database holding the outbox.
+    #[arg(long, env = "HABITAT_DATABASE_URL")]
+    database_url: String,
+    /// The outbox's schema.
+    #[arg(long, env = "HABITAT_OUTBOX_SCHEMA", default_value = outbox::DEFAULT_SCHEMA)]
+    schema: String,
+    /// The relay's name: its transactional id, its position's key, its producer.
+    #[arg(long, env = "HABITAT_OUTBOX_NAME", default_value = "outbox")]
+    name: String,
+    #[arg(
+        long,
+        env = "HABITAT_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    bootstrap_servers: String,
+    #[arg(long, env = "HABITAT_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: String,
+    /// `user:password` for a registry that asks for credentials.
+    #[arg(long, env = "HABITAT_SCHEMA_REGISTRY_AUTH", hide_env_values = true)]
+    schema_registry_auth: Option<RegistryAuth>,
+    /// Rows per Kafka transaction, at most.
+    #[arg(long, env = "HABITAT_OUTBOX_BATCH", default_value_t = 5000)]
+    batch: i64,
+    /// How often the outbox is read when no notification comes, in milliseconds.
+    #[arg(long, env = "HABITAT_OUTBOX_POLL_MS", default_value_t = 500)]
+    poll_ms: u64,
+    #[arg(long, env = "HABITAT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Print the configuration and the `HABITAT_*` variables read or ignored (as JSON), then
+    /// exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("schema", &self.schema)
+            .field("name", &self.name)
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("schema_registry_url", &self.schema_registry_url)
+            .field("schema_registry_auth", &self.schema_registry_auth)
+            .field("batch", &self.batch)
+            .field("poll_ms", &self.poll_ms)
+            .field("metrics_listen", &self.metrics_listen)
+            .finish()
+    }
+}
+
+fn main() -> ExitCode {
+    habitat_runtime::runner::init_tracing();
+    habitat_runtime::crypto::install_crypto_provider();
+    let args = Args::parse();
+    let (kafka, env) = clap_kafka_env(&Args::command());
+    let loaded = Loaded {
+        env,
+        config: (&args, &kafka),
+        print_only: args.print_config,
+    };
+    if let Some(code) = loaded.print_or_warn("outbox-relay") {
+        return code;
+    }
+    let config = RelayConfig {
+        database_url: args.database_url,
+        schema: args.schema,
+        name: args.name,
+        bootstrap_servers: args.bootstrap_servers,
+        schema_registry_url: args.schema_registry_url,
+        schema_registry_auth: args.schema_registry_auth,
+        kafka,
+        batch: args.batch.max(1),
+        poll: Duration::from_millis(args.poll_ms.max(1)),
+        metrics_listen: args.metrics_listen,
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    {
+        let shutdown = shutdown.clone();
+        let signals = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a signal runtime");
+            runtime.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                if let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        });
+        drop(signals);
+    }
+    match run(&config, &shutdown) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
