@@ -14,6 +14,7 @@
 
 pub mod broker;
 pub mod load;
+pub mod outbox;
 pub mod proxy;
 pub mod runtime;
 pub mod sink;

@@ -368,6 +368,7 @@ pub fn post_year(poster: &mut Poster, shape: Shape) -> Result<()> {
                 // past, so every installment falls due at once.
                 first_payment_offset_days: 0,
                 effective_from: None,
+                time_zone: None,
             }
             .into(),
         )?;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use habitat_bench::{broker, proxy, runtime, sink, topology};
+use habitat_bench::{broker, outbox, proxy, runtime, sink, topology};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +34,8 @@ enum Bench {
     Sink(sink::SinkBench),
     /// The REST proxy: events/s and p50/p99 latency of single posts and 100-event batches.
     Proxy(proxy::ProxyBench),
+    /// The outbox's relay: events/s relayed, and commit → visible p50/p99 at half that rate.
+    Outbox(outbox::OutboxBench),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Some(Bench::Runtime(args)) => runtime::run(&args),
         Some(Bench::Sink(args)) => sink::run(&args),
         Some(Bench::Proxy(args)) => proxy::run(&args),
+        Some(Bench::Outbox(args)) => outbox::run(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

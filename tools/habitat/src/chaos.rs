@@ -377,6 +377,7 @@ fn checks(
             bootstrap: running.bootstrap.clone(),
             registry: running.registry_url.clone(),
             registry_auth: Some(running.registry_auth.clone()),
+            kafka: Vec::new(),
         },
         sink: postgres_sink::SINK.to_owned(),
         keep: false,

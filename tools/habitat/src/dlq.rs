@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use habitat_runtime::{avro::AvroCodec, config::KafkaSettings};
+use habitat_runtime::avro::AvroCodec;
 use postgres_sink::dlq;
 
 use crate::sources::{Database, Topics, pool, runtime};
@@ -107,7 +107,7 @@ pub fn run_dlq(command: &Dlq) -> Result<()> {
                         by,
                         *again,
                         &topics.bootstrap,
-                        &KafkaSettings::default(),
+                        &topics.settings(),
                     )
                     .await?,
                 )

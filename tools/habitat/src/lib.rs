@@ -7,11 +7,13 @@ pub mod dlq;
 pub mod finance;
 pub mod kafka;
 pub mod keys;
+pub mod outbox;
 pub mod report;
 pub mod schemas;
 pub mod sources;
 pub mod stack;
 pub mod supervise;
+pub mod tail;
 pub mod topics;
 pub mod verify;
 
@@ -38,7 +40,8 @@ pub struct StackArgs {
     /// Port of the REST proxy (loopback).
     #[arg(long, env = "HABITAT_PROXY_PORT", default_value_t = 18080)]
     pub proxy_port: u16,
-    /// First of five ports for the metrics of the four processors and the sink (loopback).
+    /// First of six ports for the metrics of the four processors, the sink and the outbox's
+    /// relay (loopback).
     #[arg(long, env = "HABITAT_METRICS_PORT", default_value_t = 19101)]
     pub metrics_port: u16,
     /// Use this Postgres instead of starting one.

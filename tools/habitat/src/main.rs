@@ -58,7 +58,10 @@ enum Command {
     Schemas(Schemas),
     /// Export a finance report (CSV or JSON) from the sink's views.
     Report(report::ReportArgs),
-    /// Check that replaying the topics gives the live tables.
+    /// A topic's committed records as JSON, decoded through the registry; follows it unless
+    /// --limit is given.
+    Tail(habitat::tail::TailArgs),
+    /// Check the live tables: a replay of the topics gives them (replay); the books' invariants hold (books).
     #[command(subcommand)]
     Verify(verify::Verify),
     /// Dead letters: list, show, re-drive, resolve.
@@ -70,6 +73,9 @@ enum Command {
     /// Who reads the books: finance roles bound to tenants.
     #[command(subcommand)]
     Finance(finance::Finance),
+    /// The transactional outbox in a producer's database: install, status.
+    #[command(subcommand)]
+    Outbox(habitat::outbox::Outbox),
     /// Measure performance (run with optimised builds: `./habitat bench ...`); with no
     /// part named, the whole topology. Runs `habitat-bench`, built beside this program
     /// (`habitat bench --help` for its parts).
@@ -218,9 +224,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Supervise(args) => supervise::run(&args),
         Command::Report(args) => report::run_report(&args),
+        Command::Tail(args) => habitat::tail::run_tail(&args),
         Command::Dlq(command) => dlq::run_dlq(&command),
         Command::Keys(command) => keys::run_keys(&command),
         Command::Finance(command) => finance::run_finance(&command),
+        Command::Outbox(command) => habitat::outbox::run_outbox(&command),
         Command::Topics(Topics::Apply {
             bootstrap_servers,
             environment,
@@ -238,13 +246,7 @@ fn run(cli: Cli) -> Result<()> {
                         .with_context(|| path.display().to_string())?
                 }
             };
-            let mut settings = habitat_runtime::config::KafkaSettings::default();
-            for (name, value) in std::env::vars() {
-                if let Some(field) = name.strip_prefix("HABITAT_") {
-                    _ = settings.apply_env(field, value);
-                }
-            }
-            settings.0.extend(kafka);
+            let settings = habitat::sources::kafka_settings(&kafka);
             let mut client = habitat::kafka::config(&bootstrap_servers);
             settings.apply(&mut client);
             let actions = topics::apply_with(

@@ -102,7 +102,9 @@ pub async fn register(
     Ok(ids)
 }
 
-/// Tests every schema against what is registered, without registering anything.
+/// Tests every schema against what is registered, without registering anything: against
+/// what each subject's level names (every live version at BACKWARD_TRANSITIVE), as a
+/// registration would be (Confluent's `POST /compatibility/subjects/{s}/versions`).
 pub async fn check(
     registry: &str,
     auth: Option<&RegistryAuth>,
@@ -112,8 +114,18 @@ pub async fn check(
     let mut verdicts = Vec::new();
     for entry in subjects {
         let (status, body) = send(
+            http.get(format!("{registry}/subjects/{}/versions", entry.subject)),
+            auth,
+            "list versions",
+        )
+        .await?;
+        if status == StatusCode::NOT_FOUND && body["error_code"] == json!(40401) {
+            verdicts.push((entry.subject.clone(), Verdict::New));
+            continue;
+        }
+        let (status, body) = send(
             http.post(format!(
-                "{registry}/compatibility/subjects/{}/versions/latest?verbose=true",
+                "{registry}/compatibility/subjects/{}/versions?verbose=true",
                 entry.subject
             ))
             .body(json!({ "schema": entry.schema }).to_string()),
@@ -133,7 +145,6 @@ pub async fn check(
                     })
                     .unwrap_or_default(),
             ),
-            (StatusCode::NOT_FOUND, _) if body["error_code"] == json!(40401) => Verdict::New,
             _ => bail!(
                 "{}: cannot check ({status}): {}",
                 entry.subject,

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use habitat_runtime::config::RegistryAuth;
+use habitat_runtime::config::{KafkaSettings, RegistryAuth};
 use postgres_sink::store::options;
 use sqlx::PgPool;
 
@@ -42,6 +42,29 @@ pub struct Topics {
     /// The registry's HTTP Basic credentials, `user:password`.
     #[arg(long, env = "HABITAT_SCHEMA_REGISTRY_AUTH", hide_env_values = true)]
     pub registry_auth: Option<RegistryAuth>,
+    /// A librdkafka setting for the cluster, KEY=VALUE (repeat; `security.protocol`,
+    /// `sasl.*`, `ssl.*`); `HABITAT_KAFKA_<NAME>` variables too.
+    #[arg(long = "kafka", value_parser = habitat_runtime::runner::key_value)]
+    pub kafka: Vec<(String, String)>,
+}
+
+impl Topics {
+    /// The librdkafka settings: `HABITAT_KAFKA_*` variables, then `--kafka` flags.
+    pub fn settings(&self) -> KafkaSettings {
+        kafka_settings(&self.kafka)
+    }
+}
+
+/// `HABITAT_KAFKA_*` variables, then `flags` over them.
+pub fn kafka_settings(flags: &[(String, String)]) -> KafkaSettings {
+    let mut settings = KafkaSettings::default();
+    for (name, value) in std::env::vars() {
+        if let Some(field) = name.strip_prefix("HABITAT_") {
+            _ = settings.apply_env(field, value);
+        }
+    }
+    settings.0.extend(flags.iter().cloned());
+    settings
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {

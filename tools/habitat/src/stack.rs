@@ -132,11 +132,11 @@ impl Paths {
     fn registry(&self) -> Daemon {
         Daemon::new(&self.root, "schema-registry")
     }
-    /// The processors, the sink and the proxy, in start order.
+    /// The processors, the sink, the outbox's relay and the proxy, in start order.
     fn services(&self) -> Vec<Daemon> {
         PROCESSORS
             .iter()
-            .chain(&["postgres-sink", "rest-proxy"])
+            .chain(&["postgres-sink", "outbox-relay", "rest-proxy"])
             .map(|name| Daemon::new(&self.root, name))
             .collect()
     }
@@ -424,6 +424,16 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         ))?;
     eprintln!("Schemas: {} subjects registered.", registered.len());
 
+    // The stack's own database holds an outbox too, relayed like any producer's.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(outbox::install::install(
+            &database_url,
+            outbox::DEFAULT_SCHEMA,
+        ))
+        .context("installing the outbox")?;
+
     let mut metrics = Vec::new();
     for (service, port) in services.iter().zip(&ports) {
         let addr = SocketAddr::from(([127, 0, 0, 1], *port));
@@ -454,7 +464,7 @@ pub fn up(args: &StackArgs) -> Result<Running> {
             _ = command.env("HABITAT_METRICS_LISTEN", addr.to_string());
             metrics.push((service.name.to_owned(), format!("http://{addr}/metrics")));
         }
-        if service.name == "postgres-sink" {
+        if matches!(service.name, "postgres-sink" | "outbox-relay") {
             _ = command.env("HABITAT_DATABASE_URL", &database_url);
         }
         service.start(service.pid().is_some(), &mut command, addr)?;

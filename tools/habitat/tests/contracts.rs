@@ -182,7 +182,7 @@ async fn schemas_register_then_check_and_an_incompatible_change_is_named() {
     assert!(before.iter().all(|(_, v)| *v == Verdict::New));
 
     let ids = schemas::register(&registry, None, &catalog).await.unwrap();
-    assert_eq!(ids.len(), 28);
+    assert_eq!(ids.len(), 29);
     assert_eq!(
         schemas::register(&registry, None, &catalog).await.unwrap(),
         ids,
@@ -266,7 +266,7 @@ async fn the_history_gate_stops_a_change_no_released_reader_could_follow() {
     let mut history = schemas::History::new();
     assert_eq!(
         schemas::snapshot(&mut history, &schemas::catalog()).len(),
-        28
+        29
     );
     assert!(schemas::snapshot(&mut history, &schemas::catalog()).is_empty());
     let breaking = edited(".treasury.PeriodClosed", |fields| {
@@ -281,4 +281,135 @@ async fn the_history_gate_stops_a_change_no_released_reader_could_follow() {
         error.contains("habitat.treasury-habitat.treasury.PeriodClosed"),
         "{error}"
     );
+}
+
+/// `habitat tail` with the stack's variables pointing at the test broker and `registry`.
+fn tail(registry: &str, args: &[&str]) -> Vec<Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_habitat"))
+        .arg("tail")
+        .args(args)
+        .env("HABITAT_BOOTSTRAP_SERVERS", &kafka().bootstrap)
+        .env("HABITAT_SCHEMA_REGISTRY_URL", registry)
+        .env("HABITAT_KAFKA_BROKER_ADDRESS_FAMILY", "v4")
+        .output()
+        .expect("habitat tail");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_committed_records_as_the_proxys_json() {
+    use contracts::records::{Event, MemberRegistered, MemberStatus};
+    use habitat_runtime::{Codec, avro::AvroCodec};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let registry = registry().await;
+    tokio::task::block_in_place(|| test_support::create_topic_blocking("habitat.people", 6));
+    let codec = AvroCodec::new(&registry, tokio::runtime::Handle::current()).unwrap();
+    let tenant = unique("tail");
+    let member = |tenant: &str, id: &str| -> Event {
+        MemberRegistered {
+            meta: test_support::records::meta(
+                tenant,
+                "people.MemberRegistered",
+                &uuid::Uuid::now_v7().to_string(),
+                chrono::Utc::now(),
+            ),
+            member_id: id.to_owned(),
+            display_name: format!("Member {id}"),
+            joined_on: chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap(),
+            status: MemberStatus::Active,
+            email: None,
+        }
+        .into()
+    };
+    let events = [
+        member(&tenant, "m-1"),
+        member("another-coop", "m-1"),
+        member(&tenant, "m-2"),
+    ];
+    let encoded: Vec<(String, Vec<u8>)> = tokio::task::block_in_place(|| {
+        events
+            .iter()
+            .map(|e| (e.key(), codec.encode("habitat.people", e).unwrap()))
+            .collect()
+    });
+    let producer: BaseProducer = client_config().create().unwrap();
+    for (key, value) in &encoded {
+        let record = BaseRecord::to("habitat.people")
+            .key(key.as_str())
+            .payload(value.as_slice())
+            .partition(0);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    let tombstone = format!("{tenant}/member/m-1");
+    producer
+        .send(
+            BaseRecord::<str, [u8]>::to("habitat.people")
+                .key(tombstone.as_str())
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+
+    let records = tokio::task::block_in_place(|| {
+        tail(
+            &registry,
+            &[
+                "habitat.people",
+                "--from-beginning",
+                "--tenant",
+                &tenant,
+                "--limit",
+                "10",
+            ],
+        )
+    });
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(records[0]["event_type"], "people.MemberRegistered");
+    assert_eq!(records[0]["tenant_id"], tenant.as_str());
+    assert_eq!(records[0]["payload"]["member_id"], "m-1");
+    assert_eq!(records[0]["payload"]["joined_on"], "2026-01-02");
+    assert!(records[0]["payload"].get("meta").is_none());
+    assert_eq!(
+        records[0]["meta"]["event_id"],
+        events[0].meta().event_id.as_str()
+    );
+    assert_eq!(records[0]["topic"], "habitat.people");
+    assert_eq!(records[0]["partition"], 0);
+    assert!(records[0]["offset"].as_i64().is_some());
+    assert_eq!(records[1]["payload"]["member_id"], "m-2");
+    assert_eq!(
+        (
+            records[2]["key"].as_str(),
+            records[2]["tombstone"].as_bool()
+        ),
+        (Some(tombstone.as_str()), Some(true))
+    );
+
+    let by_key = tokio::task::block_in_place(|| {
+        tail(
+            &registry,
+            &[
+                "habitat.people",
+                "--from-beginning",
+                "--key",
+                &format!("{tenant}/member/m-2"),
+                "--type",
+                "people.MemberRegistered",
+                "--limit",
+                "5",
+            ],
+        )
+    });
+    assert_eq!(by_key.len(), 1, "{by_key:?}");
+    assert_eq!(by_key[0]["payload"]["member_id"], "m-2");
 }

@@ -292,4 +292,35 @@ fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
     // The tables are exactly what the topics say.
     let (code, out, err) = habitat(&stack, &["verify", "replay"]);
     assert_eq!(code, 0, "verify replay: {out}\n{err}");
+
+    // The books hold; a ledger line altered by hand is named, with what it breaks.
+    let (code, out, err) = habitat(&stack, &["verify", "books", "--tenant", "demo-coop"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "books: every invariant holds\n"),
+        "{err}"
+    );
+    let altered = devstack::postgres::PgBin::locate()
+        .expect("Postgres")
+        .command("psql")
+        .args(["-h", "127.0.0.1", "-U", "habitat", "-d", "habitat", "-v", "ON_ERROR_STOP=1"])
+        .arg(format!("--port={}", stack.postgres_port))
+        .arg("--command=UPDATE habitat.ledger_lines SET credit = credit + 1 \
+                WHERE (record_key, line_no) = (SELECT record_key, line_no FROM habitat.ledger_lines \
+                WHERE tenant_id = 'demo-coop' AND account = '3100' AND member_id = 'm-ana' \
+                ORDER BY record_key LIMIT 1)")
+        .output()
+        .expect("psql");
+    assert!(altered.status.success(), "{altered:?}");
+    let (code, out, err) = habitat(&stack, &["verify", "books", "--tenant", "demo-coop"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    for named in [
+        "books: 3 breaks",
+        "TRIAL_BALANCE",
+        "POSTING_BALANCES",
+        "CAPITAL_EQUALS_LEDGER",
+        "m-ana",
+    ] {
+        assert!(out.contains(named), "{named}: {out}");
+    }
 }

@@ -25,11 +25,13 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
         a.registry_port,
         a.proxy_port,
         a.metrics_port + 4,
+        a.metrics_port + 5,
         b.broker_port,
         b.postgres_port,
         b.registry_port,
         b.proxy_port,
         b.metrics_port + 4,
+        b.metrics_port + 5,
     ] {
         assert!(Stack::accepts(port), "port {port}");
     }
@@ -59,12 +61,53 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
         "payment-schedule-creator",
         "distribution-recorder",
         "postgres-sink",
+        "outbox-relay",
         "rest-proxy",
     ];
     let status = a.run("status");
     for part in parts {
         assert!(says(&status, part, "running"), "{part}: {status}");
     }
+
+    // The stack's database has an outbox, relayed: an event enqueued in a transaction
+    // reaches the sink's tables.
+    let psql = |sql: &str| {
+        let output = devstack::postgres::PgBin::locate()
+            .expect("Postgres")
+            .command("psql")
+            .args(["-h", "127.0.0.1", "-U", "habitat", "-d", "habitat", "-At"])
+            .args(["-v", "ON_ERROR_STOP=1"])
+            .arg(format!("--port={}", a.postgres_port))
+            .arg(format!("--command={sql}"))
+            .output()
+            .expect("psql");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    _ = psql(
+        "BEGIN; SELECT habitat_outbox.enqueue('people.MemberRegistered', 'coop-outbox', \
+         '{\"member_id\": \"m-1\", \"display_name\": \"Ana\", \"joined_on\": \"2026-01-02\", \
+         \"status\": \"ACTIVE\"}'); COMMIT;",
+    );
+    test_support::wait_for(
+        std::time::Duration::from_secs(60),
+        "the outbox's event in the sink",
+        || {
+            (psql("SELECT count(*) FROM habitat.members WHERE tenant_id = 'coop-outbox'") == "1")
+                .then_some(())
+        },
+    );
+    let outbox = std::process::Command::new(env!("CARGO_BIN_EXE_habitat"))
+        .args(["outbox", "status", "--database-url"])
+        .arg(format!(
+            "postgres://habitat@127.0.0.1:{}/habitat",
+            a.postgres_port
+        ))
+        .output()
+        .expect("habitat outbox status");
+    let outbox = String::from_utf8_lossy(&outbox.stdout);
+    assert!(outbox.starts_with("pending: 0 "), "{outbox}");
+    assert!(outbox.contains("dead letters: 0"), "{outbox}");
 
     // A program that dies is started again by its supervisor (devbroker on its data
     // directory and port), and `status` says so.

@@ -71,7 +71,7 @@ impl Stack {
             postgres_port: free_port(),
             registry_port: free_port(),
             proxy_port: free_port(),
-            metrics_port: free_ports(5),
+            metrics_port: free_ports(6),
         }
     }
 
