@@ -141,6 +141,15 @@ impl Metrics {
             "Invariants found broken before a commit (the processor halts).",
             &["invariant"],
         );
+        let transactions = counter(
+            names::TRANSACTIONS,
+            "Transactions by outcome.",
+            &["outcome"],
+        );
+        // Both outcomes exported from the start, so a rate of aborts reads 0, not nothing.
+        for outcome in ["committed", "aborted"] {
+            _ = transactions.with_label_values(&[outcome]);
+        }
         Self {
             records_in: counter(
                 names::RECORDS_IN,
@@ -158,11 +167,7 @@ impl Metrics {
                 &["topic"],
             ),
             dead_letters: counter(names::DEAD_LETTERS, "Records dead-lettered.", &["class"]),
-            transactions: counter(
-                names::TRANSACTIONS,
-                "Transactions by outcome.",
-                &["outcome"],
-            ),
+            transactions,
             commit_latency: histogram(names::COMMIT_LATENCY, "Time to commit a transaction."),
             end_to_end_latency: histogram(
                 names::END_TO_END_LATENCY,

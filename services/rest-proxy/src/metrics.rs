@@ -19,7 +19,10 @@ pub struct HttpMetrics {
 
 impl Default for HttpMetrics {
     fn default() -> Self {
-        let registry = Registry::new();
+        // `program` tells the proxy's requests from the registry's on one dashboard.
+        let labels =
+            std::collections::HashMap::from([("program".to_owned(), "rest-proxy".to_owned())]);
+        let registry = Registry::new_custom(None, Some(labels)).expect("valid registry");
         let requests = IntCounterVec::new(
             Opts::new(
                 "habitat_http_requests_total",

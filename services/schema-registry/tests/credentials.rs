@@ -129,8 +129,8 @@ async fn reads_need_the_credentials_when_told_and_operations_stay_open() {
         .await
         .expect("text");
     for line in [
-        "habitat_http_requests_total{route=\"/subjects\",status=\"401\"} 1",
-        "habitat_http_requests_total{route=\"/subjects\",status=\"200\"} 1",
+        "habitat_http_requests_total{route=\"/subjects\",status=\"401\",program=\"schema-registry\"} 1",
+        "habitat_http_requests_total{route=\"/subjects\",status=\"200\",program=\"schema-registry\"} 1",
         "process_resident_memory_bytes ",
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");

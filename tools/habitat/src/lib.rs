@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod finance;
 pub mod kafka;
 pub mod keys;
+pub mod monitoring;
 pub mod outbox;
 pub mod report;
 pub mod schemas;

@@ -109,6 +109,8 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
     assert!(outbox.starts_with("pending: 0 "), "{outbox}");
     assert!(outbox.contains("dead letters: 0"), "{outbox}");
 
+    every_metric_the_dashboard_and_the_rules_name_is_exported(&a);
+
     // A program that dies is started again by its supervisor (devbroker on its data
     // directory and port), and `status` says so.
     for part in ["devbroker", "postgres-sink"] {
@@ -186,5 +188,88 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
         b.proxy_port,
     ] {
         assert!(Stack::accepts(port), "port {port}");
+    }
+}
+
+/// Scrapes every program of the running stack and holds the dashboard's and the alert rules'
+/// expressions to the series they export. A record no processor can decode (a producer
+/// writing straight to the topic) and an unauthenticated post make the dead-letter and HTTP
+/// series appear, as they would in production.
+fn every_metric_the_dashboard_and_the_rules_name_is_exported(stack: &Stack) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    use std::time::Duration;
+
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            format!("127.0.0.1:{}", stack.broker_port),
+        )
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            BaseRecord::to("habitat.people")
+                .key("coop-metrics/member/m-1")
+                .payload(b"not avro".as_slice()),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let unauthenticated = {
+        use std::io::{Read as _, Write as _};
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", stack.proxy_port)).expect("the proxy");
+        write!(
+            stream,
+            "POST /v1/events HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("request");
+        let mut answer = String::new();
+        _ = stream.read_to_string(&mut answer).expect("answer");
+        answer
+    };
+    assert!(
+        unauthenticated.starts_with("HTTP/1.0 401"),
+        "{unauthenticated}"
+    );
+
+    let endpoints: Vec<u16> = (0..6)
+        .map(|i| stack.metrics_port + i)
+        .chain([stack.registry_port, stack.proxy_port])
+        .collect();
+    let expressions = habitat::monitoring::expressions().expect("the shipped files");
+    // Counted only once it happens (the family is the runtime's own, checked by name).
+    let after_an_event = [habitat_runtime::metrics::names::INVARIANT_BREAKS];
+    let missing = || {
+        let mut exported = std::collections::BTreeSet::new();
+        for port in &endpoints {
+            let body = devstack::process::http_get(*port, "/metrics").unwrap_or_default();
+            exported.extend(habitat::monitoring::exported_names(&body));
+        }
+        let missing: Vec<String> = expressions
+            .iter()
+            .flat_map(|e| {
+                habitat::monitoring::metric_names(&e.expr)
+                    .into_iter()
+                    .filter(|name| {
+                        !exported.contains(name) && !after_an_event.contains(&name.as_str())
+                    })
+                    .map(|name| format!("{}: {name}", e.place))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        missing
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = missing();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "named but exported by no program: {missing:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -96,7 +96,9 @@ fn accepted_events_are_read_back_exactly_and_refusals_say_why() {
             .expect("text")
     });
     assert!(
-        metrics.contains("habitat_http_requests_total{route=\"/v1/events\",status=\"202\"} 1"),
+        metrics.contains(
+            "habitat_http_requests_total{route=\"/v1/events\",status=\"202\",program=\"rest-proxy\"} 1"
+        ),
         "{metrics}"
     );
     // Every request timed by its route template; the process's own metrics beside.

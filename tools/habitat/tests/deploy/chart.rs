@@ -4,7 +4,7 @@ use super::*;
 
 /// Helm's rendering of the chart with `values` over values.yaml: the objects, and lint's
 /// findings.
-fn render(values: &Json) -> (Vec<Value>, Json) {
+pub(super) fn render(values: &Json) -> (Vec<Value>, Json) {
     let output = Command::new("python3")
         .arg(root().join("scripts/helm-render"))
         .arg(root().join("helm/habitat-streams"))
@@ -34,7 +34,7 @@ fn render(values: &Json) -> (Vec<Value>, Json) {
     (objects, answer["lint"].clone())
 }
 
-fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(super) fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects
         .iter()
         .filter(|o| o["kind"].as_str() == Some(kind))

@@ -5,9 +5,9 @@
 //! and which it ignored; the chart renders with Helm's own engine and lints clean; the setup
 //! Job's command plans the chart's topics against a real broker.
 
-mod alerts;
 mod chart;
 mod compose;
+mod monitoring;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
