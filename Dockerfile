@@ -6,13 +6,13 @@
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libssl-dev \
+ && apt-get install -y --no-install-recommends libssl-dev libcurl4-openssl-dev libclang-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # SQLx checks its queries against the committed .sqlx/ cache; no database at build time.
 ENV SQLX_OFFLINE=true
-RUN cargo build --locked --release --features habitat-runtime/tls \
+RUN cargo build --locked --release \
       -p patronage-aggregator -p allocation-calculator -p payment-schedule-creator \
       -p distribution-recorder -p postgres-sink -p rest-proxy -p outbox-relay -p habitat \
  && mkdir /out \

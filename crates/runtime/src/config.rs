@@ -444,6 +444,49 @@ mod tests {
         assert!(printed.contains("SASL_SSL"));
     }
 
+    /// Production clusters: TLS with SASL SCRAM, OAUTHBEARER through an OIDC token
+    /// endpoint, and zstd compression — librdkafka refuses a setting it was built without
+    /// when the client is created.
+    #[test]
+    fn clients_take_tls_sasl_oauthbearer_oidc_and_zstd() {
+        use rdkafka::producer::BaseProducer;
+        let sets: [&[(&str, &str)]; 3] = [
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", "habitat"),
+                ("sasl.password", "secret"),
+            ],
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "OAUTHBEARER"),
+                ("sasl.oauthbearer.method", "oidc"),
+                ("sasl.oauthbearer.client.id", "habitat"),
+                ("sasl.oauthbearer.client.secret", "secret"),
+                (
+                    "sasl.oauthbearer.token.endpoint.url",
+                    "https://127.0.0.1:1/token",
+                ),
+            ],
+            &[("compression.type", "zstd")],
+        ];
+        for set in sets {
+            let settings = KafkaSettings(
+                set.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            );
+            let mut config = rdkafka::ClientConfig::new();
+            _ = config.set("bootstrap.servers", "127.0.0.1:1");
+            settings.apply(&mut config);
+            let created = config.create::<BaseProducer>();
+            assert!(created.is_ok(), "{set:?}: {:?}", created.err());
+        }
+        let mut config = rdkafka::ClientConfig::new();
+        _ = config.set("security.protocol", "NOT-A-PROTOCOL");
+        assert!(config.create::<BaseProducer>().is_err());
+    }
+
     #[test]
     fn unknown_fields_are_refused() {
         let error = RuntimeConfig::from_yaml("comit_interval_ms: 5\n").expect_err("typo");

@@ -14,9 +14,9 @@ use devstack::{
     process::{Guardian, free_port},
 };
 
-use habitat::kafka::{config, ensure_topic, send};
+use habitat::kafka::{config, ensure_topic, ensure_topic_with, send};
 use rdkafka::{
-    Offset, TopicPartitionList,
+    ClientConfig, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
     producer::{BaseProducer, BaseRecord, Producer},
 };
@@ -35,6 +35,20 @@ pub struct BrokerBench {
     /// Use this broker instead of starting an in-memory devbroker.
     #[arg(long)]
     pub bootstrap: Option<String>,
+    /// A librdkafka setting for the benchmark's clients, KEY=VALUE (repeat): a cluster's
+    /// `security.protocol`, `sasl.*`, `ssl.*`, or `compression.type`. `HABITAT_KAFKA_<NAME>`
+    /// variables too; flags win.
+    #[arg(long = "kafka", value_parser = habitat_runtime::runner::key_value)]
+    pub kafka: Vec<(String, String)>,
+}
+
+impl BrokerBench {
+    /// The benchmark's client settings for `bootstrap`.
+    fn client(&self, bootstrap: &str) -> ClientConfig {
+        let mut client = config(bootstrap);
+        habitat::sources::kafka_settings(&self.kafka).apply(&mut client);
+        client
+    }
 }
 
 /// One measured direction.
@@ -56,7 +70,7 @@ impl Rate {
 pub fn run(args: &BrokerBench) -> Result<()> {
     let (bootstrap, _broker) = bench_broker(args.bootstrap.as_deref())?;
     let topic = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    ensure_topic(&bootstrap, &topic, args.partitions)?;
+    ensure_topic_with(&args.client(&bootstrap), &topic, args.partitions)?;
 
     let produced = produce(&bootstrap, &topic, args)?;
     let consumed = consume(&bootstrap, &topic, args)?;
@@ -83,7 +97,8 @@ pub fn run(args: &BrokerBench) -> Result<()> {
 }
 
 pub fn produce(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
-    let producer: BaseProducer = config(bootstrap)
+    let producer: BaseProducer = args
+        .client(bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -110,7 +125,8 @@ pub fn produce(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate>
 }
 
 pub fn consume(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate> {
-    let consumer: BaseConsumer = config(bootstrap)
+    let consumer: BaseConsumer = args
+        .client(bootstrap)
         .set(
             "group.id",
             format!("bench-{}", uuid::Uuid::new_v4().simple()),

@@ -150,6 +150,7 @@ pub fn run(args: &RuntimeBench) -> Result<()> {
         size: 20,
         partitions: args.partitions,
         bootstrap: Some(bootstrap.clone()),
+        kafka: Vec::new(),
     };
     let topic = format!("bench-ceiling-{}", uuid::Uuid::new_v4().simple());
     ensure_topic(&bootstrap, &topic, args.partitions)?;

@@ -23,7 +23,12 @@ pub fn config(bootstrap: &str) -> ClientConfig {
 
 /// Creates a topic; one that exists already is fine.
 pub fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create()?;
+    ensure_topic_with(&config(bootstrap), topic, partitions)
+}
+
+/// [`ensure_topic`] through a client configured with `client`.
+pub fn ensure_topic_with(client: &ClientConfig, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
     let results = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -341,7 +341,12 @@ async fn tail_prints_committed_records_as_the_proxys_json() {
             .map(|e| (e.key(), codec.encode("habitat.people", e).unwrap()))
             .collect()
     });
-    let producer: BaseProducer = client_config().create().unwrap();
+    // A producer compressing with zstd, as many clusters' producers do: read back decoded.
+    let producer: BaseProducer = client_config()
+        .set("compression.type", "zstd")
+        .set("linger.ms", "50")
+        .create()
+        .unwrap();
     for (key, value) in &encoded {
         let record = BaseRecord::to("habitat.people")
             .key(key.as_str())
@@ -412,4 +417,18 @@ async fn tail_prints_committed_records_as_the_proxys_json() {
     });
     assert_eq!(by_key.len(), 1, "{by_key:?}");
     assert_eq!(by_key[0]["payload"]["member_id"], "m-2");
+
+    // The cluster's settings reach the client: one librdkafka refuses is named.
+    let refused = Command::new(env!("CARGO_BIN_EXE_habitat"))
+        .args(["tail", "habitat.people", "--limit", "1"])
+        .args(["--kafka", "security.protocol=NOT-A-PROTOCOL"])
+        .env("HABITAT_BOOTSTRAP_SERVERS", &kafka().bootstrap)
+        .env("HABITAT_SCHEMA_REGISTRY_URL", &registry)
+        .output()
+        .expect("habitat tail");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && message.contains("security.protocol"),
+        "{message}"
+    );
 }

@@ -448,6 +448,7 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
             size: 200,
             partitions: args.partitions,
             bootstrap: Some(bootstrap.clone()),
+            kafka: Vec::new(),
         };
         let topic = format!("ceiling-{}", uuid::Uuid::new_v4().simple());
         habitat::kafka::ensure_topic(bootstrap, &topic, args.partitions)?;
