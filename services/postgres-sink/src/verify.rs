@@ -64,7 +64,22 @@ pub fn rebuild(
     batch_max: u64,
     handle: &Handle,
 ) -> anyhow::Result<Rebuilt> {
+    rebuild_reporting(source, store, targets, batch_max, handle, &mut |_, _| {})
+}
+
+/// [`rebuild`], telling `progress` (offsets read, offsets to read) as it goes.
+pub fn rebuild_reporting(
+    source: &Source,
+    store: &Store,
+    targets: &BTreeMap<Partition, i64>,
+    batch_max: u64,
+    handle: &Handle,
+    report: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Rebuilt> {
     let started = Instant::now();
+    // Offsets, not records: compaction and transaction markers leave gaps.
+    let to_read: u64 = targets.values().map(|t| (*t).max(0) as u64).sum();
+    let mut read: BTreeMap<Partition, u64> = BTreeMap::new();
     let codec = AvroCodec::with_auth(
         &source.schema_registry_url,
         source.schema_registry_auth.as_ref(),
@@ -140,6 +155,8 @@ pub fn rebuild(
         let Some(target) = open.get(&partition).copied() else {
             continue;
         };
+        _ = read.insert(partition.clone(), (message.offset() + 1).min(target) as u64);
+        report(read.values().sum(), to_read);
         if message.offset() < target {
             records.add(&mut batch, &message)?;
         }
@@ -258,6 +275,7 @@ pub fn replay(
     source: &Source,
     keep: bool,
     handle: &Handle,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> anyhow::Result<Verification> {
     let snapshot = format!("{live}_verify_live");
     let fresh = format!("{live}_verify");
@@ -309,7 +327,7 @@ pub fn replay(
         .filter(|((topic, _), _)| !topic.starts_with("habitat.dlq."))
         .collect();
     let store = handle.block_on(Store::connect(database_url, &fresh, "verify"))?;
-    let rebuilt = rebuild(source, &store, &context, 10_000, handle)?;
+    let rebuilt = rebuild_reporting(source, &store, &context, 10_000, handle, progress)?;
     let mut verification = Verification {
         records_replayed: rebuilt.records,
         seconds: rebuilt.seconds,

@@ -23,10 +23,20 @@ fn verify(stack: &Stack) -> verify::Verification {
     let source = source(stack);
     let url = stack.database_url.clone();
     let group = stack.group.clone();
-    std::thread::spawn(move || verify::replay(&url, "habitat", &group, &source, false, &handle))
-        .join()
-        .expect("verify thread")
-        .expect("verify")
+    std::thread::spawn(move || {
+        verify::replay(
+            &url,
+            "habitat",
+            &group,
+            &source,
+            false,
+            &handle,
+            &mut |_, _| {},
+        )
+    })
+    .join()
+    .expect("verify thread")
+    .expect("verify")
 }
 
 #[test]

@@ -23,7 +23,10 @@ use habitat_runtime::{Codec, avro::AvroCodec, partition_for};
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use rust_decimal::Decimal;
 
-use habitat::kafka::{config, send};
+use habitat::{
+    kafka::{config, send},
+    progress::Progress,
+};
 
 /// The period every cooperative closes.
 pub const PERIOD: &str = "2025";
@@ -79,6 +82,8 @@ pub struct Poster {
     /// When the next event may go, at `rate`.
     next: Option<Instant>,
     pub posted: usize,
+    /// Shown while a phase posts (`track`).
+    progress: Option<(Progress, usize)>,
 }
 
 /// Where the events go.
@@ -141,6 +146,22 @@ impl Poster {
             started: None,
             next: None,
             posted: 0,
+            progress: None,
+        }
+    }
+
+    /// Shows the next `events` posts as `what`'s progress; `finish` ends it.
+    pub fn track(&mut self, what: &str, events: usize) {
+        self.progress = Some((
+            Progress::counted(what, events as u64, "events posted"),
+            self.posted,
+        ));
+    }
+
+    /// Ends the progress `track` started.
+    pub fn finish(&mut self) {
+        if let Some((progress, _)) = self.progress.take() {
+            progress.finish("done");
         }
     }
 
@@ -178,6 +199,9 @@ impl Poster {
             Route::Proxy(clients) => clients.post(&event)?,
         }
         self.posted += 1;
+        if let Some((progress, from)) = &mut self.progress {
+            progress.set((self.posted - *from) as u64);
+        }
         Ok(())
     }
 

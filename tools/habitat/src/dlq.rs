@@ -5,7 +5,10 @@ use clap::Subcommand;
 use habitat_runtime::avro::AvroCodec;
 use postgres_sink::dlq;
 
-use crate::sources::{Database, Topics, pool, runtime};
+use crate::{
+    progress::Progress,
+    sources::{Database, Topics, pool, runtime},
+};
 
 /// `habitat dlq`.
 #[derive(Debug, Subcommand)]
@@ -28,9 +31,18 @@ pub enum Dlq {
         #[command(flatten)]
         topics: Topics,
     },
-    /// Republish the original record to its source topic (once the cause is fixed).
+    /// Republish the original records to their source topics (once the cause is fixed):
+    /// the letters named, or with `--all-new` every NEW one (of `--processor`), oldest
+    /// first. One that cannot be re-driven is named and the others go on.
     Redrive {
-        id: i64,
+        #[arg(required_unless_present = "all_new", conflicts_with = "all_new")]
+        ids: Vec<i64>,
+        /// Every letter still NEW.
+        #[arg(long)]
+        all_new: bool,
+        /// With --all-new: only this processor's letters.
+        #[arg(long, requires = "all_new")]
+        processor: Option<String>,
         /// Who re-drives it.
         #[arg(long)]
         by: String,
@@ -92,30 +104,50 @@ pub fn run_dlq(command: &Dlq) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         Dlq::Redrive {
-            id,
+            ids,
+            all_new,
+            processor,
             by,
             again,
             database,
             topics,
         } => {
-            let redriven = runtime.block_on(async {
+            let failed = runtime.block_on(async {
                 let pool = pool(database).await?;
-                Ok::<_, anyhow::Error>(
-                    dlq::redrive(
-                        &pool,
-                        *id,
-                        by,
-                        *again,
-                        &topics.bootstrap,
-                        &topics.settings(),
-                    )
-                    .await?,
-                )
+                let ids: Vec<i64> = if *all_new {
+                    let mut letters = dlq::list(&pool, processor.as_deref(), Some("NEW")).await?;
+                    letters.reverse();
+                    letters.into_iter().map(|letter| letter.id).collect()
+                } else {
+                    ids.clone()
+                };
+                let settings = topics.settings();
+                let mut progress = (*all_new || ids.len() > 1)
+                    .then(|| Progress::counted("dlq redrive", ids.len() as u64, "letters"));
+                let mut failed = 0;
+                for id in &ids {
+                    match dlq::redrive(&pool, *id, by, *again, &topics.bootstrap, &settings).await {
+                        Ok(redriven) => println!(
+                            "Dead letter {id} re-driven to {} partition {}.",
+                            redriven.topic, redriven.partition
+                        ),
+                        Err(error) => {
+                            failed += 1;
+                            eprintln!("Dead letter {id} not re-driven: {error}");
+                        }
+                    }
+                    if let Some(progress) = &mut progress {
+                        progress.inc();
+                    }
+                }
+                if let Some(progress) = progress {
+                    progress.finish("done");
+                }
+                Ok::<_, anyhow::Error>(failed)
             })?;
-            println!(
-                "Dead letter {id} re-driven to {} partition {}.",
-                redriven.topic, redriven.partition
-            );
+            if failed > 0 {
+                bail!("{failed} dead letters not re-driven");
+            }
         }
         Dlq::Resolve {
             id,

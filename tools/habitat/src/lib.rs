@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod keys;
 pub mod monitoring;
 pub mod outbox;
+pub mod progress;
 pub mod report;
 pub mod schemas;
 pub mod sources;

@@ -7,7 +7,7 @@ use std::{
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -20,11 +20,14 @@ use devstack::{
 
 use habitat_runtime::config::RegistryAuth;
 
-use crate::{StackArgs, schemas, supervise::State, topics};
+use crate::{StackArgs, progress::Progress, schemas, supervise::State, topics};
 
 const DATABASE: &str = "habitat";
 /// The schema registry's own database in the local cluster.
 const REGISTRY_DATABASE: &str = "habitat_registry";
+
+/// How long `up` waits for each service to be ready before it says so and goes on.
+const READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// The file in the state directory holding the registry's credentials, `user:password`.
 pub const REGISTRY_CREDENTIALS: &str = "registry-credentials";
@@ -468,6 +471,29 @@ pub fn up(args: &StackArgs) -> Result<Running> {
             _ = command.env("HABITAT_DATABASE_URL", &database_url);
         }
         service.start(service.pid().is_some(), &mut command, addr)?;
+    }
+    // Each service to ready: partitions assigned, stores restored, dependencies answering.
+    for (service, port) in services.iter().zip(&ports) {
+        let progress = Progress::waiting(service.name);
+        let deadline = Instant::now() + READY_WITHIN;
+        let answer = loop {
+            let answer = devstack::process::http_get(*port, "/readyz").unwrap_or_default();
+            if answer.trim() == "ready" || Instant::now() >= deadline {
+                break answer;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if answer.trim() == "ready" {
+            progress.finish("ready");
+        } else {
+            progress.finish("not ready yet");
+            eprintln!(
+                "  {} says: {}; its log: {}",
+                service.name,
+                answer.trim(),
+                service.log.display()
+            );
+        }
     }
 
     Ok(Running {

@@ -9,7 +9,10 @@ use postgres_sink::{
     verify::{self, Source},
 };
 
-use crate::sources::{Database, Topics, pool, runtime};
+use crate::{
+    progress::Progress,
+    sources::{Database, Topics, pool, runtime},
+};
 
 /// `habitat verify`.
 #[derive(Debug, Subcommand)]
@@ -80,6 +83,7 @@ fn replay(
         schema_registry_auth: topics.registry_auth.clone(),
         kafka: topics.settings(),
     };
+    let mut progress: Option<Progress> = None;
     let outcome = verify::replay(
         &database.database_url,
         &database.schema,
@@ -87,7 +91,15 @@ fn replay(
         &source,
         keep,
         runtime.handle(),
+        &mut |read, total| {
+            progress
+                .get_or_insert_with(|| Progress::counted("verify replay", total, "offsets"))
+                .set(read)
+        },
     )?;
+    if let Some(progress) = progress {
+        progress.finish("replayed");
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {

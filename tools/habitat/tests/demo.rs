@@ -292,6 +292,18 @@ fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
     // The tables are exactly what the topics say.
     let (code, out, err) = habitat(&stack, &["verify", "replay"]);
     assert_eq!(code, 0, "verify replay: {out}\n{err}");
+    // Its progress ends with every offset read (plain lines: stderr is not a terminal).
+    let last = err
+        .lines()
+        .rfind(|line| line.starts_with("verify replay: "))
+        .unwrap_or_default();
+    let (read, total) = last
+        .strip_prefix("verify replay: ")
+        .and_then(|rest| rest.split_once(" offsets replayed in "))
+        .and_then(|(counts, _)| counts.split_once(" of "))
+        .unwrap_or_else(|| panic!("no final progress line: {err}"));
+    assert_eq!(read, total, "{last}");
+    assert!(total.parse::<u64>().expect("a count") > 0, "{last}");
 
     // The books hold; a ledger line altered by hand is named, with what it breaks.
     let (code, out, err) = habitat(&stack, &["verify", "books", "--tenant", "demo-coop"]);

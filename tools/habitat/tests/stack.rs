@@ -11,8 +11,25 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
     let a = Stack::new();
     let b = Stack::new();
 
-    let up = a.run("up");
+    let output = a.habitat("up", a.broker_port);
+    assert!(output.status.success(), "{output:?}");
+    let up = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(up.contains(&format!("127.0.0.1:{}", a.broker_port)), "{up}");
+    // Progress, as plain lines when stderr is not a terminal: each service to ready.
+    let progress = String::from_utf8_lossy(&output.stderr);
+    for service in [
+        "patronage-aggregator",
+        "postgres-sink",
+        "outbox-relay",
+        "rest-proxy",
+    ] {
+        assert!(
+            progress
+                .lines()
+                .any(|line| line.starts_with(&format!("{service} ready in "))),
+            "{service}: {progress}"
+        );
+    }
     assert!(
         up.contains(&format!("127.0.0.1:{}/habitat", a.postgres_port)),
         "{up}"
@@ -110,6 +127,48 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
     assert!(outbox.contains("dead letters: 0"), "{outbox}");
 
     every_metric_the_dashboard_and_the_rules_name_is_exported(&a);
+
+    // The undecodable record above is a dead letter in the sink's table; an operator
+    // re-drives every NEW one at once, with progress.
+    let letters: Vec<String> = test_support::wait_for(
+        std::time::Duration::from_secs(60),
+        "the dead letter in the sink's table",
+        || {
+            let ids = psql(
+                "SELECT string_agg(id::text, ' ') FROM habitat.dead_letters WHERE status = 'NEW'",
+            );
+            (!ids.is_empty()).then(|| ids.split(' ').map(str::to_owned).collect())
+        },
+    );
+    let redrive = std::process::Command::new(env!("CARGO_BIN_EXE_habitat"))
+        .args(["dlq", "redrive", "--all-new", "--by", "ops:test"])
+        .env(
+            "HABITAT_DATABASE_URL",
+            format!("postgres://habitat@127.0.0.1:{}/habitat", a.postgres_port),
+        )
+        .env(
+            "HABITAT_BOOTSTRAP_SERVERS",
+            format!("127.0.0.1:{}", a.broker_port),
+        )
+        .output()
+        .expect("habitat dlq redrive");
+    let (out, err) = (
+        String::from_utf8_lossy(&redrive.stdout),
+        String::from_utf8_lossy(&redrive.stderr),
+    );
+    assert!(redrive.status.success(), "{out}\n{err}");
+    for id in &letters {
+        assert!(
+            out.contains(&format!("Dead letter {id} re-driven to habitat.people")),
+            "{id}: {out}"
+        );
+    }
+    let n = letters.len();
+    assert!(
+        err.lines()
+            .any(|line| line.starts_with(&format!("dlq redrive: {n} of {n} letters done in "))),
+        "{err}"
+    );
 
     // A program that dies is started again by its supervisor (devbroker on its data
     // directory and port), and `status` says so.

@@ -29,7 +29,7 @@ use devstack::process::{Guardian, free_port, sibling_binary};
 use habitat_runtime::avro::AvroCodec;
 use sqlx::PgPool;
 
-use habitat::{stack::PROCESSORS, topics::Mode};
+use habitat::{progress::Progress, stack::PROCESSORS, topics::Mode};
 
 use crate::{
     broker::{self, BenchStack, BrokerBench, cpu_time, machine, peak_memory_mib, tree_cpu_time},

@@ -19,8 +19,10 @@ impl Waits<'_> {
     pub(super) fn year(&self, poster: &mut Poster, shape: Shape) -> Result<f64> {
         let tenants = format!("{}%", shape.prefix);
         let started = Instant::now();
+        poster.track("year", shape.year_events());
         load::post_year(poster, shape)?;
         poster.settle()?;
+        poster.finish();
         let sets: Vec<(String, String)> =
             self.rows(shape.tenants, "the proposed allocation sets", || {
                 sqlx::query_as(
@@ -70,12 +72,15 @@ impl Waits<'_> {
         F: Fn() -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
     {
         let deadline = Instant::now() + Duration::from_secs(600);
+        let mut progress = Progress::counted(what, expected as u64, "rows written");
         loop {
             let rows = self
                 .runtime
                 .block_on(query().fetch_all(self.pool))
                 .unwrap_or_default();
+            progress.set(rows.len() as u64);
             if rows.len() >= expected {
+                progress.finish("done");
                 return Ok(rows);
             }
             if Instant::now() > deadline {
