@@ -185,61 +185,138 @@ impl RuntimeConfig {
         serde_yaml::from_str(text)
     }
 
-    /// Applies `HABITAT_*` variables from `vars`: `HABITAT_BOOTSTRAP_SERVERS`,
-    /// `HABITAT_INSTANCE_ID`, `HABITAT_GROUP_ID`, `HABITAT_SCHEMA_REGISTRY_URL`,
-    /// `HABITAT_METRICS_LISTEN`, `HABITAT_ENVIRONMENT`, `HABITAT_GIVE_UP_SECONDS`,
-    /// `HABITAT_CLOCK_OFFSET_SECONDS`, and `HABITAT_KAFKA_<NAME>` for a
-    /// librdkafka setting (`HABITAT_KAFKA_SASL_PASSWORD` → `sasl.password`). Returns the
-    /// names it read.
+    /// Applies `HABITAT_*` variables from `vars`: `HABITAT_<FIELD>` for every setting
+    /// (`HABITAT_COMMIT_INTERVAL_MS`, `HABITAT_STATIC_MEMBERSHIP`, `HABITAT_INPUTS` as a
+    /// comma-separated list…) and `HABITAT_KAFKA_<NAME>` for a librdkafka setting
+    /// (`HABITAT_KAFKA_SASL_PASSWORD` → `sasl.password`). Returns the names it read.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Vec<String>, ConfigError> {
-        let mut read = Vec::new();
-        for (name, value) in vars {
-            let Some(field) = name.strip_prefix("HABITAT_") else {
-                continue;
-            };
-            match field {
-                "BOOTSTRAP_SERVERS" => self.bootstrap_servers = value,
-                "INSTANCE_ID" => self.instance_id = value,
-                "GROUP_ID" => self.group_id = Some(value),
-                "SCHEMA_REGISTRY_URL" => self.schema_registry_url = Some(value),
-                "SCHEMA_REGISTRY_AUTH" => {
-                    self.schema_registry_auth = Some(
-                        value
-                            .parse()
-                            .map_err(|e: String| ConfigError::secret(field, e))?,
-                    );
-                }
-                "ENVIRONMENT" => self.environment = value,
-                "GIVE_UP_SECONDS" => {
-                    self.give_up_seconds = value
-                        .parse()
-                        .map_err(|e| ConfigError::variable(field, &value, e))?;
-                }
-                "CLOCK_OFFSET_SECONDS" => {
-                    self.clock_offset_seconds = value
-                        .parse()
-                        .map_err(|e| ConfigError::variable(field, &value, e))?;
-                }
-                "METRICS_LISTEN" => {
-                    self.metrics_listen = Some(
-                        value
-                            .parse()
-                            .map_err(|e| ConfigError::variable(field, &value, e))?,
-                    );
-                }
-                other => {
-                    if !self.kafka.apply_env(other, value) {
-                        continue;
-                    }
-                }
-            }
-            read.push(name);
-        }
-        Ok(read)
+        apply_env_fields(self, vars, &[])
     }
+}
+
+/// Applies `HABITAT_<FIELD>` variables to the settings of `config` — every top-level field
+/// by its name upper-cased, or by the variable `aliases` give it (`("SINK_SCHEMA",
+/// "schema")`) — and `HABITAT_KAFKA_<NAME>` variables to its `kafka` settings. A value is
+/// read as the field's type: a number, a boolean, a comma-separated list, or text. Returns
+/// the names it read; a value that does not fit names the variable (and the value, unless
+/// it is a secret).
+pub fn apply_env_fields<T>(
+    config: &mut T,
+    vars: impl IntoIterator<Item = (String, String)>,
+    aliases: &[(&str, &str)],
+) -> Result<Vec<String>, ConfigError>
+where
+    T: Serialize + serde::de::DeserializeOwned,
+{
+    let mut fields = match serde_json::to_value(&*config) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => return Ok(Vec::new()),
+    };
+    let mut read = Vec::new();
+    for (name, value) in vars {
+        let Some(variable) = name.strip_prefix("HABITAT_") else {
+            continue;
+        };
+        if variable.starts_with("KAFKA_")
+            && let Some(kafka) = fields.get_mut("kafka")
+        {
+            let mut settings: KafkaSettings =
+                serde_json::from_value(kafka.take()).unwrap_or_default();
+            _ = settings.apply_env(variable, value);
+            *kafka = serde_json::to_value(settings).unwrap_or_default();
+            read.push(name);
+            continue;
+        }
+        let field = aliases
+            .iter()
+            .find(|(alias, _)| *alias == variable)
+            .map_or_else(|| variable.to_ascii_lowercase(), |(_, f)| (*f).to_owned());
+        let Some(current) = fields.get(&field) else {
+            continue;
+        };
+        let mut candidate = fields.clone();
+        _ = candidate.insert(field.clone(), typed_like(current, &value));
+        if let Err(error) =
+            serde_json::from_value::<T>(serde_json::Value::Object(candidate.clone()))
+        {
+            return Err(if is_secret_setting(&field) {
+                ConfigError::secret(variable, error)
+            } else {
+                ConfigError::variable(variable, &value, error)
+            });
+        }
+        fields = candidate;
+        read.push(name);
+    }
+    if let Ok(applied) = serde_json::from_value(serde_json::Value::Object(fields)) {
+        *config = applied;
+    }
+    Ok(read)
+}
+
+/// `text` as a JSON value of `current`'s kind.
+fn typed_like(current: &serde_json::Value, text: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match current {
+        Value::Number(_) => serde_json::from_str(text.trim())
+            .ok()
+            .filter(Value::is_number)
+            .unwrap_or_else(|| Value::String(text.to_owned())),
+        Value::Bool(_) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Value::Bool(true),
+            "false" | "0" | "no" | "off" => Value::Bool(false),
+            _ => Value::String(text.to_owned()),
+        },
+        Value::Array(_) => Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::String(item.to_owned()))
+                .collect(),
+        ),
+        _ => Value::String(text.to_owned()),
+    }
+}
+
+/// A setting whose value never prints: credentials, passwords, tokens.
+fn is_secret_setting(key: &str) -> bool {
+    key.ends_with("_auth") || KafkaSettings::is_secret(key)
+}
+
+/// A configuration as `--print-config` shows it: its JSON with every secret masked
+/// (`user:***` for credentials, `***` for passwords and tokens, URLs without their
+/// password).
+pub fn redacted(config: &impl Serialize) -> serde_json::Value {
+    fn walk(key: &str, value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::Object(fields) => Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = walk(&k, v);
+                        (k, v)
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.into_iter().map(|v| walk(key, v)).collect()),
+            Value::String(text) if is_secret_setting(key) => {
+                Value::String(match text.split_once(':') {
+                    Some((user, _)) if key.ends_with("_auth") => format!("{user}:***"),
+                    _ => "***".to_owned(),
+                })
+            }
+            Value::String(text) if text.contains("://") => match url::Url::parse(&text) {
+                Ok(url) if url.password().is_some() => Value::String(redact_url(&text)),
+                _ => Value::String(text),
+            },
+            other => other,
+        }
+    }
+    walk("", serde_json::to_value(config).unwrap_or_default())
 }
 
 /// The variables the logging set-up of every program reads.
@@ -285,12 +362,12 @@ impl EnvUse {
         }
     }
 
-    /// What `--print-config` prints: the program, its settings as `Debug` shows them
-    /// (secrets as `***`), and the variables read and ignored, as one JSON object.
-    pub fn config_report(&self, program: &str, config: &dyn fmt::Debug) -> String {
+    /// What `--print-config` prints: the program, its settings (secrets masked, see
+    /// [`redacted`]), and the variables read and ignored, as one JSON object.
+    pub fn config_report(&self, program: &str, config: &impl Serialize) -> String {
         serde_json::json!({
             "program": program,
-            "config": format!("{config:#?}"),
+            "config": redacted(config),
             "variables": self,
         })
         .to_string()
@@ -360,7 +437,7 @@ pub fn redact_url(url: &str) -> String {
 pub struct KafkaSettings(pub BTreeMap<String, String>);
 
 impl KafkaSettings {
-    fn is_secret(key: &str) -> bool {
+    pub fn is_secret(key: &str) -> bool {
         ["password", "secret", "jaas", "key.pem", "token"]
             .iter()
             .any(|s| key.contains(s))
@@ -485,6 +562,95 @@ mod tests {
         let mut config = rdkafka::ClientConfig::new();
         _ = config.set("security.protocol", "NOT-A-PROTOCOL");
         assert!(config.create::<BaseProducer>().is_err());
+    }
+
+    /// Every setting can be given by a `HABITAT_<FIELD>` variable (Kubernetes mounts no
+    /// file), read as the field's type.
+    #[test]
+    fn every_setting_is_reachable_by_environment() {
+        let defaults = serde_json::to_value(RuntimeConfig::default()).expect("JSON");
+        let fields = defaults.as_object().expect("an object");
+        let example = |value: &serde_json::Value| match value {
+            serde_json::Value::Number(_) => "7".to_owned(),
+            serde_json::Value::Bool(b) => (!b).to_string(),
+            serde_json::Value::Array(_) => "habitat.people, habitat.treasury".to_owned(),
+            _ => "127.0.0.1:9999".to_owned(),
+        };
+        for (field, value) in fields {
+            if field == "kafka" {
+                continue;
+            }
+            let variable = format!("HABITAT_{}", field.to_ascii_uppercase());
+            let mut config = RuntimeConfig::default();
+            let text = if field == "schema_registry_auth" {
+                "habitat:secret".to_owned()
+            } else {
+                example(value)
+            };
+            let read = config
+                .apply_env([(variable.clone(), text)])
+                .unwrap_or_else(|e| panic!("{variable}: {e}"));
+            assert_eq!(read, std::slice::from_ref(&variable));
+            let after = serde_json::to_value(&config).expect("JSON");
+            assert_ne!(&after[field], value, "{variable} changed nothing");
+        }
+        let mut config = RuntimeConfig::default();
+        _ = config
+            .apply_env([("HABITAT_INPUTS".to_owned(), "a, b".to_owned())])
+            .expect("a list");
+        assert_eq!(config.inputs, ["a", "b"]);
+        let refused = RuntimeConfig::default()
+            .apply_env([("HABITAT_COMMIT_INTERVAL_MS".to_owned(), "soon".to_owned())])
+            .expect_err("not a number");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("HABITAT_COMMIT_INTERVAL_MS=soon"),
+            "{refused}"
+        );
+        let refused = RuntimeConfig::default()
+            .apply_env([(
+                "HABITAT_SCHEMA_REGISTRY_AUTH".to_owned(),
+                "nocolon".to_owned(),
+            )])
+            .expect_err("not user:password");
+        assert!(!refused.to_string().contains("nocolon"), "{refused}");
+    }
+
+    #[test]
+    fn print_config_is_json_with_secrets_masked() {
+        let mut config = RuntimeConfig::default();
+        _ = config
+            .apply_env([
+                (
+                    "HABITAT_KAFKA_SASL_PASSWORD".to_owned(),
+                    "hunter2".to_owned(),
+                ),
+                (
+                    "HABITAT_SCHEMA_REGISTRY_AUTH".to_owned(),
+                    "habitat:s3cret".to_owned(),
+                ),
+                (
+                    "HABITAT_SCHEMA_REGISTRY_URL".to_owned(),
+                    "https://reader:pw1@registry:8081".to_owned(),
+                ),
+            ])
+            .expect("valid");
+        let report: serde_json::Value =
+            serde_json::from_str(&EnvUse::default().config_report("patronage-aggregator", &config))
+                .expect("JSON");
+        let shown = &report["config"];
+        assert_eq!(shown["commit_interval_ms"], 100);
+        assert_eq!(shown["kafka"]["sasl.password"], "***");
+        assert_eq!(shown["schema_registry_auth"], "habitat:***");
+        assert_eq!(
+            shown["schema_registry_url"],
+            "https://reader:***@registry:8081/"
+        );
+        let text = report.to_string();
+        for secret in ["hunter2", "s3cret", "pw1"] {
+            assert!(!text.contains(secret), "{text}");
+        }
     }
 
     #[test]

@@ -89,6 +89,15 @@ pub fn clap_env_names(command: &clap::Command) -> Vec<String> {
         .collect()
 }
 
+/// The configuration of a program configured by flags (and their variables): the flags
+/// and the librdkafka settings, as one JSON object for `--print-config`.
+#[derive(serde::Serialize)]
+pub struct Flags<'a, A: serde::Serialize> {
+    #[serde(flatten)]
+    pub args: &'a A,
+    pub kafka: &'a KafkaSettings,
+}
+
 /// A program's configuration as loaded at start.
 pub struct Loaded<T> {
     pub config: T,
@@ -97,7 +106,7 @@ pub struct Loaded<T> {
     pub print_only: bool,
 }
 
-impl<T: std::fmt::Debug> Loaded<T> {
+impl<T: serde::Serialize> Loaded<T> {
     /// Prints the `--print-config` report and returns `Some(0)` when asked to, else warns
     /// about ignored variables and returns `None` (run).
     pub fn print_or_warn(&self, program: &str) -> Option<ExitCode> {

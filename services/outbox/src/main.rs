@@ -11,12 +11,12 @@ use std::{
 use clap::{CommandFactory as _, Parser};
 use habitat_runtime::{
     config::{RegistryAuth, redact_url},
-    runner::{Loaded, clap_kafka_env},
+    runner::{Flags, Loaded, clap_kafka_env},
 };
 use outbox::relay::{RelayConfig, run};
 
 /// Relays an outbox (installed with `habitat outbox install`) to Kafka.
-#[derive(Parser)]
+#[derive(Parser, serde::Serialize)]
 #[command(version)]
 struct Args {
     /// The producer's database holding the outbox.
@@ -76,7 +76,10 @@ fn main() -> ExitCode {
     let (kafka, env) = clap_kafka_env(&Args::command());
     let loaded = Loaded {
         env,
-        config: (&args, &kafka),
+        config: Flags {
+            args: &args,
+            kafka: &kafka,
+        },
         print_only: args.print_config,
     };
     if let Some(code) = loaded.print_or_warn("outbox-relay") {

@@ -152,49 +152,7 @@ impl SinkConfig {
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Vec<String>, ConfigError> {
-        fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
-        where
-            T::Err: std::error::Error + Send + Sync + 'static,
-        {
-            value
-                .parse()
-                .map_err(|e| ConfigError::variable(name, value, e))
-        }
-        let mut read = Vec::new();
-        for (name, value) in vars {
-            let Some(field) = name.strip_prefix("HABITAT_") else {
-                continue;
-            };
-            match field {
-                "BOOTSTRAP_SERVERS" => self.bootstrap_servers = value,
-                "GROUP_ID" => self.group_id = value,
-                "DATABASE_URL" => self.database_url = Some(value),
-                "SINK_SCHEMA" => self.schema = value,
-                "SCHEMA_REGISTRY_URL" => self.schema_registry_url = Some(value),
-                "SCHEMA_REGISTRY_AUTH" => {
-                    self.schema_registry_auth = Some(
-                        value
-                            .parse()
-                            .map_err(|e: String| ConfigError::secret(field, e))?,
-                    );
-                }
-                "METRICS_LISTEN" => self.metrics_listen = Some(number(field, &value)?),
-                "BATCH_MAX_RECORDS" => self.batch_max_records = number(field, &value)?,
-                "BATCH_INTERVAL_MS" => self.batch_interval_ms = number(field, &value)?,
-                "BATCH_IDLE_MS" => self.batch_idle_ms = number(field, &value)?,
-                "WRITERS" => self.writers = number(field, &value)?,
-                "SESSION_TIMEOUT_MS" => self.session_timeout_ms = number(field, &value)?,
-                "GIVE_UP_SECONDS" => self.give_up_seconds = number(field, &value)?,
-                "BOOKS_CHECK_SECONDS" => self.books_check_seconds = number(field, &value)?,
-                other => {
-                    if !self.kafka.apply_env(other, value) {
-                        continue;
-                    }
-                }
-            }
-            read.push(name);
-        }
-        Ok(read)
+        habitat_runtime::config::apply_env_fields(self, vars, &[("SINK_SCHEMA", "schema")])
     }
 }
 

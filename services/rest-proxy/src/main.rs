@@ -6,7 +6,7 @@ use clap::{CommandFactory as _, Parser};
 use habitat_runtime::{
     avro::AvroCodec,
     config::{RegistryAuth, redact_url},
-    runner::{Loaded, clap_kafka_env, init_tracing},
+    runner::{Flags, Loaded, clap_kafka_env, init_tracing},
 };
 use rdkafka::ClientConfig;
 use rest_proxy::{
@@ -19,7 +19,7 @@ use rest_proxy::{
 };
 use tracing::info;
 
-#[derive(Parser)]
+#[derive(Parser, serde::Serialize)]
 #[command(
     name = "rest-proxy",
     version,
@@ -126,7 +126,10 @@ fn main() -> ExitCode {
     let (kafka, env) = clap_kafka_env(&Args::command());
     let loaded = Loaded {
         env,
-        config: (&args, &kafka),
+        config: Flags {
+            args: &args,
+            kafka: &kafka,
+        },
         print_only: args.print_config,
     };
     if let Some(code) = loaded.print_or_warn("rest-proxy") {

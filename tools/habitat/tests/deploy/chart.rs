@@ -125,11 +125,11 @@ fn the_chart_renders_and_runs_every_program_with_settings_it_has() {
         let env = container_env(container);
         let config = reads_exactly(&component, &env, &place);
         assert!(
-            config.contains("\"security.protocol\": \"SASL_SSL\""),
+            config["kafka"]["security.protocol"] == "SASL_SSL",
             "{place}: {config}"
         );
         assert!(
-            config.contains("\"sasl.password\": \"***\""),
+            config["kafka"]["sasl.password"] == "***",
             "{place}: {config}"
         );
 

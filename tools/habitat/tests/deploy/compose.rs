@@ -115,7 +115,7 @@ fn docker_compose_runs_every_program_with_settings_it_has() {
         );
         let config = reads_exactly(name, &env, "docker-compose.yml");
         assert!(
-            config.contains(&format!("{bootstrap:?}")),
+            config["bootstrap_servers"] == bootstrap.as_str(),
             "{name}: {config}"
         );
         assert_eq!(

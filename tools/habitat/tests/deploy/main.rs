@@ -123,7 +123,7 @@ fn names(json: &Json) -> BTreeSet<String> {
 
 /// Asserts that `program` reads every `HABITAT_*` variable of `env` and ignores none, and
 /// returns its configuration as printed.
-fn reads_exactly(program: &str, env: &BTreeMap<String, String>, place: &str) -> String {
+fn reads_exactly(program: &str, env: &BTreeMap<String, String>, place: &str) -> Json {
     let report = print_config(program, env);
     let given: BTreeSet<String> = env
         .keys()
@@ -136,7 +136,8 @@ fn reads_exactly(program: &str, env: &BTreeMap<String, String>, place: &str) -> 
         "{place}: {program} has no setting for these"
     );
     assert_eq!(names(&report["variables"]["read"]), given, "{place}");
-    report["config"].as_str().expect("config").to_owned()
+    assert!(report["config"].is_object(), "{place}: {program}: {report}");
+    report["config"].clone()
 }
 
 /// The variables `habitat <command…>` reads, from its help (`[env: NAME=`), plus the
