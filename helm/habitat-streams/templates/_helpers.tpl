@@ -72,9 +72,40 @@ app.kubernetes.io/component: {{ .component }}
       key: {{ .Values.database.urlSecret.key }}
 {{- end -}}
 
+{{/* The service account every pod runs as. */}}
+{{- define "habitat.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "habitat.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Variables added to a program's own: extraEnv (every program), then its own env map
+     (NAME: value); later entries win. Pass (dict "root" $ "env" <map>). */}}
+{{- define "habitat.extraEnv" -}}
+{{- with .root.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- range $name, $value := .env }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The pod's annotations: the scrape annotations at `port`, then podAnnotations. Pass
+     (dict "root" $ "port" <port>). */}}
+{{- define "habitat.podAnnotations" -}}
+{{ include "habitat.scrapeAnnotations" .port }}
+{{- with .root.Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
 {{/* Pod settings every program shares. */}}
 {{- define "habitat.podSpec" -}}
 enableServiceLinks: false
+serviceAccountName: {{ include "habitat.serviceAccountName" . }}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}

@@ -5,13 +5,7 @@ use super::*;
 /// Helm's rendering of the chart with `values` over values.yaml: the objects, and lint's
 /// findings.
 pub(super) fn render(values: &Json) -> (Vec<Value>, Json) {
-    let output = Command::new("python3")
-        .arg(root().join("scripts/helm-render"))
-        .arg(root().join("helm/habitat-streams"))
-        .args(["--release", "coop", "--namespace", "finance"])
-        .args(["--values", &values.to_string()])
-        .output()
-        .expect("python3");
+    let output = helm_render(values);
     assert!(
         output.status.success(),
         "scripts/helm-render: {}",
@@ -32,6 +26,17 @@ pub(super) fn render(values: &Json) -> (Vec<Value>, Json) {
         }
     }
     (objects, answer["lint"].clone())
+}
+
+/// scripts/helm-render's run with `values` over values.yaml.
+fn helm_render(values: &Json) -> std::process::Output {
+    Command::new("python3")
+        .arg(root().join("scripts/helm-render"))
+        .arg(root().join("helm/habitat-streams"))
+        .args(["--release", "coop", "--namespace", "finance"])
+        .args(["--values", &values.to_string()])
+        .output()
+        .expect("python3")
 }
 
 pub(super) fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -93,6 +98,12 @@ fn the_chart_renders_and_runs_every_program_with_settings_it_has() {
         },
         "schemaRegistry": {"authSecret": {"name": "registry-credentials", "key": "user-info"}},
         "topicsYaml": production_topics,
+        // Settings beyond the chart's own: for every program, and per program.
+        "extraEnv": [{"name": "HABITAT_KAFKA_CLIENT_RACK", "value": "eu-west-1a"}],
+        "processors": {"patronage-aggregator": {"env": {"HABITAT_COMMIT_INTERVAL_MS": 250}}},
+        "sink": {"env": {"HABITAT_WRITERS": "4"}},
+        "restProxy": {"env": {"HABITAT_KEY_CACHE_SECONDS": "10"}},
+        "podAnnotations": {"example.com/team": "finance"},
     });
     let (objects, lint) = render(&values);
     let findings = lint["messages"].as_array().expect("messages");
@@ -132,6 +143,24 @@ fn the_chart_renders_and_runs_every_program_with_settings_it_has() {
             config["kafka"]["sasl.password"] == "***",
             "{place}: {config}"
         );
+        assert_eq!(
+            config["kafka"]["client.rack"], "eu-west-1a",
+            "{place}: extraEnv"
+        );
+        let own = match component.as_str() {
+            "patronage-aggregator" => Some(("commit_interval_ms", 250)),
+            "postgres-sink" => Some(("writers", 4)),
+            "rest-proxy" => Some(("key_cache_seconds", 10)),
+            _ => None,
+        };
+        if let Some((setting, value)) = own {
+            assert_eq!(config[setting], value, "{place}: its own env");
+        }
+        assert_eq!(
+            pod["serviceAccountName"].as_str(),
+            Some("coop-habitat-streams"),
+            "{place}"
+        );
 
         // Probes, scraping and the listening port agree.
         let (port_name, listen) = match env.get("HABITAT_METRICS_LISTEN") {
@@ -151,6 +180,7 @@ fn the_chart_renders_and_runs_every_program_with_settings_it_has() {
         }
         let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
         assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
+        assert_eq!(annotations["example.com/team"].as_str(), Some("finance"));
         assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
         assert_eq!(
             annotations["prometheus.io/port"].as_str(),
@@ -173,6 +203,43 @@ fn the_chart_renders_and_runs_every_program_with_settings_it_has() {
         .filter(|p| p != "habitat")
         .collect();
     assert_eq!(components, expected);
+
+    // Its own service account, without an API token (the programs call no API); a
+    // disruption budget for every program.
+    let accounts = of_kind(&objects, "ServiceAccount");
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0]["metadata"]["name"], "coop-habitat-streams");
+    assert_eq!(
+        accounts[0]["automountServiceAccountToken"].as_bool(),
+        Some(false)
+    );
+    let budgets: BTreeMap<String, &Value> = of_kind(&objects, "PodDisruptionBudget")
+        .into_iter()
+        .map(|b| {
+            let component = b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+                .as_str()
+                .expect("a component")
+                .to_owned();
+            (component, b)
+        })
+        .collect();
+    assert_eq!(budgets.keys().cloned().collect::<BTreeSet<_>>(), components);
+    for deployment in &deployments {
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        let component = labels["app.kubernetes.io/component"]
+            .as_str()
+            .expect("component");
+        for (k, v) in budgets[component]["spec"]["selector"]["matchLabels"]
+            .as_mapping()
+            .expect("labels")
+        {
+            assert_eq!(&labels[k], v, "{component}: the budget selects its pods");
+        }
+        assert_eq!(
+            budgets[component]["spec"]["maxUnavailable"].as_u64(),
+            Some(1)
+        );
+    }
 
     // The proxy's Service reaches its http port.
     let services = of_kind(&objects, "Service");
@@ -285,4 +352,29 @@ fn the_chart_renders_and_runs_every_program_with_settings_it_has() {
         error.contains("the context topics differ from this release's topics.yaml"),
         "{error}"
     );
+}
+
+/// values.schema.json refuses what the chart cannot run, naming the value.
+#[test]
+fn values_the_schema_refuses_are_named() {
+    for (values, named) in [
+        (
+            serde_json::json!({"restProxy": {"replicas": "two"}}),
+            "replicas",
+        ),
+        (
+            serde_json::json!({"kafka": {"bootstrapServer": "kafka:9092"}}),
+            "bootstrapServer",
+        ),
+        (serde_json::json!({"metrics": {"port": 70000}}), "port"),
+        (serde_json::json!({"extraEnv": [{"value": "x"}]}), "name"),
+    ] {
+        let output = helm_render(&values);
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{values} rendered");
+        assert!(
+            message.contains("schema") && message.contains(named),
+            "{values}: {message}"
+        );
+    }
 }
