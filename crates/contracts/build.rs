@@ -77,7 +77,7 @@ fn main() {
     }
 
     let topology: Topology =
-        serde_yaml::from_str(&fs::read_to_string(&topics_file).expect("read topics.yaml"))
+        serde_norway::from_str(&fs::read_to_string(&topics_file).expect("read topics.yaml"))
             .expect("parse topics.yaml");
     let mut bindings: BTreeMap<String, (String, RecordDecl)> = BTreeMap::new();
     for topic in &topology.topics {

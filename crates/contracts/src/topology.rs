@@ -96,7 +96,7 @@ impl Topology {
     }
 
     pub fn parse(yaml: &str) -> Result<Self, TopologyError> {
-        serde_yaml::from_str(yaml).map_err(|e| TopologyError(e.to_string()))
+        serde_norway::from_str(yaml).map_err(|e| TopologyError(e.to_string()))
     }
 
     /// A deployment's own `topics.yaml` (partitions, replication and topic settings of its

@@ -26,7 +26,7 @@ pub enum ConfigError {
     Parse {
         path: PathBuf,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     /// A variable or flag whose value does not parse; `shown` names it (with its value
     /// unless the value is a secret).
@@ -181,8 +181,8 @@ impl RuntimeConfig {
     }
 
     /// Reads a YAML file over the defaults.
-    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
-        serde_yaml::from_str(text)
+    pub fn from_yaml(text: &str) -> Result<Self, serde_norway::Error> {
+        serde_norway::from_str(text)
     }
 
     /// Applies `HABITAT_*` variables from `vars`: `HABITAT_<FIELD>` for every setting

@@ -138,7 +138,7 @@ where
         path: path.to_path_buf(),
         source,
     })?;
-    serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+    serde_norway::from_str(&text).map_err(|source| ConfigError::Parse {
         path: path.to_path_buf(),
         source,
     })

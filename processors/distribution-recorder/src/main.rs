@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Err(_) => Chart::default(),
         Ok(path) => match std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|t| serde_yaml::from_str(&t).map_err(|e| e.to_string()))
+            .and_then(|t| serde_norway::from_str(&t).map_err(|e| e.to_string()))
         {
             Ok(chart) => chart,
             Err(error) => {

@@ -103,8 +103,8 @@ impl fmt::Debug for SinkConfig {
 }
 
 impl SinkConfig {
-    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
-        serde_yaml::from_str(text)
+    pub fn from_yaml(text: &str) -> Result<Self, serde_norway::Error> {
+        serde_norway::from_str(text)
     }
 
     pub fn batch_interval(&self) -> Duration {

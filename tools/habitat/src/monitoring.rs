@@ -19,8 +19,8 @@ pub struct Expression {
 /// Every expression of the alert rules and of the dashboard's panels.
 pub fn expressions() -> Result<Vec<Expression>, String> {
     let mut found = Vec::new();
-    let rules: serde_yaml::Value =
-        serde_yaml::from_str(ALERTS).map_err(|e| format!("alerts.yml: {e}"))?;
+    let rules: serde_norway::Value =
+        serde_norway::from_str(ALERTS).map_err(|e| format!("alerts.yml: {e}"))?;
     for group in rules["groups"]
         .as_sequence()
         .ok_or("alerts.yml: no groups")?

@@ -17,7 +17,7 @@ pub(super) fn render(values: &Json) -> (Vec<Value>, Json) {
         if !path.ends_with(".yaml") {
             continue;
         }
-        for document in serde_yaml::Deserializer::from_str(text.as_str().expect("text")) {
+        for document in serde_norway::Deserializer::from_str(text.as_str().expect("text")) {
             let object: Value =
                 serde::Deserialize::deserialize(document).unwrap_or_else(|e| panic!("{path}: {e}"));
             if !object.is_null() {

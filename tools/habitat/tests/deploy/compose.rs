@@ -25,7 +25,7 @@ fn the_dockerfile_builds_every_program_the_deployments_run() {
 #[test]
 fn docker_compose_runs_every_program_with_settings_it_has() {
     let (text, required) = compose_defaults(&read("docker-compose.yml"));
-    let mut compose: Value = serde_yaml::from_str(&text).expect("docker-compose.yml parses");
+    let mut compose: Value = serde_norway::from_str(&text).expect("docker-compose.yml parses");
     // No default secret: the password is required, never defaulted.
     assert_eq!(required, BTreeSet::from(["POSTGRES_PASSWORD".to_owned()]));
     assert!(

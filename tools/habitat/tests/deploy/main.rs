@@ -18,7 +18,7 @@ use std::{
 use devstack::process::sibling_binary;
 use habitat::stack::PROCESSORS;
 use serde_json::Value as Json;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 const IMAGE: &str = concat!("habitat-streams:", env!("CARGO_PKG_VERSION"));
 

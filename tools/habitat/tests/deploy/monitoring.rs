@@ -6,7 +6,7 @@ use super::*;
 
 #[test]
 fn every_alert_rule_is_complete() {
-    let rules: Value = serde_yaml::from_str(habitat::monitoring::ALERTS).expect("YAML");
+    let rules: Value = serde_norway::from_str(habitat::monitoring::ALERTS).expect("YAML");
     let mut alerts = BTreeSet::new();
     for group in rules["groups"].as_sequence().expect("groups") {
         for rule in group["rules"].as_sequence().expect("rules") {
@@ -109,7 +109,7 @@ fn the_chart_installs_the_rules_the_dashboard_and_a_service_monitor() {
     );
     let rule = chart::of_kind(&objects, "PrometheusRule");
     assert_eq!(rule.len(), 1);
-    let shipped: Value = serde_yaml::from_str(habitat::monitoring::ALERTS).expect("YAML");
+    let shipped: Value = serde_norway::from_str(habitat::monitoring::ALERTS).expect("YAML");
     assert_eq!(
         rule[0]["spec"], shipped,
         "the PrometheusRule is files/alerts.yml"
