@@ -38,6 +38,12 @@ pub enum ConfigError {
     },
     #[error("{0} is not set")]
     Missing(&'static str),
+    #[error("{}: {key}: {why}", path.display())]
+    FileSetting {
+        path: PathBuf,
+        key: String,
+        why: String,
+    },
     #[error("expected KEY=VALUE, got {0}")]
     NotKeyValue(String),
     #[error(transparent)]

@@ -80,6 +80,66 @@ pub fn clap_kafka_env(command: &clap::Command) -> (KafkaSettings, EnvUse) {
     (kafka, EnvUse::of(std::env::vars(), read))
 }
 
+/// Parses a flag-configured program's arguments (`args`, the program's name first) with the
+/// settings of a YAML file — `--config FILE` or `HABITAT_CONFIG` — as defaults under the
+/// `HABITAT_*` variables and the flags: file → environment → flags, as processors and the
+/// sink read theirs. The file's keys are the flags' names in snake case
+/// (`max_body_bytes: 2097152`); one the program has no flag for is refused, naming it.
+pub fn parse_layered<A: clap::Parser>(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<A, ConfigError> {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let mut command = A::command();
+    let from_flag = args
+        .windows(2)
+        .find_map(|pair| (pair[0] == "--config").then(|| PathBuf::from(&pair[1])));
+    let from_flag = from_flag.or_else(|| {
+        args.iter()
+            .find_map(|arg| arg.to_str()?.strip_prefix("--config=").map(PathBuf::from))
+    });
+    let path = from_flag.or_else(|| std::env::var_os("HABITAT_CONFIG").map(PathBuf::from));
+    if let Some(path) = path {
+        let settings: std::collections::BTreeMap<String, serde_norway::Value> =
+            read_config(Some(&path))?;
+        for (key, value) in settings {
+            let text = match value {
+                serde_norway::Value::String(text) => text,
+                serde_norway::Value::Number(n) => n.to_string(),
+                serde_norway::Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(ConfigError::FileSetting {
+                        path,
+                        key,
+                        why: "a setting is a single value".to_owned(),
+                    });
+                }
+            };
+            let known = command
+                .get_arguments()
+                .any(|arg| arg.get_id() == key.as_str() && arg.get_long().is_some());
+            if !known || key == "config" || key == "print_config" {
+                return Err(ConfigError::FileSetting {
+                    path,
+                    key,
+                    why: "this program has no such setting".to_owned(),
+                });
+            }
+            // Read once, at start: the defaults live as long as the process.
+            let text: &'static str = Box::leak(text.into_boxed_str());
+            command = command.mut_arg(key, |arg| arg.default_value(text).required(false));
+        }
+    }
+    // Bad flags end the process as clap does (usage on stderr, exit code 2).
+    let matches = match command.try_get_matches_from(args) {
+        Ok(matches) => matches,
+        Err(error) => error.exit(),
+    };
+    match A::from_arg_matches(&matches) {
+        Ok(parsed) => Ok(parsed),
+        Err(error) => error.exit(),
+    }
+}
+
 /// The `env` names of `command`'s arguments (the variables clap reads).
 pub fn clap_env_names(command: &clap::Command) -> Vec<String> {
     command

@@ -19,6 +19,10 @@ use outbox::relay::{RelayConfig, run};
 #[derive(Parser, serde::Serialize)]
 #[command(version)]
 struct Args {
+    /// A YAML file of settings (keys: the flags' names in snake case), under the
+    /// `HABITAT_*` variables and the flags.
+    #[arg(long, env = "HABITAT_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// The producer's database holding the outbox.
     #[arg(long, env = "HABITAT_DATABASE_URL")]
     database_url: String,
@@ -72,7 +76,13 @@ impl std::fmt::Debug for Args {
 fn main() -> ExitCode {
     habitat_runtime::runner::init_tracing();
     habitat_runtime::crypto::install_crypto_provider();
-    let args = Args::parse();
+    let args: Args = match habitat_runtime::runner::parse_layered(std::env::args_os()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let (kafka, env) = clap_kafka_env(&Args::command());
     let loaded = Loaded {
         env,

@@ -26,6 +26,10 @@ use tracing::info;
     about = "Producers post Habitat Streams events over HTTP."
 )]
 struct Args {
+    /// A YAML file of settings (keys: the flags' names in snake case), under the
+    /// `HABITAT_*` variables and the flags.
+    #[arg(long, env = "HABITAT_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Address to serve on.
     #[arg(long, env = "HABITAT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -122,7 +126,13 @@ fn main() -> ExitCode {
     habitat_runtime::memory::retain_freed_memory();
     habitat_runtime::crypto::install_crypto_provider();
     init_tracing();
-    let args = Args::parse();
+    let args: Args = match habitat_runtime::runner::parse_layered(std::env::args_os()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let (kafka, env) = clap_kafka_env(&Args::command());
     let loaded = Loaded {
         env,

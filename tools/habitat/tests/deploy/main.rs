@@ -222,3 +222,93 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// One configuration path for every program: a YAML file, then `HABITAT_*` variables, then
+/// flags — the flag-configured programs (proxy, relay) as the processors and the sink.
+#[test]
+fn every_program_reads_a_file_under_its_variables_and_its_flags() {
+    use serde_json::json;
+    let dir = test_support::scratch_dir().join(test_support::unique("config"));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let cases = [
+        // program, file, the variable over the file, the flag over both
+        (
+            "rest-proxy",
+            "database_url: postgres://habitat:secret@db/habitat\nmax_body_bytes: 2097152\n\
+             key_cache_seconds: 30\nrate_limit_per_second: 7\n",
+            (
+                "HABITAT_KEY_CACHE_SECONDS",
+                "40",
+                "key_cache_seconds",
+                json!(40),
+            ),
+            (
+                "--rate-limit-per-second",
+                "9",
+                "rate_limit_per_second",
+                json!(9),
+            ),
+            ("max_body_bytes", json!(2_097_152)),
+        ),
+        (
+            "outbox-relay",
+            "database_url: postgres://habitat:secret@db/habitat\n\
+             schema_registry_url: http://registry:8081\nbatch: 100\npoll_ms: 50\nname: billing\n",
+            ("HABITAT_OUTBOX_POLL_MS", "75", "poll_ms", json!(75)),
+            ("--batch", "250", "batch", json!(250)),
+            ("name", json!("billing")),
+        ),
+        (
+            "patronage-aggregator",
+            "commit_interval_ms: 250\nsession_timeout_ms: 20000\ngive_up_seconds: 60\n",
+            (
+                "HABITAT_SESSION_TIMEOUT_MS",
+                "30000",
+                "session_timeout_ms",
+                json!(30_000),
+            ),
+            ("--instance-id", "pod-1", "instance_id", json!("pod-1")),
+            ("commit_interval_ms", json!(250)),
+        ),
+    ];
+    for (program, file, (variable, value, env_setting, env_expect), flag, from_file) in cases {
+        let path = dir.join(format!("{program}.yaml"));
+        std::fs::write(&path, file).expect("write");
+        let output = Command::new(binary(program))
+            .arg("--config")
+            .arg(&path)
+            .args([flag.0, flag.1])
+            .arg("--print-config")
+            .env_clear()
+            .env(variable, value)
+            .output()
+            .expect("run the program");
+        assert!(
+            output.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Json = serde_json::from_slice(&output.stdout).expect("JSON");
+        let config = &report["config"];
+        assert_eq!(config[env_setting], env_expect, "{program}: {config}");
+        assert_eq!(config[flag.2], flag.3, "{program}: {config}");
+        assert_eq!(config[from_file.0], from_file.1, "{program}: {config}");
+        let shown = config.to_string();
+        assert!(!shown.contains("secret"), "{program}: {shown}");
+
+        // A key the program has no setting for is refused, naming it.
+        std::fs::write(&path, "commit_intervall_ms: 5\n").expect("write");
+        let output = Command::new(binary(program))
+            .arg("--config")
+            .arg(&path)
+            .arg("--print-config")
+            .env_clear()
+            .output()
+            .expect("run the program");
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && message.contains("commit_intervall_ms"),
+            "{program}: {message}"
+        );
+    }
+}
