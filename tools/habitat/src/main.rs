@@ -56,6 +56,19 @@ enum Command {
     /// The catalog's schemas on a schema registry.
     #[command(subcommand)]
     Schemas(Schemas),
+    /// The partition of a tenant's records on each context topic: what a producer writing
+    /// straight to Kafka must choose (murmur2 of the tenant id, as Kafka's default
+    /// partitioner hashes a key), so that a tenant's records stay together.
+    Partition {
+        /// The tenant id.
+        tenant: String,
+        /// Only the partition among this many (no topics.yaml read).
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// A deployment's own topics.yaml (its partition counts); the release's when unset.
+        #[arg(long, env = "HABITAT_TOPICS_FILE")]
+        topics_file: Option<PathBuf>,
+    },
     /// Export a finance report (CSV or JSON) from the sink's views.
     Report(report::ReportArgs),
     /// A topic's committed records as JSON, decoded through the registry; follows it unless
@@ -229,6 +242,33 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(command) => keys::run_keys(&command),
         Command::Finance(command) => finance::run_finance(&command),
         Command::Outbox(command) => habitat::outbox::run_outbox(&command),
+        Command::Partition {
+            tenant,
+            partitions,
+            topics_file,
+        } => {
+            if !rest_proxy::validate::is_id(&tenant) {
+                anyhow::bail!(
+                    "{tenant:?} is not a tenant id: 1-64 characters of A-Z a-z 0-9 . _ : -"
+                );
+            }
+            match partitions {
+                Some(n) if n < 1 => anyhow::bail!("--partitions must be at least 1"),
+                Some(n) => println!("{}", contracts::partition::tenant_partition(&tenant, n)),
+                None => {
+                    let topology = load_topology(topics_file.as_deref())?;
+                    for topic in topology.context_topics("dev")? {
+                        println!(
+                            "{} partition {} of {}",
+                            topic.name,
+                            contracts::partition::tenant_partition(&tenant, topic.partitions),
+                            topic.partitions
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Topics(Topics::Apply {
             bootstrap_servers,
             environment,
@@ -237,15 +277,7 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
             alter,
         }) => {
-            let topology = match topics_file {
-                None => contracts::topology::Topology::embedded(),
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    contracts::topology::Topology::parse_deployed(&text)
-                        .with_context(|| path.display().to_string())?
-                }
-            };
+            let topology = load_topology(topics_file.as_deref())?;
             let settings = habitat::sources::kafka_settings(&kafka);
             let mut client = habitat::kafka::config(&bootstrap_servers);
             settings.apply(&mut client);
@@ -322,4 +354,14 @@ fn bench(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The release's topics.yaml, or a deployment's own at `path`.
+fn load_topology(path: Option<&std::path::Path>) -> Result<contracts::topology::Topology> {
+    let Some(path) = path else {
+        return Ok(contracts::topology::Topology::embedded());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    contracts::topology::Topology::parse_deployed(&text).with_context(|| path.display().to_string())
 }

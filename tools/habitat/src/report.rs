@@ -31,6 +31,9 @@ pub struct ReportArgs {
     pub member: Option<String>,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: Format,
+    /// Start the CSV with a UTF-8 byte order mark, so that Excel reads accented names right.
+    #[arg(long)]
+    pub bom: bool,
     /// Write to this file instead of standard output.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -51,6 +54,7 @@ pub fn run_report(args: &ReportArgs) -> Result<()> {
         Ok::<_, anyhow::Error>(report::run(&pool, report, &filter).await?)
     })?;
     let text = match args.format {
+        Format::Csv if args.bom => format!("\u{feff}{}", table.to_csv()),
         Format::Csv => table.to_csv(),
         Format::Json => serde_json::to_string_pretty(&table.to_json())? + "\n",
     };

@@ -432,3 +432,57 @@ async fn tail_prints_committed_records_as_the_proxys_json() {
         "{message}"
     );
 }
+
+/// `habitat partition`: where a producer writing straight to Kafka must put a tenant's
+/// records — Kafka's murmur2 of the tenant id (values computed with an independent
+/// implementation of Kafka's `Utils.murmur2`), on each context topic of the release's or a
+/// deployment's topics.yaml.
+#[test]
+fn partition_names_a_tenants_partition_on_every_context_topic() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_habitat"))
+            .arg("partition")
+            .args(args)
+            .env_remove("HABITAT_TOPICS_FILE")
+            .output()
+            .expect("habitat partition");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, _) = run(&["coop-a"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        "habitat.people partition 1 of 6\nhabitat.treasury partition 1 of 6\n\
+         habitat.agreements partition 1 of 6\n"
+    );
+    for (tenant, partitions, expected) in [("coop-a", "24", "19"), ("demo-coop", "6", "5")] {
+        let (ok, out, _) = run(&[tenant, "--partitions", partitions]);
+        assert_eq!(
+            (ok, out.trim()),
+            (true, expected),
+            "{tenant} of {partitions}"
+        );
+    }
+    // A tenant id outside the ids' alphabet is refused, as the proxy refuses it.
+    let (ok, _, err) = run(&["Coöp"]);
+    assert!(!ok && err.contains("is not a tenant id"), "{err}");
+    let deployed = test_support::scratch_dir()
+        .join(unique("topics"))
+        .with_extension("yaml");
+    std::fs::write(
+        &deployed,
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../topics.yaml"),
+        )
+        .expect("topics.yaml")
+        .replacen("  partitions: 6", "  partitions: 24", 1),
+    )
+    .expect("write");
+    let (ok, out, err) = run(&["coop-a", "--topics-file", deployed.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("habitat.people partition 19 of 24"), "{out}");
+}

@@ -289,6 +289,26 @@ fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
         allocation
     );
 
+    // For Excel: the same CSV behind a UTF-8 byte order mark.
+    let (code, plain, err) = habitat(
+        &stack,
+        &["report", "member-statement", "--tenant", "demo-coop"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, marked, err) = habitat(
+        &stack,
+        &[
+            "report",
+            "member-statement",
+            "--tenant",
+            "demo-coop",
+            "--bom",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(marked.strip_prefix('\u{feff}'), Some(plain.as_str()));
+    assert!(plain.lines().count() > 1, "{plain}");
+
     // The tables are exactly what the topics say.
     let (code, out, err) = habitat(&stack, &["verify", "replay"]);
     assert_eq!(code, 0, "verify replay: {out}\n{err}");
