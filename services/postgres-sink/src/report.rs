@@ -139,6 +139,38 @@ pub struct Filter {
 pub struct Table {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Option<String>>>,
+    /// What each column holds, from its Postgres type (for spreadsheets).
+    pub kinds: Vec<ColumnKind>,
+}
+
+/// What a report column holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// `numeric(p, 2)`: an amount of money.
+    Money,
+    /// Any other `numeric` (ratios, weights, quantities).
+    Decimal,
+    Integer,
+    Date,
+    /// `timestamptz`, shown in UTC.
+    Timestamp,
+    Boolean,
+    Text,
+}
+
+impl ColumnKind {
+    /// The kind of a column of Postgres type `type_name` (`format_type` of the column).
+    pub fn of(type_name: &str) -> Self {
+        match type_name {
+            t if t.starts_with("numeric(") && t.ends_with(",2)") => Self::Money,
+            t if t.starts_with("numeric") => Self::Decimal,
+            "smallint" | "integer" | "bigint" => Self::Integer,
+            "date" => Self::Date,
+            t if t.starts_with("timestamp") => Self::Timestamp,
+            "boolean" => Self::Boolean,
+            _ => Self::Text,
+        }
+    }
 }
 
 /// Runs `report` with `filter`.
@@ -184,8 +216,8 @@ pub async fn run(pool: &PgPool, report: &Report, filter: &Filter) -> Result<Tabl
             .await
             .map_err(database)?;
     }
-    let columns: Vec<String> = sqlx::query_scalar(
-        "SELECT a.attname::text FROM pg_attribute a
+    let described: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
           WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
           ORDER BY a.attnum",
     )
@@ -193,6 +225,8 @@ pub async fn run(pool: &PgPool, report: &Report, filter: &Filter) -> Result<Tabl
     .fetch_all(&mut *tx)
     .await
     .map_err(database)?;
+    let kinds: Vec<ColumnKind> = described.iter().map(|(_, t)| ColumnKind::of(t)).collect();
+    let columns: Vec<String> = described.into_iter().map(|(c, _)| c).collect();
     if columns.is_empty() {
         return Err(ReportError::NoView(report.view));
     }
@@ -227,7 +261,11 @@ pub async fn run(pool: &PgPool, report: &Report, filter: &Filter) -> Result<Tabl
         })
         .collect();
     tx.rollback().await.map_err(database)?;
-    Ok(Table { columns, rows })
+    Ok(Table {
+        columns,
+        rows,
+        kinds,
+    })
 }
 
 impl Table {
@@ -354,6 +392,7 @@ mod tests {
         let table = Table {
             columns: vec!["member".into(), "memo".into(), "amount".into()],
             rows: vec![vec![Some("m-1".into()), Some("a, \"b\"".into()), None]],
+            kinds: vec![ColumnKind::Text, ColumnKind::Text, ColumnKind::Money],
         };
         assert_eq!(
             table.to_csv(),
@@ -381,6 +420,7 @@ mod tests {
             .iter()
             .map(|(memo, amount)| vec![Some((*memo).to_owned()), Some((*amount).to_owned())])
             .collect(),
+            kinds: vec![ColumnKind::Text, ColumnKind::Money],
         };
         assert_eq!(
             table.to_csv(),

@@ -18,6 +18,7 @@ pub mod supervise;
 pub mod tail;
 pub mod topics;
 pub mod verify;
+pub mod workbook;
 
 use std::path::PathBuf;
 

@@ -309,6 +309,11 @@ fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
     assert_eq!(marked.strip_prefix('\u{feff}'), Some(plain.as_str()));
     assert!(plain.lines().count() > 1, "{plain}");
 
+    // Every report of the tenant and period in one workbook, read back with openpyxl: the
+    // same values as the JSON export, amounts as numbers with two decimals, dates as
+    // dates, the header frozen.
+    workbook_matches_the_exports(&stack);
+
     // The tables are exactly what the topics say.
     let (code, out, err) = habitat(&stack, &["verify", "replay"]);
     assert_eq!(code, 0, "verify replay: {out}\n{err}");
@@ -355,4 +360,138 @@ fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
     ] {
         assert!(out.contains(named), "{named}: {out}");
     }
+}
+
+/// Reads a workbook's every sheet with openpyxl (Python, installed by scripts/test): per
+/// sheet, the frozen cell and each cell as `{t, v, f}` (type, value, number format).
+const READ_WORKBOOK: &str = r#"
+import datetime, json, sys, openpyxl
+book = openpyxl.load_workbook(sys.argv[1])
+out = {}
+for sheet in book.worksheets:
+    rows = []
+    for row in sheet.iter_rows():
+        cells = []
+        for cell in row:
+            v = cell.value
+            if v is None:
+                cells.append(None)
+            elif isinstance(v, bool):
+                cells.append({"t": "b", "v": v, "f": cell.number_format})
+            elif isinstance(v, (int, float)):
+                cells.append({"t": "n", "v": v, "f": cell.number_format})
+            elif isinstance(v, datetime.datetime):
+                cells.append({"t": "d", "v": v.isoformat(), "f": cell.number_format})
+            else:
+                cells.append({"t": "s", "v": str(v), "f": cell.number_format})
+        rows.append(cells)
+    out[sheet.title] = {"freeze": sheet.freeze_panes, "rows": rows}
+print(json.dumps(out))
+"#;
+
+fn workbook_matches_the_exports(stack: &Stack) {
+    let path = stack.dir.join("books.xlsx");
+    let path_text = path.to_str().expect("utf-8");
+    let (code, _, err) = habitat(
+        stack,
+        &[
+            "report",
+            "--all",
+            "--tenant",
+            "demo-coop",
+            "--period",
+            habitat::demo::PERIOD,
+            "--format",
+            "xlsx",
+            "--output",
+            path_text,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/tools/python-confluent/bin/python");
+    let read = Command::new(&python)
+        .args(["-c", READ_WORKBOOK, path_text])
+        .output()
+        .expect("openpyxl (scripts/test installs it)");
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let book: Value = serde_json::from_slice(&read.stdout).expect("JSON");
+    let sheets = book.as_object().expect("sheets");
+    assert_eq!(
+        sheets.len(),
+        postgres_sink::report::REPORTS.len(),
+        "{:?}",
+        sheets.keys()
+    );
+    let mut amounts = 0;
+    for report in postgres_sink::report::REPORTS {
+        let sheet = &book[report.name];
+        assert_eq!(sheet["freeze"], "A2", "{}", report.name);
+        let mut args = vec![
+            "report",
+            report.name,
+            "--tenant",
+            "demo-coop",
+            "--format",
+            "json",
+        ];
+        if report.period.is_some() {
+            args.extend(["--period", habitat::demo::PERIOD]);
+        }
+        let (code, out, err) = habitat(stack, &args);
+        assert_eq!(code, 0, "{err}");
+        let exported: Vec<Value> = serde_json::from_str(&out).expect("JSON rows");
+        let rows = sheet["rows"].as_array().expect("rows");
+        assert_eq!(
+            rows.len(),
+            exported.len() + 1,
+            "{}: header and rows",
+            report.name
+        );
+        let header: Vec<&str> = rows[0]
+            .as_array()
+            .expect("header")
+            .iter()
+            .map(|c| c["v"].as_str().expect("a column name"))
+            .collect();
+        for (row, expected) in rows[1..].iter().zip(&exported) {
+            for (cell, column) in row.as_array().expect("cells").iter().zip(&header) {
+                let want = &expected[*column];
+                let place = format!("{} {column}", report.name);
+                match (cell["t"].as_str(), want.as_str()) {
+                    (None, None) => {}
+                    (Some("n"), Some(text)) => {
+                        let number: f64 = text.parse().expect("a number");
+                        assert_eq!(cell["v"].as_f64(), Some(number), "{place}");
+                        if cell["f"] == "#,##0.00" {
+                            amounts += 1;
+                        }
+                    }
+                    (Some("d"), Some(text)) => {
+                        let day = &text[..10];
+                        assert!(
+                            cell["v"].as_str().expect("iso").starts_with(day),
+                            "{place}: {cell} / {text}"
+                        );
+                        assert!(
+                            cell["f"]
+                                .as_str()
+                                .expect("format")
+                                .starts_with("yyyy-mm-dd")
+                        );
+                    }
+                    (Some("b"), Some(text)) => {
+                        assert_eq!(cell["v"].as_bool(), Some(text == "true"))
+                    }
+                    (Some("s"), Some(text)) => assert_eq!(cell["v"], text, "{place}"),
+                    other => panic!("{place}: {other:?}"),
+                }
+            }
+        }
+    }
+    assert!(amounts > 10, "amounts shown as money: {amounts}");
 }
