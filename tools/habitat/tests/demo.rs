@@ -360,6 +360,10 @@ fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
     ] {
         assert!(out.contains(named), "{named}: {out}");
     }
+
+    // A producer team's client (examples/python): one event and a batch with an
+    // Idempotency-Key, the batch retried; the sink has each member once.
+    python_client_example_posts_once(&stack);
 }
 
 /// Reads a workbook's every sheet with openpyxl (Python, installed by scripts/test): per
@@ -494,4 +498,71 @@ fn workbook_matches_the_exports(stack: &Stack) {
         }
     }
     assert!(amounts > 10, "amounts shown as money: {amounts}");
+}
+
+fn python_client_example_posts_once(stack: &Stack) {
+    let (code, out, err) = habitat(
+        stack,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "members-service",
+            "--tenant",
+            "example-coop",
+            "--event-type",
+            "people.MemberRegistered",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let secret = out
+        .lines()
+        .skip_while(|line| !line.starts_with("Its secret is shown this once"))
+        .nth(1)
+        .expect("the key's secret");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = Command::new(root.join("target/tools/python-confluent/bin/python"))
+        .arg(root.join("examples/python/post_events.py"))
+        .arg("example-coop")
+        .env(
+            "HABITAT_PROXY_URL",
+            format!("http://127.0.0.1:{}", stack.proxy_port),
+        )
+        .env("HABITAT_API_KEY", secret)
+        .output()
+        .expect("python (scripts/test installs requests)");
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        out.contains("retry answered 202 with the first result"),
+        "{out}"
+    );
+    let members = || {
+        let output = devstack::postgres::PgBin::locate()
+            .expect("Postgres")
+            .command("psql")
+            .args(["-h", "127.0.0.1", "-U", "habitat", "-d", "habitat", "-At"])
+            .arg(format!("--port={}", stack.postgres_port))
+            .arg("--command=SELECT string_agg(member_id || ' ' || display_name, ', ' ORDER BY member_id) \
+                  FROM habitat.members WHERE tenant_id = 'example-coop'")
+            .output()
+            .expect("psql");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let found = test_support::wait_for(
+        std::time::Duration::from_secs(60),
+        "the example's members in the sink",
+        || {
+            let found = members();
+            found.contains("m-102").then_some(found)
+        },
+    );
+    assert_eq!(
+        found,
+        "m-100 Amara Okafor, m-101 Bruno Díaz, m-102 Chiara Rossi"
+    );
 }
