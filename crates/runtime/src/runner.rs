@@ -140,6 +140,37 @@ pub fn parse_layered<A: clap::Parser>(
     }
 }
 
+/// Starts a flag-configured program (the proxy, the relay): its arguments read as
+/// [`parse_layered`] reads them, and the librdkafka settings of its `HABITAT_KAFKA_*`
+/// variables; with `--print-config` (`print_config` of the arguments) the report is printed,
+/// otherwise ignored variables are warned about. `Err` is the exit code when the program
+/// stops here: 0 after the report, 2 on a bad configuration file.
+pub fn start_flag_program<A>(
+    program: &str,
+    print_config: impl Fn(&A) -> bool,
+) -> Result<(A, KafkaSettings), ExitCode>
+where
+    A: clap::Parser + serde::Serialize,
+{
+    let args: A = parse_layered(std::env::args_os()).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(2)
+    })?;
+    let (kafka, env) = clap_kafka_env(&A::command());
+    let loaded = Loaded {
+        env,
+        config: Flags {
+            args: &args,
+            kafka: &kafka,
+        },
+        print_only: print_config(&args),
+    };
+    if let Some(code) = loaded.print_or_warn(program) {
+        return Err(code);
+    }
+    Ok((args, kafka))
+}
+
 /// The `env` names of `command`'s arguments (the variables clap reads).
 pub fn clap_env_names(command: &clap::Command) -> Vec<String> {
     command

@@ -8,11 +8,8 @@ use std::{
     time::Duration,
 };
 
-use clap::{CommandFactory as _, Parser};
-use habitat_runtime::{
-    config::{RegistryAuth, redact_url},
-    runner::{Flags, Loaded, clap_kafka_env},
-};
+use clap::Parser;
+use habitat_runtime::config::{RegistryAuth, redact_url};
 use outbox::relay::{RelayConfig, run};
 
 /// Relays an outbox (installed with `habitat outbox install`) to Kafka.
@@ -76,25 +73,13 @@ impl std::fmt::Debug for Args {
 fn main() -> ExitCode {
     habitat_runtime::runner::init_tracing();
     habitat_runtime::crypto::install_crypto_provider();
-    let args: Args = match habitat_runtime::runner::parse_layered(std::env::args_os()) {
-        Ok(args) => args,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let (kafka, env) = clap_kafka_env(&Args::command());
-    let loaded = Loaded {
-        env,
-        config: Flags {
-            args: &args,
-            kafka: &kafka,
-        },
-        print_only: args.print_config,
-    };
-    if let Some(code) = loaded.print_or_warn("outbox-relay") {
-        return code;
-    }
+    let (args, kafka) =
+        match habitat_runtime::runner::start_flag_program::<Args>("outbox-relay", |args| {
+            args.print_config
+        }) {
+            Ok(started) => started,
+            Err(code) => return code,
+        };
     let config = RelayConfig {
         database_url: args.database_url,
         schema: args.schema,

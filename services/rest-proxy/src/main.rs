@@ -2,11 +2,11 @@
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use clap::{CommandFactory as _, Parser};
+use clap::Parser;
 use habitat_runtime::{
     avro::AvroCodec,
     config::{RegistryAuth, redact_url},
-    runner::{Flags, Loaded, clap_kafka_env, init_tracing},
+    runner::init_tracing,
 };
 use rdkafka::ClientConfig;
 use rest_proxy::{
@@ -126,25 +126,13 @@ fn main() -> ExitCode {
     habitat_runtime::memory::retain_freed_memory();
     habitat_runtime::crypto::install_crypto_provider();
     init_tracing();
-    let args: Args = match habitat_runtime::runner::parse_layered(std::env::args_os()) {
-        Ok(args) => args,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let (kafka, env) = clap_kafka_env(&Args::command());
-    let loaded = Loaded {
-        env,
-        config: Flags {
-            args: &args,
-            kafka: &kafka,
-        },
-        print_only: args.print_config,
-    };
-    if let Some(code) = loaded.print_or_warn("rest-proxy") {
-        return code;
-    }
+    let (args, kafka) =
+        match habitat_runtime::runner::start_flag_program::<Args>("rest-proxy", |args| {
+            args.print_config
+        }) {
+            Ok(started) => started,
+            Err(code) => return code,
+        };
     let runtime = match habitat_runtime::runner::async_runtime(2) {
         Ok(runtime) => runtime,
         Err(code) => return code,
