@@ -9,7 +9,7 @@ use std::{
 };
 
 use clap::Parser;
-use habitat_runtime::config::{RegistryAuth, redact_url};
+use habitat_runtime::config::RegistryAuth;
 use outbox::relay::{RelayConfig, run};
 
 /// Relays an outbox (installed with `habitat outbox install`) to Kafka.
@@ -52,22 +52,6 @@ struct Args {
     /// exit.
     #[arg(long)]
     print_config: bool,
-}
-
-impl std::fmt::Debug for Args {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Args")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("schema", &self.schema)
-            .field("name", &self.name)
-            .field("bootstrap_servers", &self.bootstrap_servers)
-            .field("schema_registry_url", &self.schema_registry_url)
-            .field("schema_registry_auth", &self.schema_registry_auth)
-            .field("batch", &self.batch)
-            .field("poll_ms", &self.poll_ms)
-            .field("metrics_listen", &self.metrics_listen)
-            .finish()
-    }
 }
 
 fn main() -> ExitCode {

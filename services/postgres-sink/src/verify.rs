@@ -79,7 +79,9 @@ pub fn rebuild_reporting(
     let started = Instant::now();
     // Offsets, not records: compaction and transaction markers leave gaps.
     let to_read: u64 = targets.values().map(|t| (*t).max(0) as u64).sum();
+    // Offsets read, per partition and in all (kept as a sum, not summed per record).
     let mut read: BTreeMap<Partition, u64> = BTreeMap::new();
+    let mut read_total: u64 = 0;
     let codec = AvroCodec::with_auth(
         &source.schema_registry_url,
         source.schema_registry_auth.as_ref(),
@@ -155,8 +157,10 @@ pub fn rebuild_reporting(
         let Some(target) = open.get(&partition).copied() else {
             continue;
         };
-        _ = read.insert(partition.clone(), (message.offset() + 1).min(target) as u64);
-        report(read.values().sum(), to_read);
+        let now_read = (message.offset() + 1).min(target) as u64;
+        let before = read.insert(partition.clone(), now_read).unwrap_or(0);
+        read_total += now_read.saturating_sub(before);
+        report(read_total, to_read);
         if message.offset() < target {
             records.add(&mut batch, &message)?;
         }

@@ -3,11 +3,7 @@
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
-use habitat_runtime::{
-    avro::AvroCodec,
-    config::{RegistryAuth, redact_url},
-    runner::init_tracing,
-};
+use habitat_runtime::{avro::AvroCodec, config::RegistryAuth, runner::init_tracing};
 use rdkafka::ClientConfig;
 use rest_proxy::{
     AppState, HttpMetrics, Limits, Partitions, RateLimit,
@@ -95,30 +91,6 @@ impl Args {
         habitat_runtime::retry::RetryPolicy::giving_up_after(std::time::Duration::from_secs(
             self.give_up_seconds,
         ))
-    }
-}
-
-impl std::fmt::Debug for Args {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Args")
-            .field("listen", &self.listen)
-            .field("bootstrap_servers", &self.bootstrap_servers)
-            .field("schema_registry_url", &self.schema_registry_url)
-            .field("schema_registry_auth", &self.schema_registry_auth)
-            .field("database_url", &redact_url(&self.database_url))
-            .field("instance_id", &self.instance_id)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("max_batch_events", &self.max_batch_events)
-            .field("rate_limit_per_second", &self.rate_limit_per_second)
-            .field("key_cache_seconds", &self.key_cache_seconds)
-            .field("auth_failures_per_minute", &self.auth_failures_per_minute)
-            .field("idempotency_keep_hours", &self.idempotency_keep_hours)
-            .field("give_up_seconds", &self.give_up_seconds)
-            .field(
-                "idempotency_takeover_seconds",
-                &self.idempotency_takeover_seconds,
-            )
-            .finish()
     }
 }
 

@@ -26,18 +26,17 @@ where
         Ok(serde_json::Value::Object(fields)) => fields,
         _ => return Ok(Vec::new()),
     };
+    let mut kafka: Option<KafkaSettings> = fields
+        .get("kafka")
+        .map(|settings| serde_json::from_value(settings.clone()).unwrap_or_default());
     let mut read = Vec::new();
     for (name, value) in vars {
         let Some(variable) = name.strip_prefix("HABITAT_") else {
             continue;
         };
-        if variable.starts_with("KAFKA_")
-            && let Some(kafka) = fields.get_mut("kafka")
+        if let Some(kafka) = kafka.as_mut()
+            && kafka.apply_env(variable, value.clone())
         {
-            let mut settings: KafkaSettings =
-                serde_json::from_value(kafka.take()).unwrap_or_default();
-            _ = settings.apply_env(variable, value);
-            *kafka = serde_json::to_value(settings).unwrap_or_default();
             read.push(name);
             continue;
         }
@@ -61,6 +60,12 @@ where
         }
         fields = candidate;
         read.push(name);
+    }
+    if let Some(kafka) = kafka {
+        _ = fields.insert(
+            "kafka".to_owned(),
+            serde_json::to_value(kafka).unwrap_or_default(),
+        );
     }
     if let Ok(applied) = serde_json::from_value(serde_json::Value::Object(fields)) {
         *config = applied;
