@@ -22,6 +22,11 @@ pub struct Config {
     #[arg(long, env = "DEVBROKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// How often the log cleaner runs: rolls idle segments, removes expired ones and
+    /// compacts compacted topics (Kafka's `log.cleaner.backoff.ms`, shorter for development).
+    #[arg(long, env = "DEVBROKER_CLEAN_INTERVAL_MS", default_value_t = 1000)]
+    pub clean_interval_ms: u64,
+
     /// Cluster id reported to clients.
     #[arg(long, env = "DEVBROKER_CLUSTER_ID", default_value = "devbroker")]
     pub cluster_id: String,

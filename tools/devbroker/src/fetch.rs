@@ -84,11 +84,12 @@ impl DevFetchService {
                         if request.fetch_offset < p.log_start()
                             || request.fetch_offset > p.high_watermark()
                         {
-                            None
+                            Ok(None)
                         } else {
-                            Some(p.read(request.fetch_offset, budget, isolation))
+                            p.read(request.fetch_offset, budget, isolation).map(Some)
                         }
                     })
+                    .and_then(|read| read)
                     .map_err(Error::Api)?;
                 let Some(read) = read else {
                     partitions.push(partition_error(

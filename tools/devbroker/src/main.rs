@@ -57,7 +57,10 @@ async fn main() -> anyhow::Result<()> {
             Url::parse(&format!("sqlite:///{}", dir.join("control.db").display()))?,
             format!("durable in {}", dir.display()),
         ),
-        None => (Url::parse("memory://devbroker/")?, "in memory".to_owned()),
+        None => (
+            Url::parse("memory://devbroker/")?,
+            "in memory (segments in a scratch directory removed on exit)".to_owned(),
+        ),
     };
     let inner = StorageContainer::builder()
         .cluster_id(config.cluster_id.clone())
@@ -73,12 +76,19 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot restore the log in {}", dir.display()))?,
         None => DevStorage::in_memory(inner),
     };
+    storage
+        .load_topic_settings()
+        .await
+        .context("cannot read the topics' settings")?;
     let server = Server::new(
         tokio::net::TcpListener::from_std(listener)?,
         storage,
         &config.cluster_id,
     )
-    .await?;
+    .await?
+    .cleaning_every(std::time::Duration::from_millis(
+        config.clean_interval_ms.max(10),
+    ));
 
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

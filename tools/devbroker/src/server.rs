@@ -1,7 +1,7 @@
 //! The broker process: Tansu's protocol routes with devbroker's storage, fetch and EndTxn,
 //! served from devbroker's own accept loop.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use rama::{
     Context, Layer as _, Service,
@@ -25,8 +25,13 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::{
-    admin::AlterConfigsService, compat::LegacyClientLayer, fetch::DevFetchService,
-    frame::InlineFrameLayer, group::DevCoordinator, storage::DevStorage,
+    admin::AlterConfigsService,
+    compat::LegacyClientLayer,
+    fetch::DevFetchService,
+    frame::InlineFrameLayer,
+    group::DevCoordinator,
+    log::{Cleaning, Log},
+    storage::DevStorage,
 };
 
 /// The node id devbroker registers as (a single-node cluster).
@@ -158,6 +163,7 @@ pub struct Server {
     listener: TcpListener,
     storage: DevStorage,
     cluster_id: String,
+    clean_every: Duration,
 }
 
 impl Server {
@@ -179,7 +185,17 @@ impl Server {
             listener,
             storage,
             cluster_id: cluster_id.to_owned(),
+            clean_every: Duration::from_secs(1),
         })
+    }
+
+    /// Sets how often the log cleaner runs (every second by default).
+    #[must_use]
+    pub fn cleaning_every(self, every: Duration) -> Self {
+        Self {
+            clean_every: every,
+            ..self
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -199,6 +215,11 @@ impl Server {
         )
             .into_layer(route);
 
+        let cleaner = tokio::spawn(clean_periodically(
+            self.storage.shared_log(),
+            self.clean_every,
+            shutdown.clone(),
+        ));
         let mut reaper = tokio::time::interval(Duration::from_millis(250));
         let mut watchdog = tokio::time::interval(WATCHDOG_EVERY);
         let mut failed_pings = 0;
@@ -249,6 +270,35 @@ impl Server {
         }
         connections.abort_all();
         while connections.join_next().await.is_some() {}
+        cleaner.abort();
         Ok(())
+    }
+}
+
+/// Runs the log cleaner every `every` on a blocking thread (it reads and writes segment
+/// files), one pass at a time, until `shutdown`.
+async fn clean_periodically(log: Arc<Log>, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => break,
+        }
+        let log = log.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        match tokio::task::spawn_blocking(move || log.clean(now)).await {
+            Ok(done) if done != Cleaning::default() => info!(
+                expired_segments = done.expired_segments,
+                compacted_segments = done.compacted_segments,
+                records_before = done.records_before,
+                records_after = done.records_after,
+                bytes_before = done.bytes_before,
+                bytes_after = done.bytes_after,
+                "Log cleaned."
+            ),
+            Ok(_) => {}
+            Err(error) => warn!(%error, "The log cleaner stopped on a panic."),
+        }
     }
 }

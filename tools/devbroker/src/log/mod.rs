@@ -8,14 +8,16 @@
 //! batches it returns.
 
 mod batch;
+mod clean;
 mod partition;
 mod segment;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 
 use std::{
     collections::{HashMap, HashSet},
-    fs::{self, OpenOptions},
+    fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
 };
@@ -27,42 +29,110 @@ use tracing::{debug, warn};
 
 use batch::marker;
 pub use batch::{is_control, is_transactional};
+pub use clean::Cleaning;
 pub use partition::{AbortedTxn, Partition, Slice};
-use segment::{restore_segment, segment_path, segment_topition};
+use segment::log_path;
+pub use settings::Settings;
 
 /// Errors of the data path, each one a Kafka error code the client understands.
 pub type LogResult<T> = Result<T, ErrorCode>;
 
-/// Every partition's log, optionally persisted to one segment file per partition.
-#[derive(Debug, Default)]
+/// Every partition's log: a directory of segments per partition, under the data directory
+/// (durable) or under a scratch directory removed when the broker stops (in memory: the
+/// records do not outlive the process, but they do not fill its memory either).
+#[derive(Debug)]
 pub struct Log {
     partitions: RwLock<HashMap<Topition, Arc<Mutex<Partition>>>>,
-    data_dir: Option<PathBuf>,
+    dir: PathBuf,
+    scratch: bool,
+    settings: RwLock<HashMap<String, Settings>>,
     appended: Notify,
 }
 
+impl Drop for Log {
+    fn drop(&mut self) {
+        if self.scratch {
+            _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The directory of a partition's segments.
+fn partition_dir(dir: &Path, topition: &Topition) -> PathBuf {
+    dir.join(format!("{}-{}", topition.topic(), topition.partition()))
+}
+
+fn dir_topition(path: &Path) -> Option<Topition> {
+    let name = path.file_name()?.to_str()?;
+    let (topic, partition) = name.rsplit_once('-')?;
+    Some(Topition::new(topic, partition.parse().ok()?))
+}
+
+/// Removes the scratch directories of devbrokers that are no longer running.
+fn remove_stale_scratch(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("devbroker-scratch-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            _ = fs::remove_dir_all(&path);
+        }
+    }
+}
+
 impl Log {
-    /// A log held in memory only.
+    /// A log that does not outlive the process, in a scratch directory.
     pub fn in_memory() -> Self {
-        Self::default()
+        let root = std::env::temp_dir();
+        remove_stale_scratch(&root);
+        let dir = root.join(format!(
+            "devbroker-scratch-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        Self {
+            partitions: RwLock::default(),
+            dir,
+            scratch: true,
+            settings: RwLock::default(),
+            appended: Notify::new(),
+        }
     }
 
-    /// A log persisted under `dir`, restored from the segment files found there. A
+    /// A log persisted under `dir`, restored from the partitions found there. A
     /// transaction left open by the previous run is aborted unless its producer is in
     /// `still_open` (the coordinator knows it as in progress: its client may still end it).
+    /// Partitions take their topic's settings when [`Log::configure`] names them.
     pub fn open(dir: &Path, still_open: &HashSet<i64>) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let log = Self {
-            data_dir: Some(dir.to_path_buf()),
-            ..Self::default()
+            partitions: RwLock::default(),
+            dir: dir.to_path_buf(),
+            scratch: false,
+            settings: RwLock::default(),
+            appended: Notify::new(),
         };
+        migrate_single_segments(dir)?;
         let mut restored = Vec::new();
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            let Some(topition) = segment_topition(&path) else {
+            if !path.is_dir() {
+                continue;
+            }
+            let Some(topition) = dir_topition(&path) else {
                 continue;
             };
-            let partition = restore_segment(&path)?;
+            let partition = Partition::open(&path, Settings::default())?;
             restored.push((topition, partition));
         }
         for (topition, mut partition) in restored {
@@ -88,6 +158,56 @@ impl Log {
         Ok(log)
     }
 
+    /// Sets a topic's log settings (for its partitions now and to come).
+    pub fn configure(&self, topic: &str, settings: Settings) {
+        _ = self
+            .settings
+            .write()
+            .expect("settings lock")
+            .insert(topic.to_owned(), settings);
+        let partitions: Vec<_> = self
+            .partitions
+            .read()
+            .expect("partition map lock")
+            .iter()
+            .filter(|(topition, _)| topition.topic() == topic)
+            .map(|(_, partition)| partition.clone())
+            .collect();
+        for partition in partitions {
+            partition.lock().expect("partition lock").settings = settings;
+        }
+    }
+
+    /// A topic's log settings.
+    pub fn settings(&self, topic: &str) -> Settings {
+        self.settings
+            .read()
+            .expect("settings lock")
+            .get(topic)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// One pass of the cleaner over every partition at `now` (milliseconds since the
+    /// epoch): idle segments rolled, expired segments removed, closed segments compacted.
+    pub fn clean(&self, now: i64) -> Cleaning {
+        let partitions: Vec<_> = self
+            .partitions
+            .read()
+            .expect("partition map lock")
+            .iter()
+            .map(|(topition, partition)| (topition.clone(), partition.clone()))
+            .collect();
+        let mut total = Cleaning::default();
+        for (topition, partition) in partitions {
+            match clean::clean(&partition, now) {
+                Ok(done) => total.add(done),
+                Err(error) => warn!(%error, ?topition, "Cannot clean a partition."),
+            }
+        }
+        total
+    }
+
     fn partition(&self, topition: &Topition) -> std::io::Result<Arc<Mutex<Partition>>> {
         if let Some(partition) = self
             .partitions
@@ -97,20 +217,15 @@ impl Log {
         {
             return Ok(partition.clone());
         }
+        let settings = self.settings(topition.topic());
         let mut partitions = self.partitions.write().expect("partition map lock");
         if let Some(partition) = partitions.get(topition) {
             return Ok(partition.clone());
         }
-        let mut partition = Partition::default();
-        if let Some(dir) = &self.data_dir {
-            partition.segment = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(segment_path(dir, topition))?,
-            );
-        }
-        let partition = Arc::new(Mutex::new(partition));
+        let partition = Arc::new(Mutex::new(Partition::open(
+            &partition_dir(&self.dir, topition),
+            settings,
+        )?));
         _ = partitions.insert(topition.clone(), partition.clone());
         Ok(partition)
     }
@@ -132,6 +247,9 @@ impl Log {
     /// Appends a producer's batch; returns its base offset (the original one for a duplicate).
     pub fn produce(&self, topition: &Topition, batch: deflated::Batch) -> LogResult<i64> {
         let offset = self.with_partition(topition, |partition| {
+            if partition.settings.compact && has_keyless_record(&batch) {
+                return Err(ErrorCode::InvalidRecord);
+            }
             if let Some(offset) = partition.check_sequence(&batch)? {
                 return Ok(offset);
             }
@@ -168,15 +286,46 @@ impl Log {
         self.appended.notified()
     }
 
-    /// Forgets a deleted topic's partitions and removes their segment files.
+    /// Forgets a deleted topic's partitions and removes their segments.
     pub fn delete_topic(&self, topic: &str) {
         let mut partitions = self.partitions.write().expect("partition map lock");
         partitions.retain(|topition, _| {
             let keep = topition.topic() != topic;
-            if !keep && let Some(dir) = &self.data_dir {
-                _ = fs::remove_file(segment_path(dir, topition));
+            if !keep {
+                _ = fs::remove_dir_all(partition_dir(&self.dir, topition));
             }
             keep
         });
+        _ = self.settings.write().expect("settings lock").remove(topic);
     }
+}
+
+/// Whether a batch holds a record without a key (which a compacted topic refuses, as Kafka
+/// does: compaction keeps records by key).
+fn has_keyless_record(batch: &deflated::Batch) -> bool {
+    if is_control(batch) {
+        return false;
+    }
+    tansu_sans_io::record::inflated::Batch::try_from(batch).map_or(true, |inflated| {
+        inflated.records.iter().any(|r| r.key.is_none())
+    })
+}
+
+/// Moves the single segment file per partition of earlier versions
+/// (`<topic>-<partition>.segment`) into a partition directory as its first segment.
+fn migrate_single_segments(dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".segment"))
+        else {
+            continue;
+        };
+        let target = dir.join(stem);
+        fs::create_dir_all(&target)?;
+        fs::rename(&path, log_path(&target, 0))?;
+    }
+    Ok(())
 }

@@ -43,8 +43,12 @@ use tansu_storage::{
 use url::Url;
 use uuid::Uuid;
 
-use crate::log::Log;
+use crate::log::{Log, Settings, settings::DEFAULTS};
 use coordinator::Coordinator;
+use tansu_sans_io::{
+    ConfigSource, ConfigType, describe_configs_response::DescribeConfigsResourceResult,
+};
+use tracing::{info, warn};
 
 /// A topic as a fetch needs it.
 #[derive(Clone, Debug)]
@@ -134,6 +138,46 @@ impl DevStorage {
         &self.log
     }
 
+    /// The log, for the cleaner's own thread.
+    pub fn shared_log(&self) -> Arc<Log> {
+        self.log.clone()
+    }
+
+    /// A topic's configs as set (name and value), from the control-plane engine.
+    async fn topic_configs(&self, topic: &str) -> Result<Vec<(String, Option<String>)>> {
+        let described = self
+            .inner
+            .describe_config(topic, ConfigResource::Topic, None)
+            .await?;
+        Ok(described
+            .configs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.name, c.value))
+            .collect())
+    }
+
+    /// Gives the log every existing topic's settings (on start, from the engine's store).
+    pub async fn load_topic_settings(&self) -> Result<()> {
+        let metadata = self.inner.metadata(None).await?;
+        for topic in metadata.topics() {
+            let Some(name) = topic.name.as_deref() else {
+                continue;
+            };
+            let configs = self.topic_configs(name).await?;
+            match Settings::parse(
+                configs
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_deref())),
+            ) {
+                Ok(settings) => self.log.configure(name, settings),
+                Err(invalid) => warn!(topic = name, %invalid, "Kafka's defaults apply instead."),
+            }
+        }
+        info!(topics = metadata.topics().len(), "Topic settings loaded.");
+        Ok(())
+    }
+
     /// The partition count of a topic, or `None` when the topic does not exist.
     pub async fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
         if let Some(count) = self
@@ -185,6 +229,46 @@ impl DevStorage {
     }
 }
 
+/// A topic's described configs with the log's settings it leaves unset added at Kafka's
+/// defaults (reported as such), and those it sets reported as topic configs.
+fn with_log_defaults(
+    mut described: DescribeConfigsResult,
+    keys: Option<&[String]>,
+) -> DescribeConfigsResult {
+    let mut configs = described.configs.take().unwrap_or_default();
+    for config in &mut configs {
+        if DEFAULTS.iter().any(|(name, _)| *name == config.name) {
+            config.config_source = Some(ConfigSource::DynamicTopicConfig.into());
+            config.is_default = Some(false);
+        }
+    }
+    for (name, value) in DEFAULTS {
+        let wanted = keys.is_none_or(|keys| keys.iter().any(|key| key == name));
+        if wanted && !configs.iter().any(|config| config.name == name) {
+            let config_type = match name {
+                "cleanup.policy" => ConfigType::List,
+                "min.cleanable.dirty.ratio" => ConfigType::Double,
+                "segment.bytes" => ConfigType::Int,
+                _ => ConfigType::Long,
+            };
+            configs.push(
+                DescribeConfigsResourceResult::default()
+                    .name(name.to_owned())
+                    .value(Some(value.to_owned()))
+                    .read_only(false)
+                    .is_default(Some(true))
+                    .config_source(Some(ConfigSource::DefaultConfig.into()))
+                    .is_sensitive(false)
+                    .synonyms(Some(vec![]))
+                    .config_type(Some(config_type.into()))
+                    .documentation(Some(String::new())),
+            );
+        }
+    }
+    described.configs = Some(configs);
+    described
+}
+
 #[async_trait]
 impl Storage for DevStorage {
     async fn register_broker(&self, broker_registration: BrokerRegistrationRequest) -> Result<()> {
@@ -193,7 +277,22 @@ impl Storage for DevStorage {
 
     async fn create_topic(&self, topic: CreatableTopic, validate_only: bool) -> Result<Uuid> {
         let name = topic.name.clone();
+        let settings = Settings::parse(
+            topic
+                .configs
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| (c.name.as_str(), c.value.as_deref())),
+        )
+        .map_err(|invalid| {
+            warn!(topic = name, %invalid, "Topic refused.");
+            Error::Api(ErrorCode::InvalidConfig)
+        })?;
         let id = self.inner.create_topic(topic, validate_only).await?;
+        if !validate_only {
+            self.log.configure(&name, settings);
+        }
         self.forget_topics(&name);
         Ok(id)
     }
@@ -220,7 +319,36 @@ impl Storage for DevStorage {
                 .resource_type(resource.resource_type)
                 .resource_name(resource.resource_name));
         }
-        self.inner.incremental_alter_resource(resource).await
+        if ConfigResource::from(resource.resource_type) != ConfigResource::Topic {
+            return self.inner.incremental_alter_resource(resource).await;
+        }
+        let name = resource.resource_name.clone();
+        let mut configs = self.topic_configs(&name).await?;
+        for change in resource.configs.as_deref().unwrap_or_default() {
+            configs.retain(|(known, _)| *known != change.name);
+            if change.config_operation == 0 {
+                configs.push((change.name.clone(), change.value.clone()));
+            }
+        }
+        let settings = match Settings::parse(
+            configs
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_deref())),
+        ) {
+            Ok(settings) => settings,
+            Err(invalid) => {
+                return Ok(AlterConfigsResourceResponse::default()
+                    .error_code(ErrorCode::InvalidConfig.into())
+                    .error_message(Some(invalid.to_string()))
+                    .resource_type(resource.resource_type)
+                    .resource_name(resource.resource_name));
+            }
+        };
+        let response = self.inner.incremental_alter_resource(resource).await?;
+        if response.error_code == i16::from(ErrorCode::None) {
+            self.log.configure(&name, settings);
+        }
+        Ok(response)
     }
 
     async fn delete_records(
@@ -306,8 +434,10 @@ impl Storage for DevStorage {
         self.check_partition(topition).await?;
         self.log
             .with_partition(topition, |p| {
-                p.read(offset, max_bytes as usize, isolation).batches
+                p.read(offset, max_bytes as usize, isolation)
+                    .map(|slice| slice.batches)
             })
+            .and_then(|read| read)
             .map_err(Error::Api)
     }
 
@@ -349,7 +479,7 @@ impl Storage for DevStorage {
                         let millis = at
                             .duration_since(SystemTime::UNIX_EPOCH)
                             .map_or(0, |d| d.as_millis() as i64);
-                        match p.offset_for_timestamp(millis) {
+                        match p.offset_for_timestamp(millis).unwrap_or_default() {
                             Some((offset, ts)) => (
                                 Some(offset),
                                 Some(
@@ -444,7 +574,11 @@ impl Storage for DevStorage {
         resource: ConfigResource,
         keys: Option<&[String]>,
     ) -> Result<DescribeConfigsResult> {
-        self.inner.describe_config(name, resource, keys).await
+        let described = self.inner.describe_config(name, resource, keys).await?;
+        if resource != ConfigResource::Topic {
+            return Ok(described);
+        }
+        Ok(with_log_defaults(described, keys))
     }
 
     async fn list_groups(&self, states_filter: Option<&[String]>) -> Result<Vec<ListedGroup>> {
