@@ -5,6 +5,7 @@
 //! checked on Redpanda or Apache Kafka).
 
 mod abandoned;
+mod compaction;
 mod groups;
 mod transactions;
 
