@@ -10,6 +10,8 @@
 //! Processes started here are stopped, and their directories removed, when the test
 //! binary exits, even on a panic or a kill.
 
+pub mod compaction;
+
 use std::{
     future::Future,
     path::PathBuf,

@@ -8,6 +8,12 @@
 //! 3. Diff the two table by table and print what differs. `recorded_at` (when the sink
 //!    wrote a log row) is the only column left out. Dead letters are operators' work
 //!    (status, resolutions), not a function of the topics, and are not compared.
+//!
+//! On compacted topics the entity tables and the ledger — the latest state per key — are
+//! compared whole. `event_log` is the audit history that outlives compaction: a record
+//! cleaned from its topic since the sink logged it cannot be replayed, so `event_log` is
+//! compared in the direction that holds — every record still on the topics is logged,
+//! identical, once — and the rows no longer on the topics are counted, not compared.
 
 use std::{
     collections::BTreeMap,
@@ -96,18 +102,22 @@ pub fn rebuild_reporting(
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "20")
         .set("queued.max.messages.kbytes", "262144")
-        .set("fetch.message.max.bytes", "4194304");
+        .set("fetch.message.max.bytes", "4194304")
+        // The end of a partition closes it when compaction removed its target's record
+        // and every record after it.
+        .set("enable.partition.eof", "true");
     source.kafka.apply(&mut client);
     let consumer: BaseConsumer = client.create()?;
-    let mut list = TopicPartitionList::new();
-    let mut open: BTreeMap<Partition, i64> = BTreeMap::new();
+    // One topic at a time: an end-of-partition event names a partition, not its topic.
+    let mut topics: BTreeMap<&str, BTreeMap<i32, i64>> = BTreeMap::new();
     for ((topic, partition), target) in targets {
         if *target > 0 {
-            list.add_partition_offset(topic, *partition, Offset::Beginning)?;
-            _ = open.insert((topic.clone(), *partition), *target);
+            _ = topics
+                .entry(topic.as_str())
+                .or_default()
+                .insert(*partition, *target);
         }
     }
-    consumer.assign(&list)?;
     let mut committed: BTreeMap<Partition, i64> = store_offsets(store, handle, targets)?;
     let mut batch = Batch::default();
     let mut total = 0;
@@ -141,34 +151,53 @@ pub fn rebuild_reporting(
         Ok(())
     };
     // The sink's next offset is one past a record it was given, and the same records are
-    // given again here: each partition ends at its target's previous record, or at the
-    // first record past it when compaction removed that one since.
-    let mut progress = Instant::now();
-    while !open.is_empty() {
-        if progress.elapsed() > STALL {
-            anyhow::bail!("replay stalled: no record for {STALL:?} from {open:?}");
+    // given again here: each partition ends at its target's previous record, at the first
+    // record past it when compaction removed that one since, or at the partition's end
+    // when compaction removed every record from there.
+    for (topic, partitions) in topics {
+        let mut list = TopicPartitionList::new();
+        for partition in partitions.keys() {
+            list.add_partition_offset(topic, *partition, Offset::Beginning)?;
         }
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = message?;
-        progress = Instant::now();
-        let partition = (message.topic().to_owned(), message.partition());
-        let Some(target) = open.get(&partition).copied() else {
-            continue;
-        };
-        let now_read = (message.offset() + 1).min(target) as u64;
-        let before = read.insert(partition.clone(), now_read).unwrap_or(0);
-        read_total += now_read.saturating_sub(before);
-        report(read_total, to_read);
-        if message.offset() < target {
-            records.add(&mut batch, &message)?;
-        }
-        if message.offset() + 1 >= target {
-            _ = open.remove(&partition);
-        }
-        if batch.len() >= batch_max {
-            flush(&mut batch, &mut committed)?;
+        consumer.assign(&list)?;
+        let mut open = partitions;
+        let mut progress = Instant::now();
+        while !open.is_empty() {
+            if progress.elapsed() > STALL {
+                anyhow::bail!("replay stalled: no record for {STALL:?} from {topic} {open:?}");
+            }
+            let message = match consumer.poll(Duration::from_millis(500)) {
+                None => continue,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    progress = Instant::now();
+                    if let Some(target) = open.remove(&partition) {
+                        let key = (topic.to_owned(), partition);
+                        let before = read.insert(key, target as u64).unwrap_or(0);
+                        read_total += (target as u64).saturating_sub(before);
+                        report(read_total, to_read);
+                    }
+                    continue;
+                }
+                Some(message) => message?,
+            };
+            progress = Instant::now();
+            let Some(target) = open.get(&message.partition()).copied() else {
+                continue;
+            };
+            let partition = (topic.to_owned(), message.partition());
+            let now_read = (message.offset() + 1).min(target) as u64;
+            let before = read.insert(partition, now_read).unwrap_or(0);
+            read_total += now_read.saturating_sub(before);
+            report(read_total, to_read);
+            if message.offset() < target {
+                records.add(&mut batch, &message)?;
+            }
+            if message.offset() + 1 >= target {
+                _ = open.remove(&message.partition());
+            }
+            if batch.len() >= batch_max {
+                flush(&mut batch, &mut committed)?;
+            }
         }
     }
     flush(&mut batch, &mut committed)?;
@@ -216,6 +245,8 @@ pub struct Verification {
     pub rows: BTreeMap<String, i64>,
     /// Differences per table (all counted, at most 100 per table listed).
     pub counts: BTreeMap<String, i64>,
+    /// `event_log` rows whose record is no longer on its topic (compacted away).
+    pub compacted: i64,
     pub differences: Vec<Difference>,
 }
 
@@ -241,6 +272,13 @@ impl Verification {
                 format!("{count} difference(s)")
             };
             _ = writeln!(out, "  {table:<24} {rows:>9} rows  {verdict}");
+        }
+        if self.compacted > 0 {
+            _ = writeln!(
+                out,
+                "  event_log: {} rows log records compacted off the topics since (kept, not replayable).",
+                self.compacted
+            );
         }
         for d in &self.differences {
             _ = writeln!(out, "{} {}: {}", d.table, d.key, d.kind);
@@ -337,11 +375,16 @@ pub fn replay(
         seconds: rebuilt.seconds,
         rows: BTreeMap::new(),
         counts: BTreeMap::new(),
+        compacted: 0,
         differences: Vec::new(),
     };
     handle.block_on(async {
         for (table, key) in compared() {
-            let (rows, count, found) = diff(&pool, &snapshot, &fresh, table, key).await?;
+            let history = table == "event_log";
+            if history {
+                verification.compacted = only_in_live(&pool, &snapshot, &fresh, table, key).await?;
+            }
+            let (rows, count, found) = diff(&pool, &snapshot, &fresh, table, key, history).await?;
             _ = verification.rows.insert(table.to_owned(), rows);
             _ = verification.counts.insert(table.to_owned(), count);
             verification.differences.extend(found);
@@ -358,12 +401,36 @@ pub fn replay(
     Ok(verification)
 }
 
+/// Rows of `table` in `live` with no row of the same key in `replay`.
+async fn only_in_live(
+    pool: &sqlx::PgPool,
+    live: &str,
+    replay: &str,
+    table: &str,
+    key: &[&str],
+) -> Result<i64, sqlx::Error> {
+    let t = ident(table);
+    let join = key
+        .iter()
+        .map(|k| format!("a.{0} = b.{0}", ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {live}.{t} a WHERE NOT EXISTS (SELECT 1 FROM {replay}.{t} b WHERE {join})"
+    ))
+    .fetch_one(pool)
+    .await
+}
+
+/// The rows of `table` that differ between `live` and `replay`; with `history`, a row only
+/// in `live` is not a difference (its record was compacted off the topic).
 async fn diff(
     pool: &sqlx::PgPool,
     live: &str,
     replay: &str,
     table: &str,
     key: &[&str],
+    history: bool,
 ) -> Result<(i64, i64, Vec<Difference>), sqlx::Error> {
     let t = ident(table);
     let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {live}.{t}"))
@@ -385,8 +452,9 @@ async fn diff(
               b AS (SELECT {columns}, to_jsonb(x) - 'recorded_at' AS row FROM {replay}.{t} x)
          SELECT {key_text} AS key, a.row AS live, b.row AS replay, count(*) OVER () AS total
            FROM a FULL JOIN b ON {join}
-          WHERE a.row IS DISTINCT FROM b.row
-          ORDER BY 1 LIMIT 100"
+          WHERE a.row IS DISTINCT FROM b.row {only_replayable}
+          ORDER BY 1 LIMIT 100",
+        only_replayable = if history { "AND b.row IS NOT NULL" } else { "" }
     );
     let found = sqlx::query(&sql).fetch_all(pool).await?;
     let total = found.first().map_or(0, |r| r.get::<i64, _>("total"));

@@ -13,8 +13,9 @@ use rdkafka::{
         TopicReplication,
     },
     client::DefaultClientContext,
-    message::Message as _,
 };
+
+use test_support::compaction::records_read;
 
 use super::*;
 
@@ -84,33 +85,10 @@ fn put(producer: &BaseProducer, topic: &str, key: &str, value: Option<&str>) {
 
 /// Every record of the topic from its start to its end, read by a new consumer.
 fn read_all(topic: &str, isolation: &str) -> Vec<Row> {
-    let reader: BaseConsumer = client_config()
-        .set("isolation.level", isolation)
-        .set("enable.auto.commit", "false")
-        .set("group.id", unique("reader"))
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "50")
-        .create()
-        .expect("consumer");
-    assign_from_beginning(&reader, topic, 1);
-    let mut rows = Vec::new();
-    wait_for(TIMEOUT, "the topic read to its end", || {
-        match reader.poll(Duration::from_millis(100))? {
-            Err(KafkaError::PartitionEOF(_)) => Some(()),
-            Err(error) => panic!("consume: {error}"),
-            Ok(message) => {
-                rows.push((
-                    message.offset(),
-                    String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                    message
-                        .payload()
-                        .map(|v| String::from_utf8_lossy(v).into_owned()),
-                ));
-                None
-            }
-        }
-    });
-    rows
+    records_read(topic, 1, isolation)
+        .into_iter()
+        .map(|left| (left.offset, left.key, left.value))
+        .collect()
 }
 
 fn without_roll(rows: &[Row]) -> Vec<Row> {
