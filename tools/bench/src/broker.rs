@@ -68,7 +68,7 @@ impl Rate {
 }
 
 pub fn run(args: &BrokerBench) -> Result<()> {
-    let (bootstrap, _broker) = bench_broker(args.bootstrap.as_deref())?;
+    let (bootstrap, broker) = bench_broker(args.bootstrap.as_deref())?;
     let topic = format!("bench-{}", uuid::Uuid::new_v4().simple());
     ensure_topic_with(&args.client(&bootstrap), &topic, args.partitions)?;
 
@@ -91,6 +91,14 @@ pub fn run(args: &BrokerBench) -> Result<()> {
             rate.per_second(),
             rate.megabytes_per_second(),
             rate.elapsed.as_secs_f64()
+        );
+    }
+    if let Some(broker) = &broker {
+        println!(
+            "devbroker peak resident memory: {:.0} MiB after {} records ({:.0} MB of values)",
+            peak_memory_mib(broker.pid()),
+            args.records,
+            (args.records * args.size) as f64 / 1e6
         );
     }
     Ok(())

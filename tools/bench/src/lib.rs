@@ -6,6 +6,7 @@
 //! - [`broker`]: devbroker's raw produce and consume rates, and what every bench shares
 //!   (its own devbroker, Postgres and registry; CPU time and peak memory of processes).
 //! - [`runtime`]: the stream runtime alone, with `bench-processor` as its processor.
+//! - [`restore`]: a store restored from its changelog, before and after cleaning.
 //! - [`sink`]: the Postgres sink rebuilding N records.
 //! - [`proxy`]: the REST proxy's single posts and batches.
 //!
@@ -16,6 +17,7 @@ pub mod broker;
 pub mod load;
 pub mod outbox;
 pub mod proxy;
+pub mod restore;
 pub mod runtime;
 pub mod sink;
 pub mod topology;

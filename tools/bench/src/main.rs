@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use habitat_bench::{broker, outbox, proxy, runtime, sink, topology};
+use habitat_bench::{broker, outbox, proxy, restore, runtime, sink, topology};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +30,8 @@ enum Bench {
     Broker(broker::BrokerBench),
     /// The stream runtime: pass-through and stateful processors, exactly-once on and off.
     Runtime(runtime::RuntimeBench),
+    /// Store restore from a changelog of many updates, before and after the broker cleans it.
+    Restore(restore::RestoreBench),
     /// The Postgres sink: rebuild N records from the topics into a fresh schema.
     Sink(sink::SinkBench),
     /// The REST proxy: events/s and p50/p99 latency of single posts and 100-event batches.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Some(Bench::Topology(args)) => topology::run(&args),
         Some(Bench::Broker(args)) => broker::run(&args),
         Some(Bench::Runtime(args)) => runtime::run(&args),
+        Some(Bench::Restore(args)) => restore::run(&args),
         Some(Bench::Sink(args)) => sink::run(&args),
         Some(Bench::Proxy(args)) => proxy::run(&args),
         Some(Bench::Outbox(args)) => outbox::run(&args),

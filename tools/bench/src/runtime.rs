@@ -294,7 +294,7 @@ fn now_micros() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-fn spawn(
+pub(crate) fn spawn(
     bootstrap: &str,
     mode: Mode,
     input: &str,
@@ -335,14 +335,14 @@ fn spawn(
 
 /// User + system CPU time of a process, from /proc.
 /// Reads the output topic under read_committed, noting arrival times and latencies.
-struct Reader {
+pub(crate) struct Reader {
     consumer: BaseConsumer,
     count: usize,
     latencies: Vec<Duration>,
 }
 
 impl Reader {
-    fn new(bootstrap: &str, topic: &str, partitions: i32) -> Result<Self> {
+    pub(crate) fn new(bootstrap: &str, topic: &str, partitions: i32) -> Result<Self> {
         let consumer: BaseConsumer = config(bootstrap)
             .set(
                 "group.id",
@@ -388,7 +388,12 @@ impl Reader {
     }
 
     /// Polls until `n` outputs have arrived; returns when the n-th did.
-    fn wait_for(&mut self, n: usize, timeout: Duration, child: &mut Child) -> Result<Instant> {
+    pub(crate) fn wait_for(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+        child: &mut Child,
+    ) -> Result<Instant> {
         let deadline = Instant::now() + timeout;
         let mut arrived = Instant::now();
         while self.count < n {
