@@ -364,6 +364,67 @@ fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
     // A producer team's client (examples/python): one event and a batch with an
     // Idempotency-Key, the batch retried; the sink has each member once.
     python_client_example_posts_once(&stack);
+    // A team producing straight to Kafka (examples/python/produce_direct.py): the tenant's
+    // partition by murmur2, the registered schema; the sink reads them like the proxy's.
+    python_direct_producer_reaches_the_sink(&stack);
+}
+
+fn python_direct_producer_reaches_the_sink(stack: &Stack) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = Command::new(root.join("target/tools/python-confluent/bin/python"))
+        .arg(root.join("examples/python/produce_direct.py"))
+        .arg("direct-coop")
+        .env(
+            "HABITAT_BOOTSTRAP_SERVERS",
+            format!("127.0.0.1:{}", stack.broker_port),
+        )
+        .env(
+            "HABITAT_SCHEMA_REGISTRY_URL",
+            format!("http://127.0.0.1:{}", stack.registry_port),
+        )
+        .output()
+        .expect("python (scripts/test installs confluent-kafka)");
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The partition `habitat partition direct-coop` names, from an independent murmur2.
+    let (code, partition, err) = habitat(stack, &["partition", "direct-coop"]);
+    assert_eq!(code, 0, "{err}");
+    let people = partition
+        .lines()
+        .find(|line| line.contains("habitat.people"))
+        .expect("habitat.people's partition");
+    let number = people
+        .split_whitespace()
+        .find_map(|word| word.parse::<i32>().ok())
+        .expect("a partition number");
+    assert!(
+        out.contains(&format!("partition {number} of")),
+        "{out} / {people}"
+    );
+    let members = test_support::wait_for(
+        std::time::Duration::from_secs(60),
+        "the directly produced members in the sink",
+        || {
+            let output = devstack::postgres::PgBin::locate()
+                .expect("Postgres")
+                .command("psql")
+                .args(["-h", "127.0.0.1", "-U", "habitat", "-d", "habitat", "-At"])
+                .arg(format!("--port={}", stack.postgres_port))
+                .arg(
+                    "--command=SELECT string_agg(member_id || ' ' || display_name, ', ' \
+                     ORDER BY member_id) FROM habitat.members WHERE tenant_id = 'direct-coop'",
+                )
+                .output()
+                .expect("psql");
+            let found = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            found.contains("m-201").then_some(found)
+        },
+    );
+    assert_eq!(members, "m-200 Dalia Haddad, m-201 Emeka Obi");
 }
 
 /// Reads a workbook's every sheet with openpyxl (Python, installed by scripts/test): per
