@@ -6,6 +6,7 @@
 //! - [`broker`]: devbroker's raw produce and consume rates, and what every bench shares
 //!   (its own devbroker, Postgres and registry; CPU time and peak memory of processes).
 //! - [`runtime`]: the stream runtime alone, with `bench-processor` as its processor.
+//! - [`history`]: the recorded history of the whole topology's figures and its chart.
 //! - [`restore`]: a store restored from its changelog, before and after cleaning.
 //! - [`sink`]: the Postgres sink rebuilding N records.
 //! - [`proxy`]: the REST proxy's single posts and batches.
@@ -14,6 +15,7 @@
 //! assertions in tests.
 
 pub mod broker;
+pub mod history;
 pub mod load;
 pub mod outbox;
 pub mod proxy;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use habitat_bench::{broker, outbox, proxy, restore, runtime, sink, topology};
+use habitat_bench::{broker, history, outbox, proxy, restore, runtime, sink, topology};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +30,8 @@ enum Bench {
     Broker(broker::BrokerBench),
     /// The stream runtime: pass-through and stateful processors, exactly-once on and off.
     Runtime(runtime::RuntimeBench),
+    /// Redraw the chart of the recorded history (docs/bench-history.svg) from its file.
+    Chart(history::ChartArgs),
     /// Store restore from a changelog of many updates, before and after the broker cleans it.
     Restore(restore::RestoreBench),
     /// The Postgres sink: rebuild N records from the topics into a fresh schema.
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Some(Bench::Broker(args)) => broker::run(&args),
         Some(Bench::Runtime(args)) => runtime::run(&args),
         Some(Bench::Restore(args)) => restore::run(&args),
+        Some(Bench::Chart(args)) => history::run_chart(&args),
         Some(Bench::Sink(args)) => sink::run(&args),
         Some(Bench::Proxy(args)) => proxy::run(&args),
         Some(Bench::Outbox(args)) => outbox::run(&args),
