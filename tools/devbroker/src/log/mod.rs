@@ -303,12 +303,49 @@ impl Log {
 /// Whether a batch holds a record without a key (which a compacted topic refuses, as Kafka
 /// does: compaction keeps records by key).
 fn has_keyless_record(batch: &deflated::Batch) -> bool {
+    /// Record-batch attribute bits naming the compression codec.
+    const COMPRESSION_BITS: i16 = 0x07;
     if is_control(batch) {
         return false;
+    }
+    if batch.attributes & COMPRESSION_BITS == 0 {
+        return uncompressed_keys(&batch.record_data, batch.record_count)
+            .is_none_or(|keyed| !keyed);
     }
     tansu_sans_io::record::inflated::Batch::try_from(batch).map_or(true, |inflated| {
         inflated.records.iter().any(|r| r.key.is_none())
     })
+}
+
+/// Whether every one of `count` uncompressed records has a key, read from each record's
+/// length and key length alone; `None` when the records cannot be read.
+fn uncompressed_keys(data: &[u8], count: u32) -> Option<bool> {
+    /// A zigzag varint at `at`; returns it and the position after it.
+    fn varint(data: &[u8], mut at: usize) -> Option<(i64, usize)> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = *data.get(at)?;
+            at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some((((value >> 1) as i64) ^ -((value & 1) as i64), at));
+            }
+        }
+        None
+    }
+    let mut at = 0;
+    for _ in 0..count {
+        let (length, body) = varint(data, at)?;
+        // attributes (one byte), timestamp delta, offset delta, then the key's length.
+        let (_, after_timestamp) = varint(data, body + 1)?;
+        let (_, after_offset) = varint(data, after_timestamp)?;
+        let (key_length, _) = varint(data, after_offset)?;
+        if key_length < 0 {
+            return Some(false);
+        }
+        at = body.checked_add(usize::try_from(length).ok()?)?;
+    }
+    Some(true)
 }
 
 /// Moves the single segment file per partition of earlier versions

@@ -26,7 +26,7 @@ use super::{
 const DEDUPE_WINDOW: usize = 5;
 /// Bytes of the latest batches each partition keeps in memory, so that readers keeping up
 /// with the log are answered without reading its files.
-const RECENT_BYTES: usize = 256 * 1024;
+const RECENT_BYTES: usize = 1024 * 1024;
 /// The partition's offsets that outlive a restart, beside its segments.
 const STATE_FILE: &str = "state";
 

@@ -494,3 +494,21 @@ fn an_interrupted_swap_is_finished_on_open() {
     );
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn keys_are_read_from_uncompressed_records_without_decoding_them() {
+    let keyed = keyed(&[("a", Some("1")), ("bb", None), ("ccc", Some("3"))]);
+    assert_eq!(
+        super::uncompressed_keys(&keyed.record_data, keyed.record_count),
+        Some(true)
+    );
+    let keyless = batch(-1, -1, -1, 3, false);
+    assert_eq!(
+        super::uncompressed_keys(&keyless.record_data, keyless.record_count),
+        Some(false)
+    );
+    assert!(!super::has_keyless_record(&keyed));
+    assert!(super::has_keyless_record(&keyless));
+    // Cut short: unreadable, refused as keyless.
+    assert_eq!(super::uncompressed_keys(&keyed.record_data[..3], 3), None);
+}
