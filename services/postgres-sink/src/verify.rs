@@ -401,6 +401,14 @@ pub fn replay(
     Ok(verification)
 }
 
+/// `a.k = b.k AND …` over a table's key columns.
+fn key_join(key: &[&str]) -> String {
+    key.iter()
+        .map(|k| format!("a.{0} = b.{0}", ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
 /// Rows of `table` in `live` with no row of the same key in `replay`.
 async fn only_in_live(
     pool: &sqlx::PgPool,
@@ -410,11 +418,7 @@ async fn only_in_live(
     key: &[&str],
 ) -> Result<i64, sqlx::Error> {
     let t = ident(table);
-    let join = key
-        .iter()
-        .map(|k| format!("a.{0} = b.{0}", ident(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let join = key_join(key);
     sqlx::query_scalar(&format!(
         "SELECT count(*) FROM {live}.{t} a WHERE NOT EXISTS (SELECT 1 FROM {replay}.{t} b WHERE {join})"
     ))
@@ -437,11 +441,7 @@ async fn diff(
         .fetch_one(pool)
         .await?;
     let columns = key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
-    let join = key
-        .iter()
-        .map(|k| format!("a.{0} = b.{0}", ident(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let join = key_join(key);
     let key_text = key
         .iter()
         .map(|k| format!("coalesce(a.{0}, b.{0})::text", ident(k)))

@@ -4,40 +4,9 @@
 
 mod common;
 
-use common::{Coop, Stack, post, tombstone};
+use common::{Coop, Stack, post, tombstone, verify};
 use contracts::records::Event;
-use postgres_sink::verify::{self, Source};
-use test_support::{kafka, unique};
-
-fn source(stack: &Stack) -> Source {
-    Source {
-        bootstrap_servers: kafka().bootstrap.clone(),
-        schema_registry_url: stack.registry.clone(),
-        schema_registry_auth: None,
-        kafka: common::kafka_settings(),
-    }
-}
-
-fn verify(stack: &Stack) -> verify::Verification {
-    let handle = stack.rt.handle().clone();
-    let source = source(stack);
-    let url = stack.database_url.clone();
-    let group = stack.group.clone();
-    std::thread::spawn(move || {
-        verify::replay(
-            &url,
-            "habitat",
-            &group,
-            &source,
-            false,
-            &handle,
-            &mut |_, _| {},
-        )
-    })
-    .join()
-    .expect("verify thread")
-    .expect("verify")
-}
+use test_support::unique;
 
 #[test]
 fn a_tombstone_deletes_and_replay_finds_no_difference_until_a_row_is_altered() {

@@ -4,41 +4,14 @@
 
 mod common;
 
-use common::{Coop, Stack, post, tombstone};
+use common::{Coop, Stack, post, tombstone, verify};
 use end_to_end::PARTITIONS;
-use postgres_sink::verify::{self, Source};
 use test_support::{
     compaction::{await_compacted, clean_eagerly, records_on},
-    kafka, unique,
+    unique,
 };
 
 const CONTEXTS: [&str; 3] = ["habitat.people", "habitat.treasury", "habitat.agreements"];
-
-fn verify(stack: &Stack) -> verify::Verification {
-    let handle = stack.rt.handle().clone();
-    let source = Source {
-        bootstrap_servers: kafka().bootstrap.clone(),
-        schema_registry_url: stack.registry.clone(),
-        schema_registry_auth: None,
-        kafka: common::kafka_settings(),
-    };
-    let url = stack.database_url.clone();
-    let group = stack.group.clone();
-    std::thread::spawn(move || {
-        verify::replay(
-            &url,
-            "habitat",
-            &group,
-            &source,
-            false,
-            &handle,
-            &mut |_, _| {},
-        )
-    })
-    .join()
-    .expect("verify thread")
-    .expect("verify")
-}
 
 #[test]
 fn replay_on_cleaned_topics_is_clean_and_still_finds_an_altered_row() {

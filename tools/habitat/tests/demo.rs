@@ -370,25 +370,19 @@ fn the_demo_year_ends_in_reports_exact_to_the_cent_and_a_clean_replay() {
 }
 
 fn python_direct_producer_reaches_the_sink(stack: &Stack) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let run = Command::new(root.join("target/tools/python-confluent/bin/python"))
-        .arg(root.join("examples/python/produce_direct.py"))
-        .arg("direct-coop")
-        .env(
-            "HABITAT_BOOTSTRAP_SERVERS",
-            format!("127.0.0.1:{}", stack.broker_port),
-        )
-        .env(
-            "HABITAT_SCHEMA_REGISTRY_URL",
-            format!("http://127.0.0.1:{}", stack.registry_port),
-        )
-        .output()
-        .expect("python (scripts/test installs confluent-kafka)");
-    let out = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&run.stderr)
+    let out = run_example(
+        "produce_direct.py",
+        "direct-coop",
+        &[
+            (
+                "HABITAT_BOOTSTRAP_SERVERS",
+                format!("127.0.0.1:{}", stack.broker_port),
+            ),
+            (
+                "HABITAT_SCHEMA_REGISTRY_URL",
+                format!("http://127.0.0.1:{}", stack.registry_port),
+            ),
+        ],
     );
     // The partition `habitat partition direct-coop` names, from an independent murmur2.
     let (code, partition, err) = habitat(stack, &["partition", "direct-coop"]);
@@ -405,26 +399,51 @@ fn python_direct_producer_reaches_the_sink(stack: &Stack) {
         out.contains(&format!("partition {number} of")),
         "{out} / {people}"
     );
-    let members = test_support::wait_for(
+    assert_eq!(
+        members_in_sink(stack, "direct-coop", "m-201"),
+        "m-200 Dalia Haddad, m-201 Emeka Obi"
+    );
+}
+
+/// Runs `examples/python/<script> <tenant>` with `env`; its standard output.
+fn run_example(script: &str, tenant: &str, env: &[(&str, String)]) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = Command::new(root.join("target/tools/python-confluent/bin/python"))
+        .arg(root.join("examples/python").join(script))
+        .arg(tenant)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("python (scripts/test installs requests and confluent-kafka)");
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{script}: {out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// A tenant's members in the sink ("id name, …"), once `last` is among them.
+fn members_in_sink(stack: &Stack, tenant: &str, last: &str) -> String {
+    test_support::wait_for(
         std::time::Duration::from_secs(60),
-        "the directly produced members in the sink",
+        &format!("{tenant}'s members in the sink"),
         || {
             let output = devstack::postgres::PgBin::locate()
                 .expect("Postgres")
                 .command("psql")
                 .args(["-h", "127.0.0.1", "-U", "habitat", "-d", "habitat", "-At"])
                 .arg(format!("--port={}", stack.postgres_port))
-                .arg(
+                .arg(format!(
                     "--command=SELECT string_agg(member_id || ' ' || display_name, ', ' \
-                     ORDER BY member_id) FROM habitat.members WHERE tenant_id = 'direct-coop'",
-                )
+                     ORDER BY member_id) FROM habitat.members WHERE tenant_id = '{tenant}'"
+                ))
                 .output()
                 .expect("psql");
             let found = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-            found.contains("m-201").then_some(found)
+            found.contains(last).then_some(found)
         },
-    );
-    assert_eq!(members, "m-200 Dalia Haddad, m-201 Emeka Obi");
+    )
 }
 
 /// Reads a workbook's every sheet with openpyxl (Python, installed by scripts/test): per
@@ -581,49 +600,23 @@ fn python_client_example_posts_once(stack: &Stack) {
         .skip_while(|line| !line.starts_with("Its secret is shown this once"))
         .nth(1)
         .expect("the key's secret");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let run = Command::new(root.join("target/tools/python-confluent/bin/python"))
-        .arg(root.join("examples/python/post_events.py"))
-        .arg("example-coop")
-        .env(
-            "HABITAT_PROXY_URL",
-            format!("http://127.0.0.1:{}", stack.proxy_port),
-        )
-        .env("HABITAT_API_KEY", secret)
-        .output()
-        .expect("python (scripts/test installs requests)");
-    let out = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&run.stderr)
+    let out = run_example(
+        "post_events.py",
+        "example-coop",
+        &[
+            (
+                "HABITAT_PROXY_URL",
+                format!("http://127.0.0.1:{}", stack.proxy_port),
+            ),
+            ("HABITAT_API_KEY", secret.to_owned()),
+        ],
     );
     assert!(
         out.contains("retry answered 202 with the first result"),
         "{out}"
     );
-    let members = || {
-        let output = devstack::postgres::PgBin::locate()
-            .expect("Postgres")
-            .command("psql")
-            .args(["-h", "127.0.0.1", "-U", "habitat", "-d", "habitat", "-At"])
-            .arg(format!("--port={}", stack.postgres_port))
-            .arg("--command=SELECT string_agg(member_id || ' ' || display_name, ', ' ORDER BY member_id) \
-                  FROM habitat.members WHERE tenant_id = 'example-coop'")
-            .output()
-            .expect("psql");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
-    let found = test_support::wait_for(
-        std::time::Duration::from_secs(60),
-        "the example's members in the sink",
-        || {
-            let found = members();
-            found.contains("m-102").then_some(found)
-        },
-    );
     assert_eq!(
-        found,
+        members_in_sink(stack, "example-coop", "m-102"),
         "m-100 Amara Okafor, m-101 Bruno Díaz, m-102 Chiara Rossi"
     );
 }

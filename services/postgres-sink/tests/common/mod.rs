@@ -293,3 +293,30 @@ pub fn kafka_settings() -> habitat_runtime::config::KafkaSettings {
         .insert("broker.address.family".to_owned(), "v4".to_owned());
     settings
 }
+
+/// Replay-to-verify of the stack's sink, run outside the stack's runtime.
+pub fn verify(stack: &Stack) -> postgres_sink::verify::Verification {
+    let handle = stack.rt.handle().clone();
+    let source = postgres_sink::verify::Source {
+        bootstrap_servers: test_support::kafka().bootstrap.clone(),
+        schema_registry_url: stack.registry.clone(),
+        schema_registry_auth: None,
+        kafka: kafka_settings(),
+    };
+    let url = stack.database_url.clone();
+    let group = stack.group.clone();
+    std::thread::spawn(move || {
+        postgres_sink::verify::replay(
+            &url,
+            "habitat",
+            &group,
+            &source,
+            false,
+            &handle,
+            &mut |_, _| {},
+        )
+    })
+    .join()
+    .expect("verify thread")
+    .expect("verify")
+}
