@@ -6,7 +6,9 @@
 //! `AllocationSetProposed`; on a matching approval `AllocationApproved` per member and
 //! `AllocationSetStatusChanged(APPROVED)`; on a stale or unknown hash
 //! `AllocationApprovalRejected` with the reason, keyed by the decision — the set's own
-//! record is never replaced by a refusal. A repeated approval is a no-op.
+//! record is never replaced by a refusal. A repeated approval is a no-op. An approved set
+//! is kept without its lines (they were emitted; the hash and totals are what a later
+//! approval is checked against).
 
 use contracts::records::{
     AllocationApprovalRejected, AllocationApproved, AllocationProposed, AllocationSetApproved,
@@ -239,6 +241,9 @@ fn approval(
         approved_by: Some(decision.approved_by.clone()),
     });
     kept.approved = true;
+    // An approved set is final: its lines were emitted and are never read again; the
+    // hash and totals answer a repeated or stale approval.
+    kept.set.allocations.clear();
     SETS.put(ctx, &key, &kept)
 }
 

@@ -7,11 +7,17 @@
 //! money (SPEC §5's posting table over a configurable chart), `CapitalAccountUpdated` when a
 //! member's allocated capital changes, and `DistributionCompleted` when every installment of
 //! a distribution is settled.
+//!
+//! State that ends: once the approved set's cash of a period is paid out in full (every
+//! distribution of it completed), it writes `PeriodDistributed` and forgets the period's
+//! distributions and posted ids, keeping one marker per period; a record of a period so
+//! marked posts nothing.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use contracts::records::{
-    CapitalAccountUpdated, DistributionCompleted, Event, LedgerLine, PaymentPurpose, PaymentStatus,
-    PaymentStatusChanged, TransactionPosted,
+    AllocationSetStatus, CapitalAccountUpdated, DistributionCompleted, DistributionPaid, Event,
+    LedgerLine, PaymentPurpose, PaymentStatus, PaymentStatusChanged, PeriodDistributed,
+    TransactionPosted,
 };
 use habitat_domain::{
     Money,
@@ -36,6 +42,10 @@ store_key! {
     /// A distribution (its schedule) of a tenant.
     pub struct ScheduleKey { schedule_id }
 }
+store_key! {
+    /// A period of a tenant.
+    pub struct PeriodKey { period_id }
+}
 
 /// Store: transaction ids posted.
 pub const POSTED: Store<TransactionKey, bool> = Store::new("posted");
@@ -51,6 +61,33 @@ pub const BALANCED: &str = "posting-balances";
 pub const PAYABLE_NOT_NEGATIVE: &str = "payable-not-negative";
 /// Store: each distribution's installments and settlements.
 pub const DISTRIBUTIONS: Store<ScheduleKey, Distribution> = Store::new("distributions");
+
+/// Store: each period's payout, then the marker of a period paid out.
+pub const PERIODS: Store<PeriodKey, Payout> = Store::new("periods");
+/// Rejection class: a distribution's payment settled, but the distribution is not known
+/// (never scheduled, or its period was paid out and forgotten).
+pub const UNKNOWN_DISTRIBUTION: &str = "unknown-distribution";
+
+/// A period's payout as kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    pub currency: String,
+    /// The approved set's total cash; none until the set is approved.
+    pub cash: Option<Money>,
+    /// Distributions of the period completed so far.
+    pub paid: Vec<Paid>,
+    /// Paid out in full: the period's state is forgotten, this marker remains.
+    pub distributed: bool,
+}
+
+/// A completed distribution as kept until its period is paid out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paid {
+    pub distribution_id: String,
+    pub member_id: String,
+    pub cash: Money,
+    pub payments: Vec<String>,
+}
 
 /// A distribution being paid out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +124,7 @@ impl Processor for DistributionRecorder {
             CAPITAL.name(),
             PAYABLE.name(),
             DISTRIBUTIONS.name(),
+            PERIODS.name(),
         ]
     }
 
@@ -100,6 +138,7 @@ impl Processor for DistributionRecorder {
         };
         let tenant = event.meta().tenant_id.clone();
         match event {
+            Event::AllocationApproved(a) if paid_out(ctx, &tenant, &a.period_id)? => Ok(()),
             Event::AllocationApproved(a) => {
                 let (amount, cash, retained) = (
                     amount(a.amount, "amount")?,
@@ -143,6 +182,17 @@ impl Processor for DistributionRecorder {
                 )
                 .map(drop)
             }
+            Event::AllocationSetStatusChanged(s) if s.status == AllocationSetStatus::Approved => {
+                let key = PeriodKey::new(&tenant, &s.period_id);
+                let mut payout = PERIODS.get(ctx, &key)?.unwrap_or_default();
+                if payout.distributed {
+                    return Ok(());
+                }
+                payout.cash = Some(amount(s.total_cash, "total_cash")?);
+                payout.currency.clone_from(&s.currency);
+                self.pay_out_if_done(ctx, &tenant, &s.period_id, payout, s.meta.occurred_at)
+            }
+            Event::DistributionScheduled(d) if paid_out(ctx, &tenant, &d.period_id)? => Ok(()),
             Event::DistributionScheduled(d) => {
                 let key = ScheduleKey::new(&tenant, &d.schedule_id);
                 let mut kept = DISTRIBUTIONS.get(ctx, &key)?.unwrap_or_default();
@@ -234,7 +284,12 @@ impl DistributionRecorder {
                     line.debit, line.credit
                 )
             })?;
-            PAYABLE.put(ctx, &key, &after)?;
+            if after == Money::ZERO {
+                // Paid out: a member's zero balance is no entry (read back as zero).
+                PAYABLE.delete(ctx, &key)?;
+            } else {
+                PAYABLE.put(ctx, &key, &after)?;
+            }
         }
         Ok(())
     }
@@ -296,6 +351,17 @@ impl DistributionRecorder {
                 .map(drop)
             }
             PaymentPurpose::Distribution => {
+                let key = ScheduleKey::new(tenant, &p.schedule_id);
+                let Some(mut kept) = DISTRIBUTIONS.get(ctx, &key)? else {
+                    return Err(ProcessError::rejected(
+                        UNKNOWN_DISTRIBUTION,
+                        format!(
+                            "payment {} settled for distribution {}, which is not known: never \
+                             scheduled, or its period was paid out and forgotten",
+                            p.payment_id, p.schedule_id
+                        ),
+                    ));
+                };
                 let posting = self
                     .chart
                     .distribution_settled(&p.member_id, amount(p.amount, "amount")?);
@@ -312,8 +378,6 @@ impl DistributionRecorder {
                 )? {
                     return Ok(());
                 }
-                let key = ScheduleKey::new(tenant, &p.schedule_id);
-                let mut kept = DISTRIBUTIONS.get(ctx, &key)?.unwrap_or_default();
                 if !kept.settled.contains(&p.payment_id) {
                     kept.settled.push(p.payment_id.clone());
                 }
@@ -351,7 +415,74 @@ impl DistributionRecorder {
                 currency: kept.currency.clone(),
                 completed_at: at,
             });
+            DISTRIBUTIONS.put(ctx, &key, &kept)?;
+            let period = PeriodKey::new(tenant, &kept.period_id);
+            let mut payout = PERIODS.get(ctx, &period)?.unwrap_or_default();
+            if payout.currency.is_empty() {
+                payout.currency.clone_from(&kept.currency);
+            }
+            if !payout.paid.iter().any(|p| p.distribution_id == schedule_id) {
+                payout.paid.push(Paid {
+                    distribution_id: schedule_id.to_owned(),
+                    member_id: kept.member_id.clone(),
+                    cash: kept.cash,
+                    payments: kept.settled.clone(),
+                });
+            }
+            return self.pay_out_if_done(ctx, tenant, &kept.period_id, payout, at);
         }
         DISTRIBUTIONS.put(ctx, &key, &kept)
     }
+
+    /// Stores the period's payout; once its distributions add up to the approved set's
+    /// cash, emits `PeriodDistributed` and forgets the period's distributions and posted
+    /// ids, keeping the marker.
+    fn pay_out_if_done(
+        &self,
+        ctx: &mut Context<'_, Event>,
+        tenant: &str,
+        period_id: &str,
+        mut payout: Payout,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        let key = PeriodKey::new(tenant, period_id);
+        let paid = Money::from_cents(payout.paid.iter().map(|p| p.cash.cents()).sum());
+        if payout.distributed || payout.cash != Some(paid) {
+            return PERIODS.put(ctx, &key, &payout);
+        }
+        ctx.emit(PeriodDistributed {
+            meta: ctx.meta::<PeriodDistributed>(tenant),
+            period_id: period_id.to_owned(),
+            currency: payout.currency.clone(),
+            cash: paid.to_decimal(),
+            distributions: payout
+                .paid
+                .iter()
+                .map(|p| DistributionPaid {
+                    distribution_id: p.distribution_id.clone(),
+                    member_id: p.member_id.clone(),
+                    cash: p.cash.to_decimal(),
+                    payments: p.payments.clone(),
+                })
+                .collect(),
+            distributed_at: at,
+        });
+        for p in std::mem::take(&mut payout.paid) {
+            DISTRIBUTIONS.delete(ctx, &ScheduleKey::new(tenant, &p.distribution_id))?;
+            let allocation = format!("alloc:{period_id}:{}", p.member_id);
+            POSTED.delete(ctx, &TransactionKey::new(tenant, &allocation))?;
+            for payment in &p.payments {
+                POSTED.delete(ctx, &TransactionKey::new(tenant, format!("pay:{payment}")))?;
+            }
+        }
+        payout.distributed = true;
+        PERIODS.put(ctx, &key, &payout)
+    }
+}
+
+/// Whether a period is paid out and forgotten (its records then post nothing).
+fn paid_out(ctx: &Context<'_, Event>, tenant: &str, period_id: &str) -> Result<bool, ProcessError> {
+    Ok(PERIODS
+        .get(ctx, &PeriodKey::new(tenant, period_id))?
+        .is_some_and(|p| p.distributed))
 }

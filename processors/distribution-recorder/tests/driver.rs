@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use contracts::records::{
-    AllocationApproved, AllocationStatus, Event, LoanFrequency, LoanFunded, LoanMethod, Meta,
-    PaymentFailed, PaymentSettled,
+    AllocationApproved, AllocationSetStatus, AllocationSetStatusChanged, AllocationStatus, Event,
+    LoanFrequency, LoanFunded, LoanMethod, Meta, PaymentFailed, PaymentSettled, PeriodDistributed,
 };
-use distribution_recorder::{DistributionRecorder, PAYABLE_NOT_NEGATIVE};
+use distribution_recorder::{DistributionRecorder, PAYABLE_NOT_NEGATIVE, UNKNOWN_DISTRIBUTION};
 use habitat_runtime::{ProcessError, TestDriver};
 use payment_schedule_creator::PaymentScheduleCreator;
 use rust_decimal::Decimal;
@@ -279,8 +279,9 @@ fn a_loan_from_funding_to_its_final_payment() {
 
 #[test]
 fn a_settlement_of_a_payable_never_posted_breaks_an_invariant_and_writes_nothing() {
-    // The creator schedules and settles a distribution the recorder never saw approved
-    // (a record missing from its input): paying it would take the payable below zero.
+    // The creator schedules and settles a distribution the recorder saw scheduled but
+    // never approved (a record missing from its input): paying it would take the payable
+    // below zero.
     let mut creator = TestDriver::new(PaymentScheduleCreator);
     let approval = approved("m-7");
     creator
@@ -291,13 +292,21 @@ fn a_settlement_of_a_payable_never_posted_breaks_an_invariant_and_writes_nothing
     creator
         .pipe(result.topic(), &result.key(), result)
         .expect("settled");
-    let settlement = creator
-        .take_values()
-        .into_iter()
-        .find(|e| matches!(e, Event::PaymentStatusChanged(_)))
-        .expect("a status change");
+    let created = creator.take_values();
+    let of = |wanted: fn(&Event) -> bool| {
+        created
+            .iter()
+            .find(|e| wanted(e))
+            .cloned()
+            .expect("created")
+    };
+    let scheduled = of(|e| matches!(e, Event::DistributionScheduled(_)));
+    let settlement = of(|e| matches!(e, Event::PaymentStatusChanged(_)));
 
     let mut recorder = TestDriver::new(DistributionRecorder::default());
+    recorder
+        .pipe(scheduled.topic(), &scheduled.key(), scheduled)
+        .expect("kept");
     let outcome = recorder.pipe(settlement.topic(), &settlement.key(), settlement);
     let Err(ProcessError::Broken {
         invariant,
@@ -312,4 +321,119 @@ fn a_settlement_of_a_payable_never_posted_breaks_an_invariant_and_writes_nothing
         "{evidence}"
     );
     assert!(recorder.take_outputs().is_empty(), "nothing is written");
+}
+
+#[test]
+fn a_settlement_of_a_distribution_never_scheduled_is_dead_lettered_and_posts_nothing() {
+    let mut creator = TestDriver::new(PaymentScheduleCreator);
+    let approval = approved("m-8");
+    creator
+        .pipe(approval.topic(), &approval.key(), approval)
+        .expect("scheduled");
+    let result = settled("dist:2026:m-8:1", "ref-8", "s-8");
+    creator
+        .pipe(result.topic(), &result.key(), result)
+        .expect("settled");
+    let settlement = creator
+        .take_values()
+        .into_iter()
+        .find(|e| matches!(e, Event::PaymentStatusChanged(_)))
+        .expect("a status change");
+
+    let mut recorder = TestDriver::new(DistributionRecorder::default());
+    recorder
+        .pipe(settlement.topic(), &settlement.key(), settlement)
+        .expect("dead-lettered, not fatal");
+    assert!(recorder.take_outputs().is_empty(), "nothing is posted");
+    let letters = recorder.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].class, UNKNOWN_DISTRIBUTION);
+    assert!(
+        letters[0]
+            .message
+            .contains("payment dist:2026:m-8:1 settled for distribution dist:2026:m-8"),
+        "{}",
+        letters[0].message
+    );
+}
+
+fn set_approved(total_cash: &str) -> Event {
+    AllocationSetStatusChanged {
+        meta: meta("agreements.AllocationSetStatusChanged", "set-approved"),
+        period_id: "2026".to_owned(),
+        currency: "USD".to_owned(),
+        net_surplus: dec("1000.02"),
+        total_amount: dec("1000.02"),
+        total_cash: dec(total_cash),
+        total_retained: dec("700.00"),
+        members: 2,
+        set_hash: "h".to_owned(),
+        status: AllocationSetStatus::Approved,
+        reason: None,
+        decision_event_id: "decision".to_owned(),
+        approved_by: Some("board".to_owned()),
+    }
+    .into()
+}
+
+#[test]
+fn a_period_paid_out_in_full_is_announced_and_forgotten_and_its_records_post_nothing_again() {
+    let mut p = Pipeline::new();
+    p.feed(approved("m-1"));
+    p.feed(approved("m-2"));
+    p.recorder
+        .pipe(
+            "habitat.agreements",
+            "coop-l/allocation-set/2026",
+            set_approved("300.02"),
+        )
+        .expect("kept");
+    _ = p.at(at(2027, 2, 20));
+    let first = p.feed(settled("dist:2026:m-1:1", "ref-1", "s-1"));
+    assert!(
+        !first
+            .iter()
+            .any(|e| matches!(e, Event::PeriodDistributed(_))),
+        "one of two distributions paid: {first:?}"
+    );
+    let last = p.feed(settled("dist:2026:m-2:1", "ref-2", "s-2"));
+    let paid_out: Vec<&PeriodDistributed> = last
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeriodDistributed(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paid_out.len(), 1, "{last:?}");
+    let d = paid_out[0];
+    assert_eq!((d.period_id.as_str(), d.cash), ("2026", dec("300.02")));
+    let members: Vec<(&str, Decimal, &[String])> = d
+        .distributions
+        .iter()
+        .map(|x| (x.member_id.as_str(), x.cash, x.payments.as_slice()))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("m-1", dec("150.01"), &["dist:2026:m-1:1".to_owned()][..]),
+            ("m-2", dec("150.01"), &["dist:2026:m-2:1".to_owned()][..]),
+        ]
+    );
+    p.assert_trial_balance_is_zero();
+
+    // Forgotten: no distribution, no posted id, no zero payable left; one marker.
+    for store in ["distributions", "posted", "payable"] {
+        let left = p.recorder.entries::<serde_json::Value>(store);
+        assert!(left.is_empty(), "{store}: {left:?}");
+    }
+    assert_eq!(p.recorder.entries::<serde_json::Value>("periods").len(), 1);
+
+    // The period's approval delivered again posts nothing and moves no capital.
+    let before = p.transactions();
+    let again = approved("m-1");
+    p.recorder
+        .pipe(again.topic(), &again.key(), again)
+        .expect("processed");
+    assert!(p.recorder.take_outputs().is_empty());
+    assert_eq!(p.transactions(), before);
 }

@@ -6,6 +6,11 @@
 //! contribution, a tally per (period, member), the periods and the policy in force. Writes
 //! `PatronageTallied` when a tally changes, `PeriodPatronageSealed` when a period closes and
 //! `LateContributionChange` when a contribution of a sealed period changes.
+//!
+//! State that ends: a period's tallies are deleted when it is sealed (the seal is their
+//! last use), and its contributions when `PeriodDistributed` says its cash is paid out;
+//! the period's sealed marker stays, so a later change is still reported as late (its
+//! previous state then unknown).
 
 use std::collections::BTreeMap;
 
@@ -175,6 +180,9 @@ impl Processor for PatronageAggregator {
                     .map(|(k, kept)| (k[prefix_len..].to_owned(), kept.tally))
                     .collect();
                 let seal = Seal::new(&tallies, &policy.weights);
+                for member in tallies.keys() {
+                    TALLIES.delete(ctx, &MemberTallyKey::new(&tenant, &p.period_id, member))?;
+                }
                 ctx.emit(PeriodPatronageSealed {
                     meta: ctx.meta::<PeriodPatronageSealed>(&tenant),
                     period_id: p.period_id.clone(),
@@ -205,6 +213,22 @@ impl Processor for PatronageAggregator {
                 period.sealed = true;
                 period.currency.clone_from(&p.currency);
                 PERIODS.put(ctx, &key, &period)
+            }
+            Event::PeriodDistributed(d) => {
+                let sealed = PERIODS
+                    .get(ctx, &PeriodKey::new(&tenant, &d.period_id))?
+                    .is_some_and(|p| p.sealed);
+                if !sealed {
+                    return Ok(());
+                }
+                let prefix_len = tenant.len() + 1;
+                for (key, kept) in CONTRIBUTIONS.scan(ctx, &[&tenant])? {
+                    if kept.state.period_id == d.period_id {
+                        let id = &key[prefix_len..];
+                        CONTRIBUTIONS.delete(ctx, &ContributionKey::new(&tenant, id))?;
+                    }
+                }
+                Ok(())
             }
             _ => Ok(()),
         }

@@ -8,6 +8,11 @@
 //! `PaymentDue` when a payment's due date comes on the processor's clock,
 //! `PaymentStatusChanged` for a result, and `PaymentResultRejected` for a result that
 //! conflicts or names an unknown payment (never dropped).
+//!
+//! State that ends: on `PeriodDistributed` the period's schedules and payments (all
+//! settled) are forgotten and the period marked paid out; an approval of that period then
+//! schedules nothing, and a result for one of its payments is reported as for an unknown
+//! payment.
 
 use chrono::{NaiveDate, TimeDelta};
 use contracts::records::{
@@ -32,6 +37,10 @@ store_key! {
     pub struct PaymentKey { payment_id }
 }
 store_key! {
+    /// A period of a tenant.
+    pub struct PeriodKey { period_id }
+}
+store_key! {
     /// A schedule (of a distribution or a loan) of a tenant.
     pub struct ScheduleKey { schedule_id }
 }
@@ -50,6 +59,8 @@ pub const POLICIES: Store<TenantKey, Policy> = Store::new("policies");
 pub const PAYMENTS: Store<PaymentKey, Payment> = Store::new("payments");
 /// Store: schedules made.
 pub const SCHEDULES: Store<ScheduleKey, bool> = Store::new("schedules");
+/// Store: periods paid out (`PeriodDistributed`), whose payments are forgotten.
+pub const PAID_OUT: Store<PeriodKey, bool> = Store::new("paid-out");
 /// Invariant: a distribution's installments add up to its cash exactly.
 pub const INSTALLMENTS_ADD_UP: &str = "installments-add-up-to-cash";
 /// Invariant: a loan's payments repay its principal exactly (each payment its principal
@@ -154,7 +165,12 @@ impl Processor for PaymentScheduleCreator {
     }
 
     fn stores(&self) -> Vec<&'static str> {
-        vec![POLICIES.name(), PAYMENTS.name(), SCHEDULES.name()]
+        vec![
+            POLICIES.name(),
+            PAYMENTS.name(),
+            SCHEDULES.name(),
+            PAID_OUT.name(),
+        ]
     }
 
     fn timers(&self) -> Vec<&'static str> {
@@ -183,6 +199,16 @@ impl Processor for PaymentScheduleCreator {
                 POLICIES.put(ctx, &TenantKey::new(&tenant), &policy)
             }
             Event::AllocationApproved(a) => distribution(ctx, &tenant, a),
+            Event::PeriodDistributed(d) => {
+                // Every payment of the period settled: nothing can move them any more.
+                for paid in &d.distributions {
+                    SCHEDULES.delete(ctx, &ScheduleKey::new(&tenant, &paid.distribution_id))?;
+                    for payment in &paid.payments {
+                        PAYMENTS.delete(ctx, &PaymentKey::new(&tenant, payment))?;
+                    }
+                }
+                PAID_OUT.put(ctx, &PeriodKey::new(&tenant, &d.period_id), &true)
+            }
             Event::LoanFunded(l) => loan(ctx, &tenant, l),
             Event::PaymentSettled(s) => result(
                 ctx,
@@ -272,6 +298,12 @@ fn distribution(
     let cash: Money = amount(a.cash, "cash")?;
     if cash.cents() <= 0 {
         return Ok(());
+    }
+    if PAID_OUT
+        .get(ctx, &PeriodKey::new(tenant, &a.period_id))?
+        .is_some()
+    {
+        return Ok(()); // scheduled and paid long ago
     }
     let schedule_id = format!("dist:{}:{}", a.period_id, a.member_id);
     if made(ctx, tenant, &schedule_id)? {

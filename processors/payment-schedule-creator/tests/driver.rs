@@ -251,3 +251,31 @@ fn a_refused_result_or_a_repeated_approval_never_writes_on_a_state_key() {
     // The same allocation approved again schedules nothing more.
     assert!(feed(&mut driver, approved("m-3", "90.00")).is_empty());
 }
+
+#[test]
+fn timers_due_on_the_clock_fire_before_the_next_record_so_a_replay_moves_through_due() {
+    // As on a replay: the clock is long past the due date when the result is read, and no
+    // poll came in between to fire the timer.
+    let mut driver = TestDriver::new(PaymentScheduleCreator);
+    _ = feed(&mut driver, policy());
+    _ = feed(&mut driver, approved("m-1", "150.01"));
+    driver.clock().set(at(2027, 6, 1));
+    let out = feed(&mut driver, settled("dist:2026:m-1:1", "ref-1", "s-1"));
+    let kinds: Vec<(&str, PaymentStatus)> = out
+        .iter()
+        .map(|e| match e {
+            Event::PaymentDue(p) => (p.payment_id.as_str(), p.status),
+            Event::PaymentStatusChanged(p) => (p.payment_id.as_str(), p.previous_status),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("dist:2026:m-1:1", PaymentStatus::Due),
+            ("dist:2026:m-1:2", PaymentStatus::Due),
+            ("dist:2026:m-1:1", PaymentStatus::Due),
+        ],
+        "both installments fall due first; the result then moves a DUE payment"
+    );
+}

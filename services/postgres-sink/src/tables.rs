@@ -36,6 +36,7 @@ pub const ENTITIES: &[(&str, &str)] = &[
     ("payment", "payments"),
     ("payment-exception", "payment_exceptions"),
     ("distribution", "distributions"),
+    ("period-distribution", "period_distributions"),
 ];
 
 /// The ledger's transactions carry their lines, kept in `ledger_lines`.
