@@ -10,6 +10,8 @@
 //! - [`restore`]: a store restored from its changelog, before and after cleaning.
 //! - [`sink`]: the Postgres sink rebuilding N records.
 //! - [`proxy`]: the REST proxy's single posts and batches.
+//! - [`state`]: the processors' store entries after one year of cooperatives and after
+//!   several, in memory.
 //!
 //! Figures go to `docs/benchmarks.md` with the machine and the command; never timing
 //! assertions in tests.
@@ -22,4 +24,5 @@ pub mod proxy;
 pub mod restore;
 pub mod runtime;
 pub mod sink;
+pub mod state;
 pub mod topology;

@@ -96,6 +96,8 @@ enum Route {
     },
     /// To the REST proxy's `/v1/events:batch`.
     Proxy(ProxyClients),
+    /// Kept in memory, for a run without a broker (`collected`).
+    Memory(Vec<Event>),
 }
 
 impl Poster {
@@ -137,6 +139,19 @@ impl Poster {
             Route::Proxy(ProxyClients::start(base_url, token, clients, handle)?),
             rate,
         ))
+    }
+
+    /// Keeps the events in memory; `collected` takes them.
+    pub fn in_memory() -> Self {
+        Self::with_route(Route::Memory(Vec::new()), None)
+    }
+
+    /// The events kept so far by an in-memory poster, in order.
+    pub fn collected(&mut self) -> Vec<Event> {
+        match &mut self.route {
+            Route::Memory(events) => std::mem::take(events),
+            _ => Vec::new(),
+        }
     }
 
     fn with_route(route: Route, rate: Option<f64>) -> Self {
@@ -197,6 +212,7 @@ impl Poster {
                 )?;
             }
             Route::Proxy(clients) => clients.post(&event)?,
+            Route::Memory(events) => events.push(event),
         }
         self.posted += 1;
         if let Some((progress, from)) = &mut self.progress {
@@ -213,6 +229,7 @@ impl Poster {
                     .map_err(|left| anyhow::anyhow!("{left} events not acknowledged within 60 s"))
             }
             Route::Proxy(clients) => clients.settle(),
+            Route::Memory(_) => Ok(()),
         }
     }
 }
@@ -369,8 +386,14 @@ async fn post_batch(
 /// The year up to the close: policies, members, openings, contributions (submitted, then
 /// approved), closes. Tenants are interleaved, as many cooperatives post at once.
 pub fn post_year(poster: &mut Poster, shape: Shape) -> Result<()> {
+    post_period(poster, shape, 2025)
+}
+
+/// [`post_year`] of the fiscal year `year` (period id: the year).
+pub fn post_period(poster: &mut Poster, shape: Shape, year: i32) -> Result<()> {
+    let period = year.to_string();
     let tenants: Vec<String> = (0..shape.tenants).map(|t| shape.tenant(t)).collect();
-    let (starts_on, ends_on) = (date(2025, 1, 1), date(2025, 12, 31));
+    let (starts_on, ends_on) = (date(year, 1, 1), date(year, 12, 31));
     for tenant in &tenants {
         poster.post(
             PatronagePolicySet {
@@ -412,7 +435,7 @@ pub fn post_year(poster: &mut Poster, shape: Shape) -> Result<()> {
         poster.post(
             PeriodOpened {
                 meta: meta(tenant, "treasury.PeriodOpened"),
-                period_id: PERIOD.to_owned(),
+                period_id: period.clone(),
                 starts_on,
                 ends_on,
                 status: PeriodStatus::Open,
@@ -427,7 +450,7 @@ pub fn post_year(poster: &mut Poster, shape: Shape) -> Result<()> {
         for m in 0..shape.members {
             for tenant in &tenants {
                 let member = format!("m-{m:04}");
-                let id = format!("c-{m:04}-{c:04}");
+                let id = format!("c-{year}-{m:04}-{c:04}");
                 let kind = if c % 3 == 0 {
                     ContributionKind::Expertise
                 } else {
@@ -439,7 +462,7 @@ pub fn post_year(poster: &mut Poster, shape: Shape) -> Result<()> {
                     meta: meta(tenant, "people.ContributionSubmitted"),
                     contribution_id: id.clone(),
                     member_id: member.clone(),
-                    period_id: PERIOD.to_owned(),
+                    period_id: period.clone(),
                     kind,
                     quantity: Decimal::new(40_000, 4),
                     unit: ContributionUnit::Hours,
@@ -458,7 +481,7 @@ pub fn post_year(poster: &mut Poster, shape: Shape) -> Result<()> {
                         meta: meta(tenant, "people.ContributionApproved"),
                         contribution_id: id,
                         member_id: member.clone(),
-                        period_id: PERIOD.to_owned(),
+                        period_id: period.clone(),
                         kind,
                         quantity: Decimal::new(40_000, 4),
                         unit: ContributionUnit::Hours,
@@ -480,7 +503,7 @@ pub fn post_year(poster: &mut Poster, shape: Shape) -> Result<()> {
         poster.post(
             PeriodClosed {
                 meta: meta(tenant, "treasury.PeriodClosed"),
-                period_id: PERIOD.to_owned(),
+                period_id: period.clone(),
                 starts_on,
                 ends_on,
                 status: PeriodStatus::Closed,
@@ -496,10 +519,15 @@ pub fn post_year(poster: &mut Poster, shape: Shape) -> Result<()> {
 
 /// The stewards' approval of a proposed set.
 pub fn approval(tenant: &str, set_hash: &str) -> Event {
+    approval_of(tenant, PERIOD, set_hash)
+}
+
+/// The stewards' approval of a period's proposed set.
+pub fn approval_of(tenant: &str, period_id: &str, set_hash: &str) -> Event {
     let approved_at: DateTime<Utc> = Utc::now() - TimeDelta::days(60);
     AllocationSetApproved {
         meta: meta(tenant, "agreements.AllocationSetApproved"),
-        period_id: PERIOD.to_owned(),
+        period_id: period_id.to_owned(),
         set_hash: set_hash.to_owned(),
         approved_by: "steward:bench".to_owned(),
         approved_at,

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use habitat_bench::{broker, history, outbox, proxy, restore, runtime, sink, topology};
+use habitat_bench::{broker, history, outbox, proxy, restore, runtime, sink, state, topology};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +34,8 @@ enum Bench {
     Chart(history::ChartArgs),
     /// Store restore from a changelog of many updates, before and after the broker cleans it.
     Restore(restore::RestoreBench),
+    /// The processors' state-store entries after each of several years of cooperatives.
+    State(state::StateBench),
     /// The Postgres sink: rebuild N records from the topics into a fresh schema.
     Sink(sink::SinkBench),
     /// The REST proxy: events/s and p50/p99 latency of single posts and 100-event batches.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Some(Bench::Restore(args)) => restore::run(&args),
         Some(Bench::Chart(args)) => history::run_chart(&args),
         Some(Bench::Sink(args)) => sink::run(&args),
+        Some(Bench::State(args)) => state::run(&args),
         Some(Bench::Proxy(args)) => proxy::run(&args),
         Some(Bench::Outbox(args)) => outbox::run(&args),
     };
