@@ -132,6 +132,8 @@ impl<P: Processor> TestDriver<P> {
             value,
             headers: Vec::new(),
         };
+        // Timers due on the clock fire before the record, as the engine fires them.
+        self.fire_timers()?;
         let env = self.env();
         let raw = (Some(key.as_bytes().to_vec()), None);
         self.ensure_task(partition)?;

@@ -8,7 +8,8 @@
 //! its partitions (or was replaced under the same instance id) is fenced.
 //!
 //! The loop: poll → buffer per partition → merge the inputs in timestamp order → run the
-//! processor → fire due timers → commit every `commit_interval` or `commit_max_records`,
+//! processor (a partition's timers due on the clock fire before its next record) → fire
+//! due timers → commit every `commit_interval` or `commit_max_records`,
 //! or once no input has come for `commit_idle` (caught up: small batches when the stream is
 //! quiet, full ones under load).
 //! A transaction is open only inside the commit (`producer`), so a rebalance never lands in

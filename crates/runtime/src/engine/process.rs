@@ -23,6 +23,12 @@ where
                 if self.batch.is_full(&self.engine.config) {
                     return Ok(());
                 }
+                // Timers due on the clock fire before the partition's next record: a record
+                // replayed long after it was first written meets the timers the live run had
+                // fired by then (a payment falls due before its late result is applied).
+                if !self.fire_due(partition, &env)? {
+                    return Ok(());
+                }
                 let Some(task) = self.tasks.get_mut(&partition) else {
                     break;
                 };
@@ -91,22 +97,35 @@ where
         let env = self.env();
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
-            let due = self.tasks[&partition].state.due_timers(env.now);
-            for timer in due {
-                if self.batch.is_full(&self.engine.config) {
-                    // The rest fire after this batch's commit.
-                    return Ok(());
-                }
-                self.batch.touch();
-                let task = self.tasks.get_mut(&partition).expect("task present");
-                let outcome = step::timer(&self.engine.processor, &mut task.state, &env, &timer)
-                    .map_err(|e| self.stop(e))?;
-                debug!(timer = %timer.name, key = %timer.key, partition, "Timer fired.");
-                self.batch.timers += 1;
-                self.settle(outcome)?;
+            if !self.fire_due(partition, &env)? {
+                return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Fires a partition's timers due at `env.now`; false when the batch filled first (the
+    /// rest fire after its commit).
+    fn fire_due(&mut self, partition: i32, env: &Env) -> Result<bool, Failure> {
+        let Some(task) = self.tasks.get(&partition) else {
+            return Ok(true);
+        };
+        if task.state.next_due().is_none_or(|due| due > env.now) {
+            return Ok(true);
+        }
+        for timer in task.state.due_timers(env.now) {
+            if self.batch.is_full(&self.engine.config) {
+                return Ok(false);
+            }
+            self.batch.touch();
+            let task = self.tasks.get_mut(&partition).expect("task present");
+            let outcome = step::timer(&self.engine.processor, &mut task.state, env, &timer)
+                .map_err(|e| self.stop(e))?;
+            debug!(timer = %timer.name, key = %timer.key, partition, "Timer fired.");
+            self.batch.timers += 1;
+            self.settle(outcome)?;
+        }
+        Ok(true)
     }
 
     /// A processor's error that stops the engine; a broken invariant is counted first.
