@@ -10,7 +10,18 @@ use rdkafka::{
     error::KafkaError,
 };
 
+use rdkafka::ClientConfig;
+
 use crate::{client_config, unique, wait_for};
+
+/// A client of the broker at `bootstrap`.
+fn client_of(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    _ = config
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4");
+    config
+}
 
 /// Settings under which a broker cleans a compacted topic as soon as it can: segments
 /// rolled after 100 ms, any share of dirty bytes, no compaction lag, tombstones removed at
@@ -25,7 +36,16 @@ pub const EAGER: [(&str, &str); 5] = [
 
 /// Sets [`EAGER`] on these topics (AlterConfigs).
 pub fn clean_eagerly(topics: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin");
+    clean_eagerly_with(client_config(), topics);
+}
+
+/// [`clean_eagerly`] on the broker at `bootstrap`.
+pub fn clean_eagerly_at(bootstrap: &str, topics: &[&str]) {
+    clean_eagerly_with(client_of(bootstrap), topics);
+}
+
+fn clean_eagerly_with(config: ClientConfig, topics: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
     let alters: Vec<AlterConfig<'_>> = topics
         .iter()
         .map(|topic| {
@@ -64,7 +84,21 @@ pub fn records_on(topic: &str, partitions: i32) -> Vec<Left> {
 /// Every record on `partitions` partitions of `topic`, read to the end by a new consumer
 /// of this `isolation.level`.
 pub fn records_read(topic: &str, partitions: i32, isolation: &str) -> Vec<Left> {
-    let reader: BaseConsumer = client_config()
+    records_read_with(client_config(), topic, partitions, isolation)
+}
+
+/// [`records_on`] of the broker at `bootstrap`.
+pub fn records_on_at(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Left> {
+    records_read_with(client_of(bootstrap), topic, partitions, "read_committed")
+}
+
+fn records_read_with(
+    mut config: ClientConfig,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+) -> Vec<Left> {
+    let reader: BaseConsumer = config
         .set("group.id", unique("compaction-reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation)
@@ -102,11 +136,20 @@ pub fn records_read(topic: &str, partitions: i32, isolation: &str) -> Vec<Left> 
 /// Waits until every partition of these topics holds at most one record per key and no
 /// tombstone: what a broker cleaning as [`EAGER`] says leaves.
 pub fn await_compacted(topics: &[&str], partitions: i32) {
+    await_compacted_by(topics, &|topic| records_on(topic, partitions));
+}
+
+/// [`await_compacted`] on the broker at `bootstrap`.
+pub fn await_compacted_at(bootstrap: &str, topics: &[&str], partitions: i32) {
+    await_compacted_by(topics, &|topic| records_on_at(bootstrap, topic, partitions));
+}
+
+fn await_compacted_by(topics: &[&str], read: &dyn Fn(&str) -> Vec<Left>) {
     wait_for(Duration::from_secs(120), "the topics compacted", || {
         topics
             .iter()
             .all(|topic| {
-                let left = records_on(topic, partitions);
+                let left = read(topic);
                 let mut keys: Vec<(i32, &str)> =
                     left.iter().map(|r| (r.partition, r.key.as_str())).collect();
                 keys.sort_unstable();
