@@ -44,11 +44,15 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
     },
-    /// Write docs/event-catalog.md from schemas/ and topics.yaml.
+    /// Write docs/event-catalog.md and the REST proxy's OpenAPI document from schemas/
+    /// and topics.yaml.
     Catalog {
-        /// Where to write it.
+        /// Where to write the catalog.
         #[arg(long, default_value = contracts::catalog::PATH)]
         output: PathBuf,
+        /// Where to write the OpenAPI document.
+        #[arg(long, default_value = rest_proxy::openapi::generate::PATH)]
+        openapi: PathBuf,
     },
     /// Topics of topics.yaml on a broker.
     #[command(subcommand)]
@@ -324,12 +328,14 @@ fn run(cli: Cli) -> Result<()> {
             auth.as_ref(),
             &schemas::catalog(),
         ))?),
-        Command::Catalog { output } => {
+        Command::Catalog { output, openapi } => {
             std::fs::write(
                 &output,
                 contracts::catalog::render(&contracts::topology::Topology::embedded()),
             )?;
             println!("Wrote {}.", output.display());
+            std::fs::write(&openapi, rest_proxy::openapi::generate::render())?;
+            println!("Wrote {}.", openapi.display());
             Ok(())
         }
     }

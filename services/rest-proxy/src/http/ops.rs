@@ -1,6 +1,6 @@
 //! What operators and tools ask: `/healthz`, `/readyz` (the broker answers a metadata
-//! request and the key store a query), `/metrics`, and the OpenAPI document at
-//! `/openapi.json`.
+//! request and the key store a query), `/metrics`, the OpenAPI document at
+//! `/openapi.json` and its reference page at `/docs`.
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
@@ -10,6 +10,8 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(crate::openapi::serve))
+        .route("/docs", get(crate::openapi::page))
+        .route("/docs/redoc.standalone.js", get(crate::openapi::redoc))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

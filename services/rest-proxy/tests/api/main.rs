@@ -5,6 +5,7 @@ mod access;
 #[path = "../common/mod.rs"]
 mod common;
 mod events;
+mod openapi;
 mod replays;
 mod v3;
 

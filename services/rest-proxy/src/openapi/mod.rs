@@ -1,15 +1,99 @@
-//! The OpenAPI document of the proxy (`openapi.json` next to `Cargo.toml`), served at
-//! `/openapi.json`. A test holds it to the routers: every documented operation is routed,
-//! and every route is documented.
+//! The OpenAPI document of the proxy (`openapi.json` next to `Cargo.toml`, generated from
+//! the catalog by [`generate`]), served at `/openapi.json` with `servers` naming the address
+//! the request came to. Tests hold it to the routers (every documented operation is
+//! routed, every route documented) and to the catalog (a stale file fails).
 
-use axum::{http::header, response::IntoResponse};
+pub mod generate;
+
+use axum::{
+    http::{HeaderMap, header},
+    response::IntoResponse,
+};
+use serde_json::{Value, json};
 
 /// The committed document.
-pub const DOCUMENT: &str = include_str!("../openapi.json");
+pub const DOCUMENT: &str = include_str!("../../openapi.json");
 
-/// `GET /openapi.json`.
-pub async fn serve() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT)
+/// `GET /openapi.json`: the document, its `servers` the proxy as the client reached it —
+/// through a reverse proxy, `X-Forwarded-Proto` and `X-Forwarded-Host` say how.
+pub async fn serve(headers: HeaderMap) -> impl IntoResponse {
+    let mut document: Value = serde_json::from_str(DOCUMENT).expect("openapi.json is JSON");
+    if let Some(url) = base_url(&headers) {
+        document["servers"] = json!([{"url": url}]);
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.to_string(),
+    )
+}
+
+/// The Redoc bundle the page runs, shipped with the program (`vendor/redoc`, fetched from
+/// npm by `scripts/vendor-redoc` at a pinned version and integrity): no CDN.
+pub const REDOC: &[u8] = include_bytes!("../../vendor/redoc/redoc.standalone.js");
+
+/// The reference page: Redoc rendering `/openapi.json`.
+pub const PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Habitat Streams REST API</title>
+<style>body { margin: 0; padding: 0; }</style>
+</head>
+<body>
+<redoc spec-url="/openapi.json" hide-download-button="false" expand-responses="202"></redoc>
+<script src="/docs/redoc.standalone.js"></script>
+</body>
+</html>
+"#;
+
+/// `GET /docs`.
+pub async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                 worker-src 'self' blob:; font-src 'self' data:",
+            ),
+        ],
+        PAGE,
+    )
+}
+
+/// `GET /docs/redoc.standalone.js`.
+pub async fn redoc() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        REDOC,
+    )
+}
+
+/// `<scheme>://<host>` the request was sent to, when its headers say.
+pub fn base_url(headers: &HeaderMap) -> Option<String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or(v).trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let host = header("x-forwarded-host").or_else(|| header("host"))?;
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
+    {
+        return None;
+    }
+    let scheme = match header("x-forwarded-proto").as_deref() {
+        Some("https") => "https",
+        _ => "http",
+    };
+    Some(format!("{scheme}://{host}"))
 }
 
 #[cfg(test)]
@@ -53,9 +137,9 @@ mod tests {
     /// (method, path) of every `.route(…)` of the routers' sources.
     fn routed() -> BTreeSet<(String, String)> {
         let source = [
-            include_str!("http/v1.rs"),
-            include_str!("http/v3.rs"),
-            include_str!("http/ops.rs"),
+            include_str!("../http/v1.rs"),
+            include_str!("../http/v3.rs"),
+            include_str!("../http/ops.rs"),
         ]
         .concat();
         let mut routes = BTreeSet::new();
