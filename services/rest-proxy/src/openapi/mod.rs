@@ -17,14 +17,18 @@ pub const DOCUMENT: &str = include_str!("../../openapi.json");
 /// `GET /openapi.json`: the document, its `servers` the proxy as the client reached it —
 /// through a reverse proxy, `X-Forwarded-Proto` and `X-Forwarded-Host` say how.
 pub async fn serve(headers: HeaderMap) -> impl IntoResponse {
-    let mut document: Value = serde_json::from_str(DOCUMENT).expect("openapi.json is JSON");
-    if let Some(url) = base_url(&headers) {
-        document["servers"] = json!([{"url": url}]);
-    }
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        document.to_string(),
-    )
+    static PARSED: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let parsed =
+        PARSED.get_or_init(|| serde_json::from_str(DOCUMENT).expect("openapi.json is JSON"));
+    let body = match base_url(&headers) {
+        Some(url) => {
+            let mut document = parsed.clone();
+            document["servers"] = json!([{"url": url}]);
+            document.to_string()
+        }
+        None => DOCUMENT.to_owned(),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
 /// The Redoc bundle the page runs, shipped with the program (`vendor/redoc`, fetched from
