@@ -17,7 +17,7 @@ use devstack::{
 };
 use habitat_runtime::partition_for;
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    Message, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
@@ -40,14 +40,6 @@ impl Drop for Instance {
     }
 }
 
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    _ = config
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4");
-    config
-}
-
 fn counter_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile = exe
@@ -58,10 +50,11 @@ fn counter_binary() -> PathBuf {
 }
 
 fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) {
-    let producer: ThreadedProducer<DefaultProducerContext> = client(bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer");
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        test_support::client_config_at(bootstrap)
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
     for i in range {
         let key = format!("t{}/item/{}", (i % 50) % 7, i % 50);
         let value = i.to_string();
@@ -92,7 +85,9 @@ fn a_processor_rides_out_a_broker_outage_and_stays_exactly_once() {
     let bootstrap = listen.to_string();
     let name = unique("outage");
     let (input, output) = (format!("{name}.in"), format!("{name}.out"));
-    let admin: AdminClient<DefaultClientContext> = client(&bootstrap).create().expect("admin");
+    let admin: AdminClient<DefaultClientContext> = test_support::client_config_at(&bootstrap)
+        .create()
+        .expect("admin");
     let created = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,7 +122,7 @@ fn a_processor_rides_out_a_broker_outage_and_stays_exactly_once() {
             .expect("start the counter"),
     );
 
-    let reader: BaseConsumer = client(&bootstrap)
+    let reader: BaseConsumer = test_support::client_config_at(&bootstrap)
         .set("group.id", unique("reader"))
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")

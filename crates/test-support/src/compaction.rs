@@ -12,16 +12,7 @@ use rdkafka::{
 
 use rdkafka::ClientConfig;
 
-use crate::{client_config, unique, wait_for};
-
-/// A client of the broker at `bootstrap`.
-fn client_of(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    _ = config
-        .set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4");
-    config
-}
+use crate::{client_config, client_config_at as client_of, unique, wait_for};
 
 /// Settings under which a broker cleans a compacted topic as soon as it can: segments
 /// rolled after 100 ms, any share of dirty bytes, no compaction lag, tombstones removed at

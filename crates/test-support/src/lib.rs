@@ -142,9 +142,14 @@ pub fn unique(prefix: &str) -> String {
 
 /// Client settings every test client starts from.
 pub fn client_config() -> ClientConfig {
+    client_config_at(&kafka().bootstrap)
+}
+
+/// A client of the broker at `bootstrap` (over IPv4, as every test client).
+pub fn client_config_at(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     _ = config
-        .set("bootstrap.servers", &kafka().bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4");
     config
 }

@@ -145,7 +145,7 @@ impl Processor for DistributionRecorder {
                     amount(a.cash, "cash")?,
                     amount(a.retained, "retained")?,
                 );
-                let id = format!("alloc:{}:{}", a.period_id, a.member_id);
+                let id = allocation_transaction(&a.period_id, &a.member_id);
                 let posting = self
                     .chart
                     .allocation_approved(&a.member_id, amount, cash, retained);
@@ -328,7 +328,7 @@ impl DistributionRecorder {
         event: &Event,
         p: &PaymentStatusChanged,
     ) -> Result<(), ProcessError> {
-        let id = format!("pay:{}", p.payment_id);
+        let id = payment_transaction(&p.payment_id);
         let posted_on = p.settled_at.unwrap_or_else(|| ctx.now()).date_naive();
         match p.purpose {
             PaymentPurpose::LoanRepayment => {
@@ -469,15 +469,28 @@ impl DistributionRecorder {
         });
         for p in std::mem::take(&mut payout.paid) {
             DISTRIBUTIONS.delete(ctx, &ScheduleKey::new(tenant, &p.distribution_id))?;
-            let allocation = format!("alloc:{period_id}:{}", p.member_id);
+            let allocation = allocation_transaction(period_id, &p.member_id);
             POSTED.delete(ctx, &TransactionKey::new(tenant, &allocation))?;
             for payment in &p.payments {
-                POSTED.delete(ctx, &TransactionKey::new(tenant, format!("pay:{payment}")))?;
+                POSTED.delete(
+                    ctx,
+                    &TransactionKey::new(tenant, payment_transaction(payment)),
+                )?;
             }
         }
         payout.distributed = true;
         PERIODS.put(ctx, &key, &payout)
     }
+}
+
+/// The deterministic id of a member's allocation posting of a period (SPEC §4).
+fn allocation_transaction(period_id: &str, member_id: &str) -> String {
+    format!("alloc:{period_id}:{member_id}")
+}
+
+/// The deterministic id of a settled payment's posting (SPEC §4).
+fn payment_transaction(payment_id: &str) -> String {
+    format!("pay:{payment_id}")
 }
 
 /// Whether a period is paid out and forgotten (its records then post nothing).

@@ -192,23 +192,28 @@ fn schema_ids(stack: &Stack) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// Every entity table and the ledger's lines of a stack's sink: table → key → row (the
-/// compared columns).
-fn tables(stack: &Stack) -> BTreeMap<String, BTreeMap<String, Value>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+/// A connection to a stack's sink database.
+fn sink_pool(runtime: &tokio::runtime::Runtime, stack: &Stack) -> sqlx::PgPool {
+    let url = format!(
+        "postgres://habitat@127.0.0.1:{}/habitat",
+        stack.postgres_port
+    );
+    runtime
+        .block_on(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&url),
+        )
+        .expect("the sink's database")
+}
+
+/// Every entity table and the ledger's lines of a sink: table → key → row (the compared
+/// columns).
+fn tables(
+    runtime: &tokio::runtime::Runtime,
+    pool: &sqlx::PgPool,
+) -> BTreeMap<String, BTreeMap<String, Value>> {
     runtime.block_on(async {
-        let url = format!(
-            "postgres://habitat@127.0.0.1:{}/habitat",
-            stack.postgres_port
-        );
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .expect("the sink's database");
         let dropped = postgres_sink::tables::ENVELOPE
             .iter()
             .chain(&NOT_COMPARED)
@@ -226,7 +231,7 @@ fn tables(stack: &Stack) -> BTreeMap<String, BTreeMap<String, Value>> {
             let rows: Vec<(String, Value)> = sqlx::query_as(&format!(
                 "SELECT {key}, to_jsonb(x) - ARRAY[{dropped}]::text[] FROM habitat.{table} x"
             ))
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .unwrap_or_else(|e| panic!("read {table}: {e}"));
             _ = tables.insert(table.to_owned(), rows.into_iter().collect());
@@ -285,9 +290,14 @@ fn a_cleaned_year_replayed_by_fresh_processors_and_a_fresh_sink_gives_the_same_t
 
     // Both stacks settle to their final tables (timers of payments due fire on each); the
     // two are then the same, row for row.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (live_sink, fresh_sink) = (sink_pool(&runtime, &live), sink_pool(&runtime, &fresh));
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     let tables = loop {
-        let (a, b) = (tables(&live), tables(&fresh));
+        let (a, b) = (tables(&runtime, &live_sink), tables(&runtime, &fresh_sink));
         let rows: usize = a.values().map(BTreeMap::len).sum();
         let differ = differences(&a, &b);
         if differ.is_empty() && rows > 0 {
