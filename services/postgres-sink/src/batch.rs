@@ -2,9 +2,9 @@
 //!
 //! Every record becomes one `event_log` row, appended with binary `COPY` (the payload: the
 //! record's JSON without `meta`, which Postgres parses once into JSONB). An entity row is
-//! then built in Postgres from its log row, so no record is sent or parsed twice.
+//! built from its log row's payload and staged with one `COPY` per table ([`crate::stage`]).
 //! Within a batch only the last operation on a key reaches its table (the same key twice
-//! in one upsert would be refused, and the earlier state is overwritten anyway); the log
+//! in one merge would be refused, and the earlier state is overwritten anyway); the log
 //! keeps every record.
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,18 +30,10 @@ pub struct Coordinates<'a> {
 /// The last operation of a batch on one key of a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Upsert the row built from the log row at (topic, partition, offset).
-    Upsert(String, i32, i64),
+    /// Upsert the row of the record logged at this index of the batch's log.
+    Upsert(usize),
     /// Delete the row (a tombstone read at topic, partition).
     Delete(String, i32),
-}
-
-impl Op {
-    fn partition(&self) -> (&str, i32) {
-        match self {
-            Op::Upsert(topic, partition, _) | Op::Delete(topic, partition) => (topic, *partition),
-        }
-    }
 }
 
 /// One `event_log` row.
@@ -198,10 +190,12 @@ impl Batch {
         self.logged(at, key, Some(event));
         self.occurred.push(event.meta().occurred_at);
         if let Some(table) = table_of_record(event.full_name()) {
-            _ = self.entities.entry(table).or_default().insert(
-                key.to_owned(),
-                Op::Upsert(at.topic.to_owned(), at.partition, at.offset),
-            );
+            let logged = self.log.len() - 1;
+            _ = self
+                .entities
+                .entry(table)
+                .or_default()
+                .insert(key.to_owned(), Op::Upsert(logged));
         }
     }
 
@@ -267,17 +261,25 @@ impl Batch {
             usize::try_from(hash % n as u64).unwrap_or(0)
         };
         let mut parts: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
+        // Where each log row went: (part, its index there).
+        let mut moved = Vec::with_capacity(self.log.len());
         for row in self.log {
-            parts[part(&row.topic, row.partition)].log.push(row);
+            let to = part(&row.topic, row.partition);
+            moved.push((to, parts[to].log.len()));
+            parts[to].log.push(row);
         }
         for (table, ops) in self.entities {
             for (key, op) in ops {
-                let (topic, partition) = op.partition();
-                _ = parts[part(topic, partition)]
-                    .entities
-                    .entry(table)
-                    .or_default()
-                    .insert(key, op);
+                let (to, op) = match op {
+                    Op::Upsert(logged) => {
+                        let (to, index) = moved[logged];
+                        (to, Op::Upsert(index))
+                    }
+                    Op::Delete(topic, partition) => {
+                        (part(&topic, partition), Op::Delete(topic, partition))
+                    }
+                };
+                _ = parts[to].entities.entry(table).or_default().insert(key, op);
             }
         }
         for ((topic, partition), row) in self.dead_letters {

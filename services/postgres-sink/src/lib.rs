@@ -3,8 +3,9 @@
 //! - [`sink`]: reads the context topics (read_committed) and every dead-letter topic, and
 //!   writes rows and offsets in one Postgres transaction per batch — exactly once.
 //! - [`store`]: the schema (sqlx migrations in `migrations/`), offsets, and the batch write.
-//! - [`tables`]: which table each record type and key goes to; upserts built from the
+//! - [`tables`]: which table each record type and key goes to; merges built from the
 //!   tables' columns.
+//! - [`stage`]: a batch's entity rows staged with one `COPY` per table, then merged.
 //! - [`report`]: the finance report views, exported as CSV or JSON.
 //! - [`verify`]: replay-to-verify — rebuild every table from the topics into a fresh schema
 //!   and diff it against the live one.
@@ -20,6 +21,7 @@ pub mod copy;
 pub mod dlq;
 pub mod report;
 pub mod sink;
+pub mod stage;
 pub mod store;
 pub mod tables;
 pub mod verify;

@@ -65,6 +65,9 @@ pub enum SinkError {
     /// A dependency stayed unreachable longer than the give-up time.
     #[error("{0}")]
     GaveUp(String),
+    /// A batch's rows could not be built (a defect: the sink builds them from its own log rows).
+    #[error("batch rows: {0}")]
+    Rows(#[from] crate::stage::BadPayload),
 }
 
 /// The sink with its store, codec and metrics, ready to run.
@@ -511,6 +514,7 @@ impl Loop<'_> {
                         .block_on(self.sink.store.write(&batch, &self.committed));
                 }
                 Err(WriteError::Database(error)) => return Err(error.into()),
+                Err(WriteError::Payload(error)) => return Err(error.into()),
             }
         }
         metrics.dependencies.reachable(dependency::DATABASE);

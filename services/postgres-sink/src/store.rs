@@ -6,7 +6,7 @@
 //! another instance moved them meanwhile (the partition was reassigned while this one was
 //! still writing — a zombie), nothing is written and the caller re-reads where it stands.
 
-use std::{collections::BTreeMap, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, str::FromStr, sync::LazyLock, time::Duration};
 
 use sqlx::{
     Connection, PgConnection, PgPool,
@@ -15,7 +15,8 @@ use sqlx::{
 
 use crate::{
     batch::{Batch, LOG_COLUMNS, Op, copy_log, json_array},
-    tables::{LEDGER, Statements},
+    stage::{self, BadPayload, LINE_COLUMNS, TextCopy, create_staging},
+    tables::{ENTITIES, LEDGER, Statements, staging},
 };
 
 /// Why a batch was not written.
@@ -26,6 +27,9 @@ pub enum WriteError {
     Conflict(Vec<(String, i32)>),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A log row's payload the sink could not take apart (never one the sink made).
+    #[error(transparent)]
+    Payload(#[from] BadPayload),
 }
 
 pub use habitat_runtime::retry::is_transient_database as is_transient;
@@ -127,6 +131,15 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(u32::try_from(writers).unwrap_or(u32::MAX).saturating_add(2))
             .acquire_timeout(Duration::from_secs(30))
+            // Every session stages the entity rows of its batches in tables of its own.
+            .after_connect(|conn, _| {
+                static STAGING: LazyLock<String> =
+                    LazyLock::new(|| create_staging(ENTITIES.iter().map(|(_, t)| *t)));
+                Box::pin(async move {
+                    _ = sqlx::Executor::execute(conn, STAGING.as_str()).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options(url, schema)?)
             .await?;
         let statements = Statements::load(&mut *pool.acquire().await?).await?;
@@ -205,6 +218,7 @@ impl Store {
         batch: &Batch,
         expected: &BTreeMap<Partition, i64>,
     ) -> Result<(), WriteError> {
+        let staged = self.stage(batch)?;
         let mut tx = self.pool.begin().await?;
         let mut topics = Vec::with_capacity(batch.offsets.len());
         let mut numbers = Vec::with_capacity(batch.offsets.len());
@@ -255,50 +269,38 @@ impl Store {
             _ = copy.send(copy_log(&batch.log)).await?;
             _ = copy.finish().await?;
         }
-        for (table, ops) in &batch.entities {
-            let deleted: Vec<String> = ops
-                .iter()
-                .filter(|(_, op)| matches!(op, Op::Delete(..)))
-                .map(|(key, _)| key.clone())
-                .collect();
-            if !deleted.is_empty() {
+        for (table, staged) in &staged {
+            if !staged.deleted.is_empty() {
                 _ = sqlx::query(&format!(
                     "DELETE FROM {} WHERE record_key = ANY($1)",
                     crate::tables::ident(table)
                 ))
-                .bind(&deleted)
+                .bind(&staged.deleted)
                 .execute(&mut *tx)
                 .await?;
             }
             if *table == LEDGER {
                 // A transaction's lines go with it, and are replaced when it is.
-                let replaced: Vec<&String> = ops.keys().collect();
                 _ = sqlx::query!(
                     "DELETE FROM ledger_lines WHERE record_key = ANY($1)",
-                    &replaced as &[&String]
+                    &staged.keys
                 )
                 .execute(&mut *tx)
                 .await?;
             }
-            let mut rows = Rows::default();
-            for op in ops.values() {
-                if let Op::Upsert(topic, partition, offset) = op {
-                    rows.topics.push(topic.clone());
-                    rows.partitions.push(*partition);
-                    rows.offsets.push(*offset);
-                }
+            if let Some(rows) = &staged.rows {
+                copy_text(&mut tx, &format!("{} FROM STDIN", staging(table)), rows).await?;
+                _ = sqlx::query(&self.statements.merges[table])
+                    .execute(&mut *tx)
+                    .await?;
             }
-            if rows.offsets.is_empty() {
-                continue;
-            }
-            _ = sqlx::query(&self.statements.upserts[table])
-                .bind(&rows.topics)
-                .bind(&rows.partitions)
-                .bind(&rows.offsets)
-                .execute(&mut *tx)
+            if let Some(lines) = &staged.lines {
+                copy_text(
+                    &mut tx,
+                    &format!("ledger_lines ({LINE_COLUMNS}) FROM STDIN"),
+                    lines,
+                )
                 .await?;
-            if *table == LEDGER {
-                write_lines(&mut tx, &rows).await?;
             }
         }
         if !batch.dead_letters.is_empty() {
@@ -325,36 +327,54 @@ impl Store {
     }
 }
 
-/// Log rows by their coordinates.
+/// What a batch writes to one entity table, in the form the statements take.
 #[derive(Debug, Default)]
-struct Rows {
-    topics: Vec<String>,
-    partitions: Vec<i32>,
-    offsets: Vec<i64>,
+struct Staged {
+    /// Keys whose rows are deleted (tombstones).
+    deleted: Vec<String>,
+    /// Every key the batch writes (the ledger's lines of these are replaced).
+    keys: Vec<String>,
+    /// The upserted rows, a text `COPY` stream of the table's columns.
+    rows: Option<Vec<u8>>,
+    /// The ledger's lines of those rows, a text `COPY` stream of [`LINE_COLUMNS`].
+    lines: Option<Vec<u8>>,
 }
 
-/// Writes the lines of the ledger transactions logged at `rows`.
-async fn write_lines(tx: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    _ = sqlx::query!(
-        "INSERT INTO ledger_lines (record_key, line_no, tenant_id, transaction_id, posted_on,
-                                   currency, account, member_id, debit, credit, memo)
-         SELECT e.record_key, l.line_no::int, e.tenant_id, t.transaction_id, t.posted_on,
-                t.currency, l.account, l.member_id, l.debit, l.credit, l.memo
-           FROM unnest($1::text[], $2::int4[], $3::int8[]) AS at(topic, part, pos)
-          CROSS JOIN LATERAL (SELECT * FROM event_log
-                               WHERE source_topic = at.topic AND source_partition = at.part
-                                 AND source_offset = at.pos) AS e
-          CROSS JOIN LATERAL jsonb_to_record(e.payload)
-                AS t(transaction_id text, posted_on date, currency text, lines jsonb)
-          CROSS JOIN LATERAL ROWS FROM (jsonb_to_recordset(t.lines)
-                AS (account text, member_id text, debit numeric, credit numeric, memo text))
-                WITH ORDINALITY AS l(account, member_id, debit, credit, memo, line_no)",
-        &rows.topics,
-        &rows.partitions,
-        &rows.offsets
-    )
-    .execute(&mut *tx)
-    .await?;
+impl Store {
+    /// The batch's entity rows, built before its transaction starts.
+    fn stage(&self, batch: &Batch) -> Result<BTreeMap<&'static str, Staged>, WriteError> {
+        let mut out = BTreeMap::new();
+        for (table, ops) in &batch.entities {
+            let columns = &self.statements.columns[table];
+            let mut staged = Staged::default();
+            // A row's text is about as long as its payload.
+            let mut rows = TextCopy::with_capacity(ops.len() * 512);
+            let mut lines =
+                TextCopy::with_capacity(if *table == LEDGER { ops.len() * 512 } else { 0 });
+            for (key, op) in ops {
+                staged.keys.push(key.clone());
+                match op {
+                    Op::Delete(..) => staged.deleted.push(key.clone()),
+                    Op::Upsert(logged) => {
+                        let row = &batch.log[*logged];
+                        let lines = (*table == LEDGER).then_some(&mut lines);
+                        stage::entity_row(&mut rows, lines, columns, row)?;
+                    }
+                }
+            }
+            staged.rows = (!rows.is_empty()).then(|| rows.into_bytes());
+            staged.lines = (!lines.is_empty()).then(|| lines.into_bytes());
+            _ = out.insert(*table, staged);
+        }
+        Ok(out)
+    }
+}
+
+/// `COPY <target> …` (text format) of `rows`.
+async fn copy_text(tx: &mut PgConnection, target: &str, rows: &[u8]) -> Result<(), sqlx::Error> {
+    let mut copy = tx.copy_in_raw(&format!("COPY {target}")).await?;
+    _ = copy.send(rows).await?;
+    _ = copy.finish().await?;
     Ok(())
 }
 

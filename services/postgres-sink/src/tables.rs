@@ -1,16 +1,16 @@
 //! Which table each record goes to, and the SQL that writes a batch of them.
 //!
 //! The migrations are the one description of the tables: at start the sink reads each
-//! entity table's columns from the catalog and builds its upsert from them. The row is
-//! built from the record's `event_log` row, written earlier in the same transaction: a
-//! column named like a field of the record takes that field (through `jsonb_to_record`,
-//! so decimals arrive as their exact text and never pass through a float); the envelope
-//! columns take the log row's key, meta and Kafka coordinates.
+//! entity table's columns from the catalog and builds its merge from them. A column named
+//! like a field of the record takes that field; the envelope columns take the log row's
+//! key, meta and Kafka coordinates (see [`crate::stage`]).
 
 use std::collections::{BTreeMap, HashMap};
 
 use contracts::records::CATALOG;
 use sqlx::PgConnection;
+
+pub use crate::stage::{Column, staging};
 
 /// Entity (the second segment of a record key) → table.
 pub const ENTITIES: &[(&str, &str)] = &[
@@ -91,14 +91,14 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The upsert of every entity table, built from the catalog of the connection's schema.
+/// How every entity table is written, built from the catalog of the connection's schema.
 #[derive(Clone, Debug)]
 pub struct Statements {
-    /// Table → `INSERT … ON CONFLICT (record_key) DO UPDATE` of the rows built from the
-    /// log rows at `($1 topics, $2 partitions, $3 offsets)`.
-    pub upserts: BTreeMap<&'static str, String>,
-    /// Table → its columns in order, for the replay diff.
-    pub columns: BTreeMap<&'static str, Vec<String>>,
+    /// Table → its columns in order.
+    pub columns: BTreeMap<&'static str, Vec<Column>>,
+    /// Table → `INSERT … SELECT` of its staging table's rows `ON CONFLICT (record_key) DO
+    /// UPDATE`.
+    pub merges: BTreeMap<&'static str, String>,
 }
 
 impl Statements {
@@ -116,60 +116,38 @@ impl Statements {
         .bind(&tables)
         .fetch_all(conn)
         .await?;
-        let mut by_table: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
-        for (table, column, ty) in rows {
-            if let Some((_, name)) = ENTITIES.iter().find(|(_, t)| *t == table) {
-                by_table.entry(name).or_default().push((column, ty));
+        let mut columns: BTreeMap<&'static str, Vec<Column>> = BTreeMap::new();
+        for (table, name, ty) in rows {
+            if let Some((_, table)) = ENTITIES.iter().find(|(_, t)| *t == table) {
+                columns.entry(table).or_default().push(Column { name, ty });
             }
         }
-        if let Some((_, missing)) = ENTITIES.iter().find(|(_, t)| !by_table.contains_key(t)) {
+        if let Some((_, missing)) = ENTITIES.iter().find(|(_, t)| !columns.contains_key(t)) {
             return Err(sqlx::Error::Protocol(format!(
                 "table {missing} is missing from the sink's schema: are the migrations applied?"
             )));
         }
-        let upserts = by_table
+        let merges = columns
             .iter()
-            .map(|(table, columns)| (*table, upsert(table, columns)))
+            .map(|(table, columns)| (*table, merge(table, columns)))
             .collect();
-        let columns = by_table
-            .into_iter()
-            .map(|(table, columns)| (table, columns.into_iter().map(|(c, _)| c).collect()))
-            .collect();
-        Ok(Self { upserts, columns })
+        Ok(Self { columns, merges })
     }
 }
 
-fn upsert(table: &str, columns: &[(String, String)]) -> String {
-    let is_envelope = |c: &str| ENVELOPE.contains(&c);
-    let names: Vec<String> = columns.iter().map(|(c, _)| ident(c)).collect();
-    let select: Vec<String> = columns
-        .iter()
-        .map(|(c, _)| {
-            let side = if is_envelope(c) { "e" } else { "p" };
-            format!("{side}.{}", ident(c))
-        })
-        .collect();
-    let record: Vec<String> = columns
-        .iter()
-        .filter(|(c, _)| !is_envelope(c))
-        .map(|(c, ty)| format!("{} {ty}", ident(c)))
-        .collect();
+fn merge(table: &str, columns: &[Column]) -> String {
+    let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
     let updates: Vec<String> = columns
         .iter()
-        .filter(|(c, _)| c != "record_key")
-        .map(|(c, _)| format!("{0} = EXCLUDED.{0}", ident(c)))
+        .filter(|c| c.name != "record_key")
+        .map(|c| format!("{0} = EXCLUDED.{0}", ident(&c.name)))
         .collect();
     format!(
-        "INSERT INTO {table} ({names}) SELECT {select} \
-         FROM unnest($1::text[], $2::int4[], $3::int8[]) AS at(topic, part, pos) \
-         CROSS JOIN LATERAL (SELECT * FROM event_log WHERE source_topic = at.topic \
-         AND source_partition = at.part AND source_offset = at.pos) AS e \
-         CROSS JOIN LATERAL jsonb_to_record(e.payload) AS p({record}) \
+        "INSERT INTO {table} ({names}) SELECT {names} FROM {staging} \
          ON CONFLICT (record_key) DO UPDATE SET {updates}",
         table = ident(table),
+        staging = staging(table),
         names = names.join(", "),
-        select = select.join(", "),
-        record = record.join(", "),
         updates = updates.join(", "),
     )
 }
@@ -205,23 +183,23 @@ mod tests {
     }
 
     #[test]
-    fn upsert_takes_envelope_and_record_columns() {
-        let sql = upsert(
+    fn a_merge_moves_the_staged_rows_and_replaces_by_key() {
+        let column = |name: &str| Column {
+            name: name.to_owned(),
+            ty: "text".to_owned(),
+        };
+        let sql = merge(
             "members",
             &[
-                ("record_key".to_owned(), "text".to_owned()),
-                ("tenant_id".to_owned(), "text".to_owned()),
-                ("joined_on".to_owned(), "date".to_owned()),
+                column("record_key"),
+                column("tenant_id"),
+                column("joined_on"),
             ],
         );
         assert_eq!(
             sql,
             "INSERT INTO \"members\" (\"record_key\", \"tenant_id\", \"joined_on\") \
-             SELECT e.\"record_key\", e.\"tenant_id\", p.\"joined_on\" \
-             FROM unnest($1::text[], $2::int4[], $3::int8[]) AS at(topic, part, pos) \
-             CROSS JOIN LATERAL (SELECT * FROM event_log WHERE source_topic = at.topic \
-             AND source_partition = at.part AND source_offset = at.pos) AS e \
-             CROSS JOIN LATERAL jsonb_to_record(e.payload) AS p(\"joined_on\" date) \
+             SELECT \"record_key\", \"tenant_id\", \"joined_on\" FROM \"stage_members\" \
              ON CONFLICT (record_key) DO UPDATE SET \"tenant_id\" = EXCLUDED.\"tenant_id\", \
              \"joined_on\" = EXCLUDED.\"joined_on\""
         );

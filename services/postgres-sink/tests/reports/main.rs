@@ -5,6 +5,7 @@ mod books;
 #[path = "../common/mod.rs"]
 mod common;
 mod roles;
+mod rows;
 mod year;
 mod zones;
 
