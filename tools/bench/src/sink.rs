@@ -242,5 +242,41 @@ pub fn run(args: &SinkBench) -> Result<()> {
         seconds * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    runtime.block_on(print_statements(store.pool()))?;
+    Ok(())
+}
+
+/// Where Postgres spent its time, statement by statement, when the cluster was started with
+/// `pg_stat_statements` (`HABITAT_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements"`);
+/// nothing otherwise. Times are the server's execution time, which on a CPU-bound run is
+/// close to its CPU time.
+async fn print_statements(pool: &sqlx::PgPool) -> Result<()> {
+    let loaded: bool = sqlx::query_scalar(
+        "SELECT 'pg_stat_statements' = ANY(string_to_array(current_setting('shared_preload_libraries'), ','))",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !loaded {
+        return Ok(());
+    }
+    _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await?;
+    let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(
+        "SELECT regexp_replace(left(query, 90), '\\s+', ' ', 'g'), calls, rows, total_exec_time
+           FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12",
+    )
+    .fetch_all(pool)
+    .await?;
+    println!("\n| statement | calls | rows | ms | µs per row |");
+    println!("|---|---:|---:|---:|---:|");
+    for (query, calls, rows, ms) in rows {
+        let per_row = if rows > 0 {
+            ms * 1000.0 / rows as f64
+        } else {
+            0.0
+        };
+        println!("| `{query}` | {calls} | {rows} | {ms:.0} | {per_row:.1} |");
+    }
     Ok(())
 }
