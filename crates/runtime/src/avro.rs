@@ -124,14 +124,33 @@ impl AvroCodec {
         Ok(entry)
     }
 
-    fn id(&self, topic: &str, full_name: &'static str, schema: &str) -> Result<u32, CodecError> {
-        let cached = self
-            .ids
+    /// The registered id of `full_name` on `topic`, when this codec has already looked it up.
+    fn cached_id(&self, topic: &str, full_name: &str) -> Option<u32> {
+        self.ids
             .read()
             .expect("cache lock")
             .get(full_name)
-            .and_then(|topics| topics.iter().find(|(t, _)| t == topic).map(|(_, id)| *id));
-        if let Some(id) = cached {
+            .and_then(|topics| topics.iter().find(|(t, _)| t == topic).map(|(_, id)| *id))
+    }
+
+    /// `event` encoded as [`Codec::encode`] does, when that needs no registry lookup (its
+    /// schema's id is cached); `None` otherwise. An async caller encodes in place with this
+    /// and moves to a blocking thread only for the first record of a type.
+    pub fn encode_cached(&self, topic: &str, event: &Event) -> Option<Result<Vec<u8>, CodecError>> {
+        let id = self.cached_id(topic, event.full_name())?;
+        Some(Self::framed(id, event))
+    }
+
+    fn framed(id: u32, event: &Event) -> Result<Vec<u8>, CodecError> {
+        let mut out = wire::header(id, 256);
+        event
+            .write_avro(&mut out)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(out)
+    }
+
+    fn id(&self, topic: &str, full_name: &'static str, schema: &str) -> Result<u32, CodecError> {
+        if let Some(id) = self.cached_id(topic, full_name) {
             return Ok(id);
         }
         let supplied = SuppliedSchema::new(
@@ -215,10 +234,6 @@ impl Codec for AvroCodec {
     fn encode(&self, topic: &str, event: &Event) -> Result<Vec<u8>, CodecError> {
         let full_name = event.full_name();
         let id = self.id(topic, full_name, event.schema())?;
-        let mut out = wire::header(id, 256);
-        event
-            .write_avro(&mut out)
-            .map_err(|e| CodecError::Encode(e.to_string()))?;
-        Ok(out)
+        Self::framed(id, event)
     }
 }

@@ -50,6 +50,16 @@ struct Args {
     /// This instance's id; its transactional id is `rest-proxy-<id>`.
     #[arg(long, env = "HABITAT_INSTANCE_ID", default_value = "0")]
     instance_id: String,
+    /// Kafka transactions in flight at once: each of these producers (transactional ids
+    /// `rest-proxy-<id>`, `rest-proxy-<id>-1`, …) gathers the next requests while the others
+    /// wait on the broker. Keep it the same across restarts of an instance, so each id's
+    /// unfinished transaction is fenced at once.
+    #[arg(long, env = "HABITAT_WRITER_PRODUCERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    writer_producers: u16,
+    /// How long, in microseconds, a producer taking requests waits for more to share its
+    /// transaction after the first.
+    #[arg(long, env = "HABITAT_WRITER_LINGER_MICROS", default_value_t = 500)]
+    writer_linger_micros: u64,
     /// Largest request body, in bytes (413 above).
     #[arg(long, env = "HABITAT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
@@ -138,7 +148,8 @@ fn main() -> ExitCode {
     let writer = Writer::start(WriterConfig {
         bootstrap_servers: args.bootstrap_servers.clone(),
         transactional_id: format!("rest-proxy-{}", args.instance_id),
-        linger: Duration::from_millis(2),
+        producers: usize::from(args.writer_producers),
+        linger: Duration::from_micros(args.writer_linger_micros),
         timeout: Duration::from_secs(10),
         kafka: kafka.0.clone().into_iter().collect(),
     });

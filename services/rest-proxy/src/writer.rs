@@ -8,6 +8,12 @@
 //! round trips per group rather than per request. A commit whose answer is lost is retried
 //! until the broker answers it (for as long as the broker keeps an open transaction), so
 //! an error means nothing became visible.
+//!
+//! `producers` writer threads, each with a transactional producer of its own, take turns
+//! at the queue: one gathers the next group while the others wait on the broker for
+//! theirs, so a transaction's round trips no longer hold up the requests behind it. A
+//! request's records are always in one transaction; two requests in flight at once were
+//! never ordered, and a request sent after another's answer is written after it.
 
 use std::{
     sync::{Arc, Mutex, mpsc},
@@ -22,7 +28,7 @@ use rdkafka::{
     producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext},
 };
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// A record to write: topic, partition, key, value and headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,8 +69,11 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     pub bootstrap_servers: String,
-    /// The transactional id; one per proxy instance.
+    /// The transactional id of the first producer; the others add `-1`, `-2`, … to it.
+    /// One per proxy instance.
     pub transactional_id: String,
+    /// Transactional producers taking turns (at least one).
+    pub producers: usize,
     /// How long a group waits for more jobs after its first.
     pub linger: Duration,
     /// How long a transaction may take before the request is answered 503.
@@ -110,10 +119,14 @@ impl Writer {
     /// Starts the writer thread.
     pub fn start(config: WriterConfig) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
-        _ = thread::Builder::new()
-            .name("kafka-writer".to_owned())
-            .spawn(move || run(&config, &queue))
-            .expect("spawn the writer thread");
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..config.producers.max(1) {
+            let (config, queue) = (config.clone(), Arc::clone(&queue));
+            _ = thread::Builder::new()
+                .name(format!("kafka-writer-{n}"))
+                .spawn(move || run(&config, n, &queue))
+                .expect("spawn a writer thread");
+        }
         Self { jobs }
     }
 
@@ -129,11 +142,20 @@ impl Writer {
     }
 }
 
-fn producer(config: &WriterConfig) -> Result<BaseProducer<Reports>, KafkaError> {
+/// The transactional id of producer `n`.
+fn transactional_id(config: &WriterConfig, n: usize) -> String {
+    if n == 0 {
+        config.transactional_id.clone()
+    } else {
+        format!("{}-{n}", config.transactional_id)
+    }
+}
+
+fn producer(config: &WriterConfig, n: usize) -> Result<BaseProducer<Reports>, KafkaError> {
     let mut client = ClientConfig::new();
     _ = client
         .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("transactional.id", &config.transactional_id)
+        .set("transactional.id", transactional_id(config, n))
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
@@ -154,19 +176,29 @@ fn producer(config: &WriterConfig) -> Result<BaseProducer<Reports>, KafkaError> 
     Ok(producer)
 }
 
-fn run(config: &WriterConfig, queue: &mpsc::Receiver<Job>) {
-    let mut current: Option<BaseProducer<Reports>> = None;
-    while let Ok(first) = queue.recv() {
-        let mut group = vec![first];
-        let deadline = Instant::now() + config.linger;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match queue.recv_timeout(left) {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
+/// The next group: the first job to come, those that follow within `linger` and those
+/// waiting then; `None`
+/// once the writer is dropped. The queue is held meanwhile, so groups do not interleave.
+fn gather(queue: &Mutex<mpsc::Receiver<Job>>, linger: Duration) -> Option<Vec<Job>> {
+    let queue = queue.lock().expect("writer queue lock");
+    let mut group = vec![queue.recv().ok()?];
+    let deadline = Instant::now() + linger;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match queue.recv_timeout(left) {
+            Ok(job) => group.push(job),
+            Err(_) => break,
         }
+    }
+    // Whatever else is already waiting goes along.
+    group.extend(queue.try_iter());
+    Some(group)
+}
+
+fn run(config: &WriterConfig, n: usize, queue: &Mutex<mpsc::Receiver<Job>>) {
+    let mut current: Option<BaseProducer<Reports>> = None;
+    while let Some(group) = gather(queue, config.linger) {
         if current.is_none() {
-            match producer(config) {
+            match producer(config, n) {
                 Ok(p) => current = Some(p),
                 Err(error) => {
                     answer_all(group, &Unavailable(error.to_string()));
@@ -177,8 +209,15 @@ fn run(config: &WriterConfig, queue: &mpsc::Receiver<Job>) {
         let Some(producer) = current.as_ref() else {
             continue;
         };
+        let started = Instant::now();
         match transaction(producer, &group, config.timeout) {
             Ok(written) => {
+                debug!(
+                    producer = n,
+                    jobs = group.len(),
+                    micros = started.elapsed().as_micros(),
+                    "Transaction committed."
+                );
                 for (job, result) in group.into_iter().zip(written) {
                     _ = job.reply.send(Ok(result));
                 }
@@ -298,3 +337,33 @@ fn transaction(
 
 /// The writer shared by the handlers.
 pub type SharedWriter = Arc<Writer>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            records: Vec::new(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_group_takes_every_job_already_waiting_even_without_linger() {
+        let (jobs, queue) = mpsc::channel();
+        for _ in 0..5 {
+            jobs.send(job()).expect("queued");
+        }
+        let queue = Mutex::new(queue);
+        let group = gather(&queue, Duration::ZERO).expect("a group");
+        assert_eq!(group.len(), 5);
+        jobs.send(job()).expect("queued");
+        assert_eq!(gather(&queue, Duration::ZERO).expect("a group").len(), 1);
+        drop(jobs);
+        assert!(
+            gather(&queue, Duration::ZERO).is_none(),
+            "the writer was dropped"
+        );
+    }
+}

@@ -77,6 +77,7 @@ fn a_batch_interrupted_by_a_broker_stop_writes_nothing_visible() {
         writer: Writer::start(WriterConfig {
             bootstrap_servers: bootstrap.clone(),
             transactional_id: unique("rest-proxy"),
+            producers: 2,
             linger: Duration::from_millis(2),
             timeout: Duration::from_secs(2),
             kafka: vec![("broker.address.family".to_owned(), "v4".to_owned())],

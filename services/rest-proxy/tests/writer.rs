@@ -11,6 +11,7 @@ fn config() -> WriterConfig {
     WriterConfig {
         bootstrap_servers: kafka().bootstrap.clone(),
         transactional_id: unique("rest-proxy"),
+        producers: 2,
         linger: Duration::from_millis(5),
         timeout: Duration::from_secs(10),
         kafka: vec![("broker.address.family".to_owned(), "v4".to_owned())],

@@ -120,15 +120,22 @@ pub async fn record(state: &AppState, event: Event) -> Result<Record, ApiError> 
         .of(topic)
         .await
         .map_err(ApiError::unavailable)?;
-    let codec = state.codec.clone();
-    let value = tokio::task::spawn_blocking(move || codec.encode(topic, &event))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|error| match error {
-            CodecError::Unavailable(m) => ApiError::registry_unavailable(m),
-            CodecError::Unauthorized(m) => ApiError::registry_refused(m),
-            other => ApiError::internal(other),
-        })?;
+    // Past the first record of a type the schema id is cached and encoding is a few
+    // microseconds: done in place, without a hop to a blocking thread.
+    let encoded = match state.codec.encode_cached(topic, &event) {
+        Some(encoded) => encoded,
+        None => {
+            let codec = state.codec.clone();
+            tokio::task::spawn_blocking(move || codec.encode(topic, &event))
+                .await
+                .map_err(ApiError::internal)?
+        }
+    };
+    let value = encoded.map_err(|error| match error {
+        CodecError::Unavailable(m) => ApiError::registry_unavailable(m),
+        CodecError::Unauthorized(m) => ApiError::registry_refused(m),
+        other => ApiError::internal(other),
+    })?;
     Ok(Record {
         topic: topic.to_owned(),
         partition: partition_for(&key, partitions),

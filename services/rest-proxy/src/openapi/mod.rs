@@ -188,6 +188,7 @@ mod tests {
                 writer: Writer::start(WriterConfig {
                     bootstrap_servers: "127.0.0.1:1".to_owned(),
                     transactional_id: "openapi-test".to_owned(),
+                    producers: 1,
                     linger: Duration::from_millis(1),
                     timeout: Duration::from_secs(1),
                     kafka: Vec::new(),

@@ -61,6 +61,7 @@ fn start_with(bootstrap: &str, adjust: impl FnOnce(&mut AppState, &sqlx::PgPool)
     let writer = Writer::start(WriterConfig {
         bootstrap_servers: bootstrap.to_owned(),
         transactional_id: unique("rest-proxy"),
+        producers: 2,
         linger: Duration::from_millis(2),
         timeout: Duration::from_secs(5),
         kafka: vec![("broker.address.family".to_owned(), "v4".to_owned())],
