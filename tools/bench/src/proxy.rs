@@ -146,7 +146,10 @@ pub fn run(args: &ProxyBench) -> Result<()> {
             "HABITAT_MAX_BATCH_EVENTS",
             args.batch_size.max(1).to_string(),
         )
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("HABITAT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .context("start rest-proxy (build it: cargo build --release -p rest-proxy)")?;
