@@ -141,6 +141,14 @@ impl AvroCodec {
         Some(Self::framed(id, event))
     }
 
+    /// `bytes` decoded as [`Codec::decode`] does, when that needs no registry lookup (its
+    /// writer schema is cached); `None` otherwise.
+    pub fn decode_cached(&self, topic: &str, bytes: &[u8]) -> Option<Result<Event, CodecError>> {
+        let (id, _) = wire::unframe(bytes).ok()?;
+        let cached = self.writers.read().expect("cache lock").contains_key(&id);
+        cached.then(|| self.decode(topic, bytes))
+    }
+
     fn framed(id: u32, event: &Event) -> Result<Vec<u8>, CodecError> {
         let mut out = wire::header(id, 256);
         event

@@ -424,16 +424,22 @@ async fn event_of(
         .and_then(|w| w.write_value_to_vec(avro))
         .map_err(|e| ApiError::invalid("value.data", e.to_string()))?;
     let framed = wire::frame(registered.id, &binary);
-    let codec = state.codec.clone();
-    let topic_name = topic.to_owned();
-    let event = tokio::task::spawn_blocking(move || codec.decode(&topic_name, &framed))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|error| match error {
-            CodecError::Unavailable(m) => ApiError::registry_unavailable(m),
-            CodecError::Unauthorized(m) => ApiError::registry_refused(m),
-            other => ApiError::invalid("value.data", other.to_string()),
-        })?;
+    // As for encoding: a blocking thread only when the registry must be asked.
+    let decoded = match state.codec.decode_cached(topic, &framed) {
+        Some(decoded) => decoded,
+        None => {
+            let codec = state.codec.clone();
+            let topic_name = topic.to_owned();
+            tokio::task::spawn_blocking(move || codec.decode(&topic_name, &framed))
+                .await
+                .map_err(ApiError::internal)?
+        }
+    };
+    let event = decoded.map_err(|error| match error {
+        CodecError::Unavailable(m) => ApiError::registry_unavailable(m),
+        CodecError::Unauthorized(m) => ApiError::registry_refused(m),
+        other => ApiError::invalid("value.data", other.to_string()),
+    })?;
     Ok((event, registered))
 }
 
