@@ -299,34 +299,61 @@ pub fn bench_broker(bootstrap: Option<&str>) -> Result<(String, Option<BenchBrok
 /// User + system CPU time of a process so far.
 pub fn cpu_time(pid: i32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    Ok(stat_cpu(&stat).1)
+    Ok(Stat::parse(&stat).own)
 }
 
-/// (parent pid, user + system time) from a `/proc/<pid>/stat` line.
-fn stat_cpu(stat: &str) -> (i32, Duration) {
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command name: state is field 3, ppid 4, utime 14 and stime 15 (1-based).
-    let parent = fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
-    let ticks: u64 = fields
-        .get(11..13)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    // Clock ticks of USER_HZ, 100 on Linux.
-    (parent, Duration::from_secs_f64(ticks as f64 / 100.0))
+/// What a `/proc/<pid>/stat` line says of a process's CPU.
+#[derive(Debug, PartialEq)]
+struct Stat {
+    parent: i32,
+    /// User + system time of the process itself.
+    own: Duration,
+    /// User + system time of its children that exited and were waited for.
+    reaped: Duration,
+}
+
+impl Stat {
+    fn parse(stat: &str) -> Self {
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // After the command name: state is field 3, ppid 4, utime 14, stime 15, cutime 16
+        // and cstime 17 (1-based), in clock ticks of USER_HZ, 100 on Linux.
+        let ticks = |range: std::ops::Range<usize>| {
+            let sum: u64 = fields
+                .get(range)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|f| f.parse::<u64>().ok())
+                .sum();
+            Duration::from_secs_f64(sum as f64 / 100.0)
+        };
+        Self {
+            parent: fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0),
+            own: ticks(11..13),
+            reaped: ticks(13..15),
+        }
+    }
 }
 
 /// Peak resident memory (VmHWM) of a process so far, in MiB; 0 when it cannot be read.
 pub fn peak_memory_mib(pid: i32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// Resident memory (VmRSS) of a process now, in MiB; 0 when it cannot be read.
+pub fn resident_memory_mib(pid: i32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in MiB.
+fn status_mib(pid: i32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status.lines().find_map(|l| {
-                l.strip_prefix("VmHWM:")?
+                l.strip_prefix(field)?
                     .trim()
                     .trim_end_matches("kB")
                     .trim()
@@ -337,8 +364,8 @@ pub fn peak_memory_mib(pid: i32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// CPU time of a process and its live children (Postgres: the postmaster and its
-/// backends).
+/// CPU time of a process and all its children, live or exited (Postgres: the postmaster,
+/// its backends, and the autovacuum workers that came and went).
 pub fn tree_cpu_time(pid: i32) -> Duration {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Duration::ZERO;
@@ -346,9 +373,13 @@ pub fn tree_cpu_time(pid: i32) -> Duration {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            let (parent, cpu) = stat_cpu(&stat);
-            (p == pid || parent == pid).then_some(cpu)
+            let stat = Stat::parse(&std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?);
+            if p == pid {
+                // Children that exited were waited for by this one: their time is here.
+                Some(stat.own + stat.reaped)
+            } else {
+                (stat.parent == pid).then_some(stat.own)
+            }
         })
         .sum()
 }
@@ -373,4 +404,24 @@ pub fn machine() -> String {
             format!("{:.0} GiB", kb as f64 / 1_048_576.0)
         });
     format!("Machine: {model}, {cores} cores, {memory} memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_the_parent_and_the_own_and_reaped_cpu() {
+        // A command name with spaces and a parenthesis, as `/proc` prints it.
+        let line = "4242 (postgres: a (b) c) S 17 4242 4242 0 -1 4194560 900 0 0 0 \
+                    250 50 1200 300 20 0 1 0 100 1000 10 18446744073709551615";
+        assert_eq!(
+            Stat::parse(line),
+            Stat {
+                parent: 17,
+                own: Duration::from_secs(3),
+                reaped: Duration::from_secs(15),
+            }
+        );
+    }
 }

@@ -28,9 +28,6 @@ use habitat::{
     progress::Progress,
 };
 
-/// The period every cooperative closes.
-pub const PERIOD: &str = "2025";
-
 /// The size of the workload.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
@@ -383,13 +380,9 @@ async fn post_batch(
     Ok(())
 }
 
-/// The year up to the close: policies, members, openings, contributions (submitted, then
-/// approved), closes. Tenants are interleaved, as many cooperatives post at once.
-pub fn post_year(poster: &mut Poster, shape: Shape) -> Result<()> {
-    post_period(poster, shape, 2025)
-}
-
-/// [`post_year`] of the fiscal year `year` (period id: the year).
+/// The fiscal year `year` (period id: the year) up to the close: policies, members,
+/// openings, contributions (submitted, then approved), closes. Tenants are interleaved, as
+/// many cooperatives post at once.
 pub fn post_period(poster: &mut Poster, shape: Shape, year: i32) -> Result<()> {
     let period = year.to_string();
     let tenants: Vec<String> = (0..shape.tenants).map(|t| shape.tenant(t)).collect();
@@ -515,11 +508,6 @@ pub fn post_period(poster: &mut Poster, shape: Shape, year: i32) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// The stewards' approval of a proposed set.
-pub fn approval(tenant: &str, set_hash: &str) -> Event {
-    approval_of(tenant, PERIOD, set_hash)
 }
 
 /// The stewards' approval of a period's proposed set.

@@ -32,15 +32,18 @@ use sqlx::PgPool;
 use habitat::{progress::Progress, stack::PROCESSORS, topics::Mode};
 
 use crate::{
-    broker::{self, BenchStack, BrokerBench, cpu_time, machine, peak_memory_mib, tree_cpu_time},
-    load::{self, PERIOD, Poster, Shape},
+    broker::{
+        self, BenchStack, BrokerBench, cpu_time, machine, peak_memory_mib, resident_memory_mib,
+        tree_cpu_time,
+    },
+    load::{self, Poster, Shape},
 };
 
 mod print;
 mod record;
 mod waits;
 
-use print::{print_latency_by_type, print_table};
+use print::{print_latency_by_type, print_table, print_years};
 use record::{command_line, commit, figures};
 use waits::{Waits, quiet_count};
 
@@ -81,6 +84,12 @@ pub struct TopologyBench {
     /// up to 20 %.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
+    /// Fiscal years of the same cooperatives measured one after another in each run, every
+    /// year through every phase, with events/s, CPU and resident memory per year: whether
+    /// anything grows with history (`--years 100` posts 10.5 million events at the
+    /// default shape).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub years: u32,
     /// Also write every figure of every run to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -187,6 +196,51 @@ struct Outcome {
     ceiling: Option<(f64, f64)>,
     /// events/s of every repetition of the run, lowest first.
     repetitions: Vec<f64>,
+    /// Each fiscal year's figures, when a run measures several.
+    years: Vec<Year>,
+    /// After a run of several years, the largest tables of the sink's schema: (table, live
+    /// rows, MiB with indexes, autovacuums, autoanalyzes).
+    tables: Vec<(String, i64, f64, i64, i64)>,
+}
+
+/// Postgres' name in the figures.
+const POSTGRES: &str = "Postgres (all backends)";
+
+/// What one fiscal year of a run measured.
+struct Year {
+    year: i32,
+    events: usize,
+    seconds: f64,
+    /// CPU seconds of each process in the year: (name, seconds), instances summed.
+    cpu_seconds: Vec<(String, f64)>,
+    /// Resident memory (VmRSS) of each program after the year, MiB: (name, MiB), the
+    /// instances of a program summed.
+    resident_mib: Vec<(String, f64)>,
+}
+
+impl Year {
+    /// CPU seconds per 1,000 events of one process (`Some(name)`) or of all.
+    fn cpu_per_1000(&self, process: Option<&str>) -> f64 {
+        let seconds: f64 = self
+            .cpu_seconds
+            .iter()
+            .filter(|(name, _)| process.is_none_or(|p| p == name))
+            .map(|(_, s)| s)
+            .sum();
+        seconds * 1000.0 / self.events as f64
+    }
+}
+
+/// Figures of processes summed by name (the instances of a program), in first-seen order.
+fn by_name<'a>(figures: impl Iterator<Item = (&'a str, f64)>) -> Vec<(String, f64)> {
+    let mut summed: Vec<(String, f64)> = Vec::new();
+    for (name, figure) in figures {
+        match summed.iter_mut().find(|(n, _)| n == name) {
+            Some((_, sum)) => *sum += figure,
+            None => summed.push((name.to_owned(), figure)),
+        }
+    }
+    summed
 }
 
 impl Outcome {
@@ -234,6 +288,12 @@ pub fn run(args: &TopologyBench) -> Result<()> {
         "Whole topology: {} cooperatives × {} members × {} contributions (submitted and approved), {} partitions; durable Postgres.",
         shape.tenants, shape.members, shape.contributions, args.partitions
     );
+    if args.years > 1 {
+        println!(
+            "{} fiscal years of the same cooperatives one after another in each run.",
+            args.years
+        );
+    }
     if args.via_proxy {
         println!(
             "Posted through the REST proxy: batches of up to {} events over {PROXY_CLIENTS} connections, each cooperative's events on one of them in order.",
@@ -261,6 +321,7 @@ pub fn run(args: &TopologyBench) -> Result<()> {
         outcomes.push(measure_median(args, shape, &scenario)?);
     }
     print_table(&outcomes);
+    print_years(&outcomes);
     if let Some(last) = outcomes.last() {
         print_latency_by_type(last);
     }
@@ -365,9 +426,20 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pool = runtime.block_on(PgPool::connect(&database))?;
-    let postmaster = stack.cluster.postmaster_pid()?;
-    let me = i32::try_from(std::process::id())?;
+    // One connection, whose backend's CPU is the bench's own (polling for rows) and is
+    // left out of Postgres' figure: the tables it scans grow over a run of many years.
+    let pool = runtime.block_on(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&database),
+    )?;
+    let others = Others {
+        postmaster: stack.cluster.postmaster_pid()?,
+        harness: runtime
+            .block_on(sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&pool))?,
+        broker: stack.broker_pid(),
+        me: i32::try_from(std::process::id())?,
+    };
     let mut poster = match &proxy {
         Some((url, token)) => {
             Poster::via_proxy(url, token, PROXY_CLIENTS, runtime.handle(), scenario.rate)?
@@ -385,15 +457,54 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
 
     // A small year first, through every phase and not measured: every process has
     // connected, prepared its statements and filled its caches before the clock starts.
-    waits.year(&mut poster, WARM_UP)?;
+    waits.year(&mut poster, WARM_UP, 2025)?;
     let warm_up_events = poster.posted;
 
-    let before: Vec<f64> = cpu_all(&services, postmaster, stack.broker_pid(), me);
+    let before: Vec<f64> = cpu_all(&services, &others);
     let started_at = chrono::Utc::now();
-    let year_seconds = waits.year(&mut poster, shape)?;
+    let mut year_seconds = 0.0;
+    let mut years = Vec::new();
+    for y in 0..args.years {
+        let year = 2025 + i32::try_from(y)?;
+        let (posted, cpu, clock) = (poster.posted, cpu_all(&services, &others), Instant::now());
+        let first_phase = waits.year(&mut poster, shape, year)?;
+        if y == 0 {
+            year_seconds = first_phase;
+        }
+        if args.years > 1 {
+            let cpu_after = cpu_all(&services, &others);
+            let programs = services.iter().map(|s| (s.name.as_str(), s.pid));
+            let resident_mib = by_name(
+                programs
+                    .chain([("devbroker", stack.broker_pid())])
+                    .map(|(name, pid)| (name, resident_memory_mib(pid))),
+            );
+            let names = services.iter().map(|s| s.name.as_str());
+            let names = names.chain([POSTGRES, "devbroker", "load generator"]);
+            let spent = cpu_after
+                .iter()
+                .zip(&cpu)
+                .map(|(after, before)| after - before);
+            let cpu_seconds = by_name(names.zip(spent));
+            let figures = Year {
+                year,
+                events: poster.posted - posted,
+                seconds: clock.elapsed().as_secs_f64(),
+                cpu_seconds,
+                resident_mib,
+            };
+            eprintln!(
+                "  {year}: {} events, {:.0} events/s, {:.3} CPU-s per 1,000 events",
+                figures.events,
+                figures.events as f64 / figures.seconds,
+                figures.cpu_per_1000(None)
+            );
+            years.push(figures);
+        }
+    }
     // The last rows of a transaction's other topics follow within a batch or two.
     let rows = quiet_count(runtime, &pool)?;
-    let after: Vec<f64> = cpu_all(&services, postmaster, stack.broker_pid(), me);
+    let after: Vec<f64> = cpu_all(&services, &others);
 
     let measured = format!("{}%", shape.prefix);
     let (seconds, latency_ms, latency_by_type) = runtime.block_on(async {
@@ -432,6 +543,20 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         let seconds = (last - started_at).as_seconds_f64();
         Ok::<_, anyhow::Error>((seconds, latency, by_type))
     })?;
+    let tables = if args.years > 1 {
+        runtime.block_on(
+            sqlx::query_as(
+                "SELECT relname::text, n_live_tup,
+                        pg_total_relation_size(relid)::float8 / 1048576,
+                        autovacuum_count, autoanalyze_count
+                   FROM pg_stat_user_tables WHERE schemaname = 'habitat'
+                  ORDER BY pg_total_relation_size(relid) DESC LIMIT 8",
+            )
+            .fetch_all(&pool),
+        )?
+    } else {
+        Vec::new()
+    };
     let late_changes: i64 = runtime.block_on(
         sqlx::query_scalar("SELECT count(*) FROM habitat.late_changes WHERE tenant_id LIKE $1")
             .bind(&measured)
@@ -457,7 +582,7 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     let n = services.len();
     let broker_peak = peak_memory_mib(stack.broker_pid());
     costs.push(Cost {
-        name: "Postgres (all backends)".to_owned(),
+        name: POSTGRES.to_owned(),
         cpu_seconds: after[n] - before[n],
         peak_mib: None,
     });
@@ -502,6 +627,8 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
         costs,
         ceiling,
         repetitions: Vec::new(),
+        years,
+        tables,
     })
 }
 
@@ -530,15 +657,28 @@ fn measure_median(args: &TopologyBench, shape: Shape, scenario: &Scenario) -> Re
     Ok(median)
 }
 
-/// CPU seconds so far of every service, then Postgres, devbroker and this process.
-fn cpu_all(services: &[Service], postmaster: i32, broker: i32, me: i32) -> Vec<f64> {
+/// The processes a run counts besides its services.
+struct Others {
+    postmaster: i32,
+    /// The backend of the bench's own connection, left out of Postgres'.
+    harness: i32,
+    broker: i32,
+    /// This process: the load generator.
+    me: i32,
+}
+
+/// CPU seconds so far of every service, then Postgres (the harness's backend left out),
+/// devbroker and this process.
+fn cpu_all(services: &[Service], others: &Others) -> Vec<f64> {
+    let postgres = tree_cpu_time(others.postmaster)
+        .saturating_sub(cpu_time(others.harness).unwrap_or_default());
     services
         .iter()
         .map(|s| cpu_time(s.pid).unwrap_or_default())
         .chain([
-            tree_cpu_time(postmaster),
-            cpu_time(broker).unwrap_or_default(),
-            cpu_time(me).unwrap_or_default(),
+            postgres,
+            cpu_time(others.broker).unwrap_or_default(),
+            cpu_time(others.me).unwrap_or_default(),
         ])
         .map(|d| d.as_secs_f64())
         .collect()
@@ -556,4 +696,31 @@ const WARM_UP: Shape = Shape {
 /// every commit), else warnings only.
 fn log_filter() -> String {
     std::env::var("HABITAT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_summed_by_program_in_first_seen_order() {
+        let figures = [("sink", 1.5), ("aggregator", 2.0), ("sink", 0.5)];
+        assert_eq!(
+            by_name(figures.into_iter()),
+            vec![("sink".to_owned(), 2.0), ("aggregator".to_owned(), 2.0)]
+        );
+    }
+
+    #[test]
+    fn a_year_gives_cpu_per_thousand_events_of_one_process_or_all() {
+        let year = Year {
+            year: 2025,
+            events: 2_000,
+            seconds: 1.0,
+            cpu_seconds: vec![(POSTGRES.to_owned(), 0.05), ("sink".to_owned(), 0.03)],
+            resident_mib: Vec::new(),
+        };
+        assert!((year.cpu_per_1000(None) - 0.04).abs() < 1e-12);
+        assert!((year.cpu_per_1000(Some(POSTGRES)) - 0.025).abs() < 1e-12);
+    }
 }

@@ -17,6 +17,57 @@ pub(super) fn print_latency_by_type(outcome: &Outcome) {
     }
 }
 
+/// Year by year, for runs of several fiscal years: what grows with history shows here.
+pub(super) fn print_years(outcomes: &[Outcome]) {
+    for outcome in outcomes.iter().filter(|o| !o.years.is_empty()) {
+        println!();
+        println!("Year by year ({}):", outcome.scenario.label);
+        let programs: Vec<&str> = outcome.years[0]
+            .resident_mib
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        println!(
+            "| year | events | seconds | events/s | CPU s per 1,000 events | of which Postgres | {} |",
+            programs
+                .iter()
+                .map(|p| format!("{p} MiB"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        println!(
+            "|---:|---:|---:|---:|---:|---:|{}",
+            "---:|".repeat(programs.len())
+        );
+        for year in &outcome.years {
+            let memory: Vec<String> = year
+                .resident_mib
+                .iter()
+                .map(|(_, mib)| format!("{mib:.0}"))
+                .collect();
+            println!(
+                "| {} | {} | {:.1} | {:.0} | {:.3} | {:.3} | {} |",
+                year.year,
+                year.events,
+                year.seconds,
+                year.events as f64 / year.seconds,
+                year.cpu_per_1000(None),
+                year.cpu_per_1000(Some(POSTGRES)),
+                memory.join(" | ")
+            );
+        }
+        println!();
+        println!("Postgres' largest tables after the run:");
+        println!(
+            "| table | live rows (statistics) | MiB with indexes | autovacuums | autoanalyzes |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (table, rows, mib, vacuums, analyzes) in &outcome.tables {
+            println!("| {table} | {rows} | {mib:.0} | {vacuums} | {analyzes} |");
+        }
+    }
+}
+
 pub(super) fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(

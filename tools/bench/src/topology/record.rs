@@ -57,6 +57,17 @@ pub(super) fn figures(args: &TopologyBench, outcomes: &[Outcome]) -> serde_json:
                 "latency_by_type": o.latency_by_type.iter().map(|(t, rows, p50, p99)| serde_json::json!({
                     "record_type": t, "rows": rows, "p50_ms": p50, "p99_ms": p99,
                 })).collect::<Vec<_>>(),
+                "years": o.years.iter().map(|y| serde_json::json!({
+                    "year": y.year,
+                    "events": y.events,
+                    "seconds": y.seconds,
+                    "cpu_seconds": y.cpu_seconds.iter()
+                        .map(|(name, s)| (name.clone(), serde_json::json!(s)))
+                        .collect::<serde_json::Map<_, _>>(),
+                    "resident_memory_mib": y.resident_mib.iter()
+                        .map(|(name, mib)| (name.clone(), serde_json::json!(mib)))
+                        .collect::<serde_json::Map<_, _>>(),
+                })).collect::<Vec<_>>(),
                 "broker_ceiling_records_per_second": o.ceiling.map(|(p, c)| serde_json::json!({
                     "produce": p, "consume": c,
                 })),
@@ -72,6 +83,7 @@ pub(super) fn figures(args: &TopologyBench, outcomes: &[Outcome]) -> serde_json:
             "members": args.members,
             "contributions": args.contributions,
             "partitions": args.partitions,
+            "years": args.years,
             "via_proxy": args.via_proxy,
         },
         "runs": runs,

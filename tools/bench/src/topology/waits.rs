@@ -11,16 +11,17 @@ pub(super) struct Waits<'a> {
 }
 
 impl Waits<'_> {
-    /// Posts the year of `shape` and follows it through every phase: the year up to the
-    /// close; the stewards' approval of each proposed set by its hash (read from Postgres);
-    /// the bank's settlement of every distribution that fell due; until every distribution
-    /// is complete. Returns the seconds of the first phase (first post → the last proposed
-    /// set in Postgres).
-    pub(super) fn year(&self, poster: &mut Poster, shape: Shape) -> Result<f64> {
+    /// Posts the fiscal year `year` of `shape` and follows it through every phase: the
+    /// year up to the close; the stewards' approval of each proposed set by its hash (read
+    /// from Postgres); the bank's settlement of every distribution that fell due; until
+    /// every distribution of the year is complete. Returns the seconds of the first phase
+    /// (first post → the last proposed set in Postgres).
+    pub(super) fn year(&self, poster: &mut Poster, shape: Shape, year: i32) -> Result<f64> {
         let tenants = format!("{}%", shape.prefix);
+        let period = year.to_string();
         let started = Instant::now();
-        poster.track("year", shape.year_events());
-        load::post_year(poster, shape)?;
+        poster.track(&format!("year {year}"), shape.year_events());
+        load::post_period(poster, shape, year)?;
         poster.settle()?;
         poster.finish();
         let sets: Vec<(String, String)> =
@@ -29,12 +30,12 @@ impl Waits<'_> {
                     "SELECT tenant_id, set_hash FROM habitat.allocation_sets
                       WHERE period_id = $1 AND status = 'PROPOSED' AND tenant_id LIKE $2",
                 )
-                .bind(PERIOD)
+                .bind(&period)
                 .bind(&tenants)
             })?;
         let year_seconds = started.elapsed().as_secs_f64();
         for (tenant, hash) in &sets {
-            poster.post(load::approval(tenant, hash))?;
+            poster.post(load::approval_of(tenant, &period, hash))?;
         }
         poster.settle()?;
         let due: Vec<(String, String)> = self.rows(
@@ -57,9 +58,11 @@ impl Waits<'_> {
             "every distribution to complete",
             || {
                 sqlx::query_as(
-                    "SELECT distribution_id FROM habitat.distributions WHERE tenant_id LIKE $1",
+                    "SELECT distribution_id FROM habitat.distributions
+                      WHERE tenant_id LIKE $1 AND period_id = $2",
                 )
                 .bind(&tenants)
+                .bind(&period)
             },
         )?;
         Ok(year_seconds)
