@@ -246,17 +246,33 @@ pub fn run(args: &SinkBench) -> Result<()> {
     Ok(())
 }
 
+/// Starts `pg_stat_statements`' counts over, when it is loaded.
+pub(crate) async fn reset_statements(pool: &sqlx::PgPool) -> Result<()> {
+    if statements_loaded(pool).await? {
+        _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(pool)
+            .await?;
+        _ = sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn statements_loaded(pool: &sqlx::PgPool) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT 'pg_stat_statements' = ANY(string_to_array(current_setting('shared_preload_libraries'), ','))",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Where Postgres spent its time, statement by statement, when the cluster was started with
 /// `pg_stat_statements` (`HABITAT_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements"`);
 /// nothing otherwise. Times are the server's execution time, which on a CPU-bound run is
 /// close to its CPU time.
-async fn print_statements(pool: &sqlx::PgPool) -> Result<()> {
-    let loaded: bool = sqlx::query_scalar(
-        "SELECT 'pg_stat_statements' = ANY(string_to_array(current_setting('shared_preload_libraries'), ','))",
-    )
-    .fetch_one(pool)
-    .await?;
-    if !loaded {
+pub(crate) async fn print_statements(pool: &sqlx::PgPool) -> Result<()> {
+    if !statements_loaded(pool).await? {
         return Ok(());
     }
     _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

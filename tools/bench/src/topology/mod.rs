@@ -467,7 +467,17 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     for y in 0..args.years {
         let year = 2025 + i32::try_from(y)?;
         let (posted, cpu, clock) = (poster.posted, cpu_all(&services, &others), Instant::now());
+        // With `pg_stat_statements` loaded and 20 years or more: Postgres' statements in the
+        // first ten years and in the last ten, one table each (what grows with the tables).
+        let compared = args.years >= 20;
+        if compared && (y == 0 || y == args.years - 10) {
+            runtime.block_on(crate::sink::reset_statements(&pool))?;
+        }
         let first_phase = waits.year(&mut poster, shape, year)?;
+        if compared && (y == 9 || y == args.years - 1) {
+            println!("\nPostgres' statements in the ten years to {year}:");
+            runtime.block_on(crate::sink::print_statements(&pool))?;
+        }
         if y == 0 {
             year_seconds = first_phase;
         }
