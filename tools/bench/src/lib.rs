@@ -19,6 +19,7 @@
 pub mod broker;
 pub mod history;
 pub mod load;
+pub mod log;
 pub mod outbox;
 pub mod proxy;
 pub mod restore;

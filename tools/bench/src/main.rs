@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use habitat_bench::{broker, history, outbox, proxy, restore, runtime, sink, state, topology};
+use habitat_bench::{broker, history, log, outbox, proxy, restore, runtime, sink, state, topology};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +38,8 @@ enum Bench {
     State(state::StateBench),
     /// The Postgres sink: rebuild N records from the topics into a fresh schema.
     Sink(sink::SinkBench),
+    /// Appending to `event_log`: CPU per row as the log grows, a million rows at a time.
+    Log(log::LogBench),
     /// The REST proxy: events/s and p50/p99 latency of single posts and 100-event batches.
     Proxy(proxy::ProxyBench),
     /// The outbox's relay: events/s relayed, and commit → visible p50/p99 at half that rate.
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Some(Bench::Restore(args)) => restore::run(&args),
         Some(Bench::Chart(args)) => history::run_chart(&args),
         Some(Bench::Sink(args)) => sink::run(&args),
+        Some(Bench::Log(args)) => log::run(&args),
         Some(Bench::State(args)) => state::run(&args),
         Some(Bench::Proxy(args)) => proxy::run(&args),
         Some(Bench::Outbox(args)) => outbox::run(&args),
