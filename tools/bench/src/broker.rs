@@ -302,12 +302,21 @@ pub fn cpu_time(pid: i32) -> Result<Duration> {
     Ok(Stat::parse(&stat).own)
 }
 
+/// System (kernel) CPU time of a process so far: with [`cpu_time`], how much of its time
+/// was spent in the kernel on its behalf (writes, page faults, reclaim).
+pub fn system_time(pid: i32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    Ok(Stat::parse(&stat).system)
+}
+
 /// What a `/proc/<pid>/stat` line says of a process's CPU.
 #[derive(Debug, PartialEq)]
 struct Stat {
     parent: i32,
     /// User + system time of the process itself.
     own: Duration,
+    /// Its system time alone.
+    system: Duration,
     /// User + system time of its children that exited and were waited for.
     reaped: Duration,
 }
@@ -332,6 +341,7 @@ impl Stat {
         Self {
             parent: fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0),
             own: ticks(11..13),
+            system: ticks(12..13),
             reaped: ticks(13..15),
         }
     }
@@ -420,6 +430,7 @@ mod tests {
             Stat {
                 parent: 17,
                 own: Duration::from_secs(3),
+                system: Duration::from_millis(500),
                 reaped: Duration::from_secs(15),
             }
         );

@@ -12,7 +12,7 @@ use anyhow::Result;
 use clap::Args;
 use postgres_sink::store::Store;
 
-use crate::broker::{bench_postgres, cpu_time, machine};
+use crate::broker::{bench_postgres, cpu_time, machine, system_time};
 
 #[derive(Clone, Debug, Args)]
 pub struct LogBench {
@@ -55,13 +55,16 @@ pub fn run(args: &LogBench) -> Result<()> {
     println!("Appending to event_log a million rows at a time, one connection, durable Postgres.");
     println!("{}", machine());
     // CPU seconds per million rows are µs per row.
-    println!("| rows before | seconds | backend CPU s (µs per row) | log MiB after |");
-    println!("|---:|---:|---:|---:|");
+    println!(
+        "| rows before | seconds | backend CPU s (µs per row) | of which system | log MiB after |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
     for million in 0..i64::from(args.millions) {
-        let (cpu, clock) = (cpu_time(backend)?, Instant::now());
+        let (cpu, system, clock) = (cpu_time(backend)?, system_time(backend)?, Instant::now());
         _ = runtime.block_on(sqlx::query(APPEND).bind(million * 1_000_000).execute(&pool))?;
         let seconds = clock.elapsed().as_secs_f64();
         let spent = (cpu_time(backend)? - cpu).as_secs_f64();
+        let kernel = (system_time(backend)? - system).as_secs_f64();
         let mib: f64 = runtime.block_on(
             sqlx::query_scalar(
                 "SELECT pg_total_relation_size('bench.event_log')::float8 / 1048576",
@@ -69,7 +72,7 @@ pub fn run(args: &LogBench) -> Result<()> {
             .fetch_one(&pool),
         )?;
         println!(
-            "| {} | {seconds:.1} | {spent:.1} | {mib:.0} |",
+            "| {} | {seconds:.1} | {spent:.1} | {kernel:.1} | {mib:.0} |",
             million * 1_000_000
         );
     }
