@@ -32,17 +32,16 @@ use sqlx::PgPool;
 use habitat::{progress::Progress, stack::PROCESSORS, topics::Mode};
 
 use crate::{
-    broker::{
-        self, BenchStack, BrokerBench, cpu_time, machine, peak_memory_mib, resident_memory_mib,
-        tree_cpu_time,
-    },
+    broker::{self, BenchStack, BrokerBench, machine, peak_memory_mib, resident_memory_mib},
     load::{self, Poster, Shape},
 };
 
+mod costs;
 mod print;
 mod record;
 mod waits;
 
+use costs::{Others, POSTGRES, Year, by_name, cpu_all};
 use print::{print_latency_by_type, print_table, print_years};
 use record::{command_line, commit, figures};
 use waits::{Waits, quiet_count};
@@ -201,46 +200,6 @@ struct Outcome {
     /// After a run of several years, the largest tables of the sink's schema: (table, live
     /// rows, MiB with indexes, autovacuums, autoanalyzes).
     tables: Vec<(String, i64, f64, i64, i64)>,
-}
-
-/// Postgres' name in the figures.
-const POSTGRES: &str = "Postgres (all backends)";
-
-/// What one fiscal year of a run measured.
-struct Year {
-    year: i32,
-    events: usize,
-    seconds: f64,
-    /// CPU seconds of each process in the year: (name, seconds), instances summed.
-    cpu_seconds: Vec<(String, f64)>,
-    /// Resident memory (VmRSS) of each program after the year, MiB: (name, MiB), the
-    /// instances of a program summed.
-    resident_mib: Vec<(String, f64)>,
-}
-
-impl Year {
-    /// CPU seconds per 1,000 events of one process (`Some(name)`) or of all.
-    fn cpu_per_1000(&self, process: Option<&str>) -> f64 {
-        let seconds: f64 = self
-            .cpu_seconds
-            .iter()
-            .filter(|(name, _)| process.is_none_or(|p| p == name))
-            .map(|(_, s)| s)
-            .sum();
-        seconds * 1000.0 / self.events as f64
-    }
-}
-
-/// Figures of processes summed by name (the instances of a program), in first-seen order.
-fn by_name<'a>(figures: impl Iterator<Item = (&'a str, f64)>) -> Vec<(String, f64)> {
-    let mut summed: Vec<(String, f64)> = Vec::new();
-    for (name, figure) in figures {
-        match summed.iter_mut().find(|(n, _)| n == name) {
-            Some((_, sum)) => *sum += figure,
-            None => summed.push((name.to_owned(), figure)),
-        }
-    }
-    summed
 }
 
 impl Outcome {
@@ -667,33 +626,6 @@ fn measure_median(args: &TopologyBench, shape: Shape, scenario: &Scenario) -> Re
     Ok(median)
 }
 
-/// The processes a run counts besides its services.
-struct Others {
-    postmaster: i32,
-    /// The backend of the bench's own connection, left out of Postgres'.
-    harness: i32,
-    broker: i32,
-    /// This process: the load generator.
-    me: i32,
-}
-
-/// CPU seconds so far of every service, then Postgres (the harness's backend left out),
-/// devbroker and this process.
-fn cpu_all(services: &[Service], others: &Others) -> Vec<f64> {
-    let postgres = tree_cpu_time(others.postmaster)
-        .saturating_sub(cpu_time(others.harness).unwrap_or_default());
-    services
-        .iter()
-        .map(|s| cpu_time(s.pid).unwrap_or_default())
-        .chain([
-            postgres,
-            cpu_time(others.broker).unwrap_or_default(),
-            cpu_time(others.me).unwrap_or_default(),
-        ])
-        .map(|d| d.as_secs_f64())
-        .collect()
-}
-
 /// The cooperative the warm-up year is posted for.
 const WARM_UP: Shape = Shape {
     prefix: "bench-warmup",
@@ -706,31 +638,4 @@ const WARM_UP: Shape = Shape {
 /// every commit), else warnings only.
 fn log_filter() -> String {
     std::env::var("HABITAT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn figures_are_summed_by_program_in_first_seen_order() {
-        let figures = [("sink", 1.5), ("aggregator", 2.0), ("sink", 0.5)];
-        assert_eq!(
-            by_name(figures.into_iter()),
-            vec![("sink".to_owned(), 2.0), ("aggregator".to_owned(), 2.0)]
-        );
-    }
-
-    #[test]
-    fn a_year_gives_cpu_per_thousand_events_of_one_process_or_all() {
-        let year = Year {
-            year: 2025,
-            events: 2_000,
-            seconds: 1.0,
-            cpu_seconds: vec![(POSTGRES.to_owned(), 0.05), ("sink".to_owned(), 0.03)],
-            resident_mib: Vec::new(),
-        };
-        assert!((year.cpu_per_1000(None) - 0.04).abs() < 1e-12);
-        assert!((year.cpu_per_1000(Some(POSTGRES)) - 0.025).abs() < 1e-12);
-    }
 }

@@ -1,0 +1,100 @@
+//! What a run counts, process by process: CPU of every service, Postgres (exited backends
+//! included, the bench's own left out), devbroker and the load generator; and, over several
+//! fiscal years, each year's figures.
+
+use super::Service;
+use crate::broker::{cpu_time, tree_cpu_time};
+
+/// Postgres' name in the figures.
+pub(super) const POSTGRES: &str = "Postgres (all backends)";
+
+/// What one fiscal year of a run measured.
+pub(super) struct Year {
+    pub(super) year: i32,
+    pub(super) events: usize,
+    pub(super) seconds: f64,
+    /// CPU seconds of each process in the year: (name, seconds), instances summed.
+    pub(super) cpu_seconds: Vec<(String, f64)>,
+    /// Resident memory (VmRSS) of each program after the year, MiB: (name, MiB), the
+    /// instances of a program summed.
+    pub(super) resident_mib: Vec<(String, f64)>,
+}
+
+impl Year {
+    /// CPU seconds per 1,000 events of one process (`Some(name)`) or of all.
+    pub(super) fn cpu_per_1000(&self, process: Option<&str>) -> f64 {
+        let seconds: f64 = self
+            .cpu_seconds
+            .iter()
+            .filter(|(name, _)| process.is_none_or(|p| p == name))
+            .map(|(_, s)| s)
+            .sum();
+        seconds * 1000.0 / self.events as f64
+    }
+}
+
+/// Figures of processes summed by name (the instances of a program), in first-seen order.
+pub(super) fn by_name<'a>(figures: impl Iterator<Item = (&'a str, f64)>) -> Vec<(String, f64)> {
+    let mut summed: Vec<(String, f64)> = Vec::new();
+    for (name, figure) in figures {
+        match summed.iter_mut().find(|(n, _)| n == name) {
+            Some((_, sum)) => *sum += figure,
+            None => summed.push((name.to_owned(), figure)),
+        }
+    }
+    summed
+}
+
+/// The processes a run counts besides its services.
+pub(super) struct Others {
+    pub(super) postmaster: i32,
+    /// The backend of the bench's own connection, left out of Postgres'.
+    pub(super) harness: i32,
+    pub(super) broker: i32,
+    /// This process: the load generator.
+    pub(super) me: i32,
+}
+
+/// CPU seconds so far of every service, then Postgres (the harness's backend left out),
+/// devbroker and this process.
+pub(super) fn cpu_all(services: &[Service], others: &Others) -> Vec<f64> {
+    let postgres = tree_cpu_time(others.postmaster)
+        .saturating_sub(cpu_time(others.harness).unwrap_or_default());
+    services
+        .iter()
+        .map(|s| cpu_time(s.pid).unwrap_or_default())
+        .chain([
+            postgres,
+            cpu_time(others.broker).unwrap_or_default(),
+            cpu_time(others.me).unwrap_or_default(),
+        ])
+        .map(|d| d.as_secs_f64())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_summed_by_program_in_first_seen_order() {
+        let figures = [("sink", 1.5), ("aggregator", 2.0), ("sink", 0.5)];
+        assert_eq!(
+            by_name(figures.into_iter()),
+            vec![("sink".to_owned(), 2.0), ("aggregator".to_owned(), 2.0)]
+        );
+    }
+
+    #[test]
+    fn a_year_gives_cpu_per_thousand_events_of_one_process_or_all() {
+        let year = Year {
+            year: 2025,
+            events: 2_000,
+            seconds: 1.0,
+            cpu_seconds: vec![(POSTGRES.to_owned(), 0.05), ("sink".to_owned(), 0.03)],
+            resident_mib: Vec::new(),
+        };
+        assert!((year.cpu_per_1000(None) - 0.04).abs() < 1e-12);
+        assert!((year.cpu_per_1000(Some(POSTGRES)) - 0.025).abs() < 1e-12);
+    }
+}
