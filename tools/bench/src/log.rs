@@ -21,7 +21,7 @@ pub struct LogBench {
     pub millions: u32,
 }
 
-/// A million rows of the log from `first`, each with its own offset, ids and payload.
+/// A million rows of the log from offset `$1`, each with its own offset, ids and payload.
 const APPEND: &str = r#"
 INSERT INTO bench.event_log (source_topic, source_partition, source_offset, record_key,
        event_id, event_type, tenant_id, occurred_at, schema_version, producer, actor,
@@ -43,8 +43,8 @@ pub fn run(args: &LogBench) -> Result<()> {
     let (cluster, _postgres) = bench_postgres("log")?;
     cluster.create_database("sink")?;
     let url = cluster.url("sink");
-    let store = runtime.block_on(Store::connect(&url, "bench", "bench"))?;
-    drop(store);
+    // The sink's schema, migrated as the sink does.
+    drop(runtime.block_on(Store::connect(&url, "bench", "bench"))?);
     let pool = runtime.block_on(
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)

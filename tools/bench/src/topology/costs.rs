@@ -3,7 +3,7 @@
 //! fiscal years, each year's figures.
 
 use super::Service;
-use crate::broker::{cpu_time, tree_cpu_time};
+use crate::broker::{cpu_time, resident_memory_mib, tree_cpu_time};
 
 /// Postgres' name in the figures.
 pub(super) const POSTGRES: &str = "Postgres (all backends)";
@@ -21,6 +21,36 @@ pub(super) struct Year {
 }
 
 impl Year {
+    /// The figures of fiscal year `year` of `events` events that took `seconds`, from every
+    /// process's CPU seconds at its start (`cpu_before`, as [`cpu_all`] gives them) and the
+    /// programs' resident memory now.
+    pub(super) fn measured(
+        (year, events, seconds): (i32, usize, f64),
+        services: &[Service],
+        others: &Others,
+        cpu_before: &[f64],
+    ) -> Self {
+        let programs = services.iter().map(|s| (s.name.as_str(), s.pid));
+        let resident_mib = by_name(
+            programs
+                .chain([("devbroker", others.broker)])
+                .map(|(name, pid)| (name, resident_memory_mib(pid))),
+        );
+        let names = services.iter().map(|s| s.name.as_str());
+        let names = names.chain([POSTGRES, "devbroker", "load generator"]);
+        let spent = cpu_all(services, others)
+            .into_iter()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
+        Self {
+            year,
+            events,
+            seconds,
+            cpu_seconds: by_name(names.zip(spent)),
+            resident_mib,
+        }
+    }
+
     /// CPU seconds per 1,000 events of one process (`Some(name)`) or of all.
     pub(super) fn cpu_per_1000(&self, process: Option<&str>) -> f64 {
         let seconds: f64 = self

@@ -32,18 +32,20 @@ use sqlx::PgPool;
 use habitat::{progress::Progress, stack::PROCESSORS, topics::Mode};
 
 use crate::{
-    broker::{self, BenchStack, BrokerBench, machine, peak_memory_mib, resident_memory_mib},
+    broker::{self, BenchStack, BrokerBench, machine, peak_memory_mib},
     load::{self, Poster, Shape},
 };
 
 mod costs;
 mod print;
 mod record;
+mod service;
 mod waits;
 
-use costs::{Others, POSTGRES, Year, by_name, cpu_all};
+use costs::{Others, POSTGRES, Year, cpu_all};
 use print::{print_latency_by_type, print_table, print_years};
 use record::{command_line, commit, figures};
+use service::Service;
 use waits::{Waits, quiet_count};
 
 #[derive(Clone, Debug, Args)]
@@ -108,61 +110,6 @@ struct Scenario {
     scale: usize,
     rate: Option<f64>,
     ceiling: bool,
-}
-
-/// A program of the topology running as a process.
-struct Service {
-    name: String,
-    pid: i32,
-    _child: Child,
-    _guardian: Guardian,
-    metrics: u16,
-}
-
-impl Service {
-    fn start(
-        name: &str,
-        instance: usize,
-        env: &[(&str, String)],
-        args: &[String],
-        logs: &std::path::Path,
-    ) -> Result<Self> {
-        let env_var = format!("HABITAT_{}_BIN", name.to_uppercase().replace('-', "_"));
-        let metrics = free_port()?;
-        let log = std::fs::File::create(logs.join(format!("{name}-{instance}.log")))?;
-        let mut command = Command::new(sibling_binary(name, &env_var)?);
-        habitat::stack::clear_habitat_env(&mut command, |_| false);
-        // The proxy serves `/readyz` and `/metrics` beside its API.
-        let listen = if name == PROXY {
-            "HABITAT_LISTEN"
-        } else {
-            "HABITAT_METRICS_LISTEN"
-        };
-        let child = command
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env(listen, format!("127.0.0.1:{metrics}"))
-            .env("HABITAT_LOG", log_filter())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {name} (build it: cargo build --release -p {name})"))?;
-        let pid = i32::try_from(child.id())?;
-        Ok(Self {
-            name: name.to_owned(),
-            pid,
-            _child: child,
-            _guardian: Guardian::new(&format!("kill -9 {pid} 2>/dev/null"))?,
-            metrics,
-        })
-    }
-
-    fn ready(&self, runtime: &tokio::runtime::Runtime) -> bool {
-        let url = format!("http://127.0.0.1:{}/readyz", self.metrics);
-        runtime
-            .block_on(async { reqwest::get(url).await.ok() })
-            .is_some_and(|r| r.status().is_success())
-    }
 }
 
 const PROXY: &str = "rest-proxy";
@@ -441,27 +388,12 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
             year_seconds = first_phase;
         }
         if args.years > 1 {
-            let cpu_after = cpu_all(&services, &others);
-            let programs = services.iter().map(|s| (s.name.as_str(), s.pid));
-            let resident_mib = by_name(
-                programs
-                    .chain([("devbroker", stack.broker_pid())])
-                    .map(|(name, pid)| (name, resident_memory_mib(pid))),
+            let figures = Year::measured(
+                (year, poster.posted - posted, clock.elapsed().as_secs_f64()),
+                &services,
+                &others,
+                &cpu,
             );
-            let names = services.iter().map(|s| s.name.as_str());
-            let names = names.chain([POSTGRES, "devbroker", "load generator"]);
-            let spent = cpu_after
-                .iter()
-                .zip(&cpu)
-                .map(|(after, before)| after - before);
-            let cpu_seconds = by_name(names.zip(spent));
-            let figures = Year {
-                year,
-                events: poster.posted - posted,
-                seconds: clock.elapsed().as_secs_f64(),
-                cpu_seconds,
-                resident_mib,
-            };
             eprintln!(
                 "  {year}: {} events, {:.0} events/s, {:.3} CPU-s per 1,000 events",
                 figures.events,
