@@ -10,6 +10,8 @@
 
 mod coordinator;
 mod settings;
+#[cfg(test)]
+mod tests;
 mod txn;
 
 use std::{

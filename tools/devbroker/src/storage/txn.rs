@@ -4,13 +4,16 @@
 //! abandoned (a new InitProducerId for the same transactional id, or
 //! `transaction.timeout.ms` passed).
 
+use std::collections::HashMap;
+
 use tansu_sans_io::{
     ErrorCode,
+    add_partitions_to_txn_request::AddPartitionsToTxnTopic,
     add_partitions_to_txn_response::{
         AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
     },
     record::deflated,
-    txn_offset_commit_response::TxnOffsetCommitResponseTopic,
+    txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic},
 };
 use tansu_storage::{
     Error, ProducerIdResponse, Result, Storage, Topition, TxnAddPartitionsRequest,
@@ -240,45 +243,67 @@ impl DevStorage {
         &self,
         partitions: TxnAddPartitionsRequest,
     ) -> Result<TxnAddPartitionsResponse> {
-        if let TxnAddPartitionsRequest::VersionZeroToThree {
+        let TxnAddPartitionsRequest::VersionZeroToThree {
             transaction_id,
             producer_id,
             producer_epoch,
             topics,
         } = &partitions
-        {
-            if self.coordinator().is_fenced(*producer_id, *producer_epoch) {
-                // Answered per partition, as a Kafka broker does, so the client sees it.
-                return Ok(TxnAddPartitionsResponse::VersionZeroToThree(
-                    topics
-                        .iter()
-                        .map(|topic| {
-                            AddPartitionsToTxnTopicResult::default()
-                                .name(topic.name.clone())
-                                .results_by_partition(Some(
-                                    topic
-                                        .partitions
-                                        .as_deref()
-                                        .unwrap_or_default()
-                                        .iter()
-                                        .map(|partition| {
-                                            AddPartitionsToTxnPartitionResult::default()
-                                                .partition_index(*partition)
-                                                .partition_error_code(
-                                                    ErrorCode::ProducerFenced.into(),
-                                                )
-                                        })
-                                        .collect(),
-                                ))
-                        })
-                        .collect(),
-                ));
-            }
-            self.note_txn(transaction_id, *producer_id, *producer_epoch, None)?;
-            return self.inner.txn_add_partitions(partitions).await;
+        else {
+            // Version 4 and later are sent by brokers to a coordinator, never by clients.
+            return Err(Error::Api(ErrorCode::UnsupportedVersion));
+        };
+        if self.coordinator().is_fenced(*producer_id, *producer_epoch) {
+            // Answered per partition, as a Kafka broker does, so the client sees it.
+            return Ok(answer(topics, |_, _| ErrorCode::ProducerFenced));
         }
-        // Version 4 and later are sent by brokers to a coordinator, never by clients.
-        Err(Error::Api(ErrorCode::UnsupportedVersion))
+        self.note_txn(transaction_id, *producer_id, *producer_epoch, None)?;
+        match self.inner.txn_add_partitions(partitions.clone()).await {
+            Err(error) if already_held(&error) => {}
+            other => return other,
+        }
+        // A retry of a request that landed before its answer was lost (the broker killed
+        // in between): the engine holds some of the partitions and refused the whole
+        // request. Each is added on its own; one already held is added.
+        debug!(
+            transaction_id,
+            "Partitions already in the transaction; added one by one."
+        );
+        let mut codes = HashMap::new();
+        for topic in topics {
+            for partition in topic.partitions.as_deref().unwrap_or_default() {
+                let one = TxnAddPartitionsRequest::VersionZeroToThree {
+                    transaction_id: transaction_id.clone(),
+                    producer_id: *producer_id,
+                    producer_epoch: *producer_epoch,
+                    topics: vec![
+                        AddPartitionsToTxnTopic::default()
+                            .name(topic.name.clone())
+                            .partitions(Some(vec![*partition])),
+                    ],
+                };
+                let code = match self.inner.txn_add_partitions(one).await {
+                    Ok(TxnAddPartitionsResponse::VersionZeroToThree(results)) => results
+                        .iter()
+                        .flat_map(|result| {
+                            result.results_by_partition.as_deref().unwrap_or_default()
+                        })
+                        .map(|result| ErrorCode::try_from(result.partition_error_code))
+                        .next()
+                        .unwrap_or(Ok(ErrorCode::None))?,
+                    Ok(other) => return Ok(other),
+                    Err(error) if already_held(&error) => ErrorCode::None,
+                    Err(error) => return Err(error),
+                };
+                _ = codes.insert((topic.name.as_str(), *partition), code);
+            }
+        }
+        Ok(answer(topics, |topic, partition| {
+            codes
+                .get(&(topic, partition))
+                .copied()
+                .unwrap_or(ErrorCode::None)
+        }))
     }
 
     pub(super) async fn txn_offset_commit_checked(
@@ -291,7 +316,35 @@ impl DevStorage {
         {
             return Err(Error::Api(ErrorCode::ProducerFenced));
         }
-        self.inner.txn_offset_commit(offsets).await
+        let topics = offsets.topics.clone();
+        match self.inner.txn_offset_commit(offsets).await {
+            // The engine takes a group's offsets once per transaction. A second commit
+            // (or a retry of one whose answer was lost) cannot be told from a change of
+            // offsets, so it is refused with an error the client answers by aborting;
+            // the transaction done again commits them.
+            Err(error) if already_held(&error) => {
+                warn!("A group's offsets sent twice in one transaction; the client must abort.");
+                Ok(topics
+                    .into_iter()
+                    .map(|topic| {
+                        let partitions = topic
+                            .partitions
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|partition| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .partition_index(partition.partition_index)
+                                    .error_code(ErrorCode::UnknownServerError.into())
+                            })
+                            .collect();
+                        TxnOffsetCommitResponseTopic::default()
+                            .name(topic.name)
+                            .partitions(Some(partitions))
+                    })
+                    .collect())
+            }
+            other => other,
+        }
     }
 
     pub(super) async fn end_txn(
@@ -383,4 +436,44 @@ impl DevStorage {
         }
         Ok(())
     }
+}
+
+/// Whether the engine refused a row it already holds (SQLite's SQLITE_CONSTRAINT_UNIQUE):
+/// the request, or part of it, was done before.
+fn already_held(error: &Error) -> bool {
+    const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
+    matches!(
+        error,
+        Error::LibSql(error)
+            if matches!(**error, libsql::Error::SqliteFailure(SQLITE_CONSTRAINT_UNIQUE, _))
+    )
+}
+
+/// An AddPartitionsToTxn answer with each requested partition's code.
+fn answer(
+    topics: &[AddPartitionsToTxnTopic],
+    code: impl Fn(&str, i32) -> ErrorCode,
+) -> TxnAddPartitionsResponse {
+    TxnAddPartitionsResponse::VersionZeroToThree(
+        topics
+            .iter()
+            .map(|topic| {
+                AddPartitionsToTxnTopicResult::default()
+                    .name(topic.name.clone())
+                    .results_by_partition(Some(
+                        topic
+                            .partitions
+                            .as_deref()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|partition| {
+                                AddPartitionsToTxnPartitionResult::default()
+                                    .partition_index(*partition)
+                                    .partition_error_code(code(&topic.name, *partition).into())
+                            })
+                            .collect(),
+                    ))
+            })
+            .collect(),
+    )
 }
