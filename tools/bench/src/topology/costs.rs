@@ -18,6 +18,36 @@ pub(super) struct Year {
     /// Resident memory (VmRSS) of each program after the year, MiB: (name, MiB), the
     /// instances of a program summed.
     pub(super) resident_mib: Vec<(String, f64)>,
+    /// The sink's check of the books run once after the year, outside its measurement.
+    pub(super) books: Option<BooksCheck>,
+}
+
+/// One run of the check the sink makes of the books every `books_check_seconds`
+/// (`invariant_breaks_all` counted by invariant), on a quiet machine.
+pub(super) struct BooksCheck {
+    pub(super) seconds: f64,
+    /// CPU seconds of the backend that ran it.
+    pub(super) cpu_seconds: f64,
+    /// Breaks found (0 when the books are right).
+    pub(super) breaks: i64,
+}
+
+impl BooksCheck {
+    /// Runs the check on `pool`'s one connection, whose backend is `backend`.
+    pub(super) fn run(
+        runtime: &tokio::runtime::Runtime,
+        pool: &sqlx::PgPool,
+        backend: i32,
+    ) -> anyhow::Result<Self> {
+        let sql = postgres_sink::books::breaks_by_invariant("habitat");
+        let (cpu, clock) = (cpu_time(backend)?, std::time::Instant::now());
+        let counts: Vec<(String, i64)> = runtime.block_on(sqlx::query_as(&sql).fetch_all(pool))?;
+        Ok(Self {
+            seconds: clock.elapsed().as_secs_f64(),
+            cpu_seconds: (cpu_time(backend)? - cpu).as_secs_f64(),
+            breaks: counts.iter().map(|(_, count)| count).sum(),
+        })
+    }
 }
 
 impl Year {
@@ -48,6 +78,7 @@ impl Year {
             seconds,
             cpu_seconds: by_name(names.zip(spent)),
             resident_mib,
+            books: None,
         }
     }
 
@@ -123,6 +154,7 @@ mod tests {
             seconds: 1.0,
             cpu_seconds: vec![(POSTGRES.to_owned(), 0.05), ("sink".to_owned(), 0.03)],
             resident_mib: Vec::new(),
+            books: None,
         };
         assert!((year.cpu_per_1000(None) - 0.04).abs() < 1e-12);
         assert!((year.cpu_per_1000(Some(POSTGRES)) - 0.025).abs() < 1e-12);

@@ -42,7 +42,7 @@ mod record;
 mod service;
 mod waits;
 
-use costs::{Others, POSTGRES, Year, cpu_all};
+use costs::{BooksCheck, Others, POSTGRES, Year, cpu_all};
 use print::{print_latency_by_type, print_table, print_years};
 use record::{command_line, commit, figures};
 use service::Service;
@@ -388,12 +388,14 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
             year_seconds = first_phase;
         }
         if args.years > 1 {
-            let figures = Year::measured(
+            let mut figures = Year::measured(
                 (year, poster.posted - posted, clock.elapsed().as_secs_f64()),
                 &services,
                 &others,
                 &cpu,
             );
+            // Outside the year's figures: the next year's clock starts after it.
+            figures.books = Some(BooksCheck::run(runtime, &pool, others.harness)?);
             eprintln!(
                 "  {year}: {} events, {:.0} events/s, {:.3} CPU-s per 1,000 events",
                 figures.events,

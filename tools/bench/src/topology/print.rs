@@ -28,7 +28,7 @@ pub(super) fn print_years(outcomes: &[Outcome]) {
             .map(|(name, _)| name.as_str())
             .collect();
         println!(
-            "| year | events | seconds | events/s | CPU s per 1,000 events | of which Postgres | {} |",
+            "| year | events | seconds | events/s | CPU s per 1,000 events | of which Postgres | books check s (CPU s), breaks | {} |",
             programs
                 .iter()
                 .map(|p| format!("{p} MiB"))
@@ -36,7 +36,7 @@ pub(super) fn print_years(outcomes: &[Outcome]) {
                 .join(" | ")
         );
         println!(
-            "|---:|---:|---:|---:|---:|---:|{}",
+            "|---:|---:|---:|---:|---:|---:|---:|{}",
             "---:|".repeat(programs.len())
         );
         for year in &outcome.years {
@@ -45,8 +45,14 @@ pub(super) fn print_years(outcomes: &[Outcome]) {
                 .iter()
                 .map(|(_, mib)| format!("{mib:.0}"))
                 .collect();
+            let books = year.books.as_ref().map_or_else(String::new, |check| {
+                format!(
+                    "{:.2} ({:.2}), {}",
+                    check.seconds, check.cpu_seconds, check.breaks
+                )
+            });
             println!(
-                "| {} | {} | {:.1} | {:.0} | {:.3} | {:.3} | {} |",
+                "| {} | {} | {:.1} | {:.0} | {:.3} | {:.3} | {books} | {} |",
                 year.year,
                 year.events,
                 year.seconds,

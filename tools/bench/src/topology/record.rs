@@ -67,6 +67,9 @@ pub(super) fn figures(args: &TopologyBench, outcomes: &[Outcome]) -> serde_json:
                     "resident_memory_mib": y.resident_mib.iter()
                         .map(|(name, mib)| (name.clone(), serde_json::json!(mib)))
                         .collect::<serde_json::Map<_, _>>(),
+                    "books_check": y.books.as_ref().map(|b| serde_json::json!({
+                        "seconds": b.seconds, "cpu_seconds": b.cpu_seconds, "breaks": b.breaks,
+                    })),
                 })).collect::<Vec<_>>(),
                 "broker_ceiling_records_per_second": o.ceiling.map(|(p, c)| serde_json::json!({
                     "produce": p, "consume": c,
