@@ -107,6 +107,33 @@ pub struct ClusterOptions {
     pub settings: Vec<String>,
 }
 
+/// A throwaway cluster of a test's own (one it may crash and restart), started in `dir`
+/// with `database` created; stopped and `dir` removed when the returned guardian drops or
+/// the test process dies.
+pub fn throwaway_cluster(
+    dir: &Path,
+    database: &str,
+) -> Result<(Cluster, crate::process::Guardian)> {
+    let cluster = Cluster::new(
+        PgBin::ensure()?,
+        dir,
+        crate::process::free_port()?,
+        ClusterOptions {
+            ephemeral: true,
+            settings: Vec::new(),
+        },
+    );
+    cluster.init()?;
+    cluster.start()?;
+    let guardian = crate::process::Guardian::new(&format!(
+        "{}; rm -rf {}",
+        cluster.stop_script(),
+        shell_quote(dir.as_os_str())
+    ))?;
+    cluster.create_database(database)?;
+    Ok((cluster, guardian))
+}
+
 /// One Postgres cluster in a directory of its own, listening on loopback.
 #[derive(Clone, Debug)]
 pub struct Cluster {

@@ -7,8 +7,8 @@ mod common;
 
 use common::{Post, Stack, post};
 use devstack::{
-    postgres::{Cluster, ClusterOptions, PgBin, SUPERUSER, shell_quote},
-    process::{Guardian, free_port, http_get, metric_value},
+    postgres::throwaway_cluster,
+    process::{free_port, http_get, metric_value},
 };
 use std::time::Duration;
 use test_support::{scratch_dir, unique, wait_for};
@@ -26,28 +26,8 @@ fn database_up(port: u16) -> Option<f64> {
 #[test]
 fn the_sink_waits_out_a_postgres_crash_and_writes_everything_once() {
     let dir = scratch_dir().join(unique("sink-pg-outage"));
-    let cluster = Cluster::new(
-        PgBin::ensure().expect("Postgres binaries"),
-        &dir,
-        free_port().expect("port"),
-        ClusterOptions {
-            ephemeral: true,
-            settings: Vec::new(),
-        },
-    );
-    cluster.init().expect("initdb");
-    cluster.start().expect("start Postgres");
-    let _stop = Guardian::new(&format!(
-        "{}; rm -rf {}",
-        cluster.stop_script(),
-        shell_quote(dir.as_os_str())
-    ))
-    .expect("guardian");
-    cluster.create_database("sink").expect("database");
-    let stack = Stack::with_database(format!(
-        "postgres://{SUPERUSER}@127.0.0.1:{}/sink",
-        cluster.port()
-    ));
+    let (cluster, _stop) = throwaway_cluster(&dir, "sink").expect("a Postgres of its own");
+    let stack = Stack::with_database(cluster.url("sink"));
     let metrics = free_port().expect("port");
     let mut sink = stack.sink_with(&[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))]);
 
