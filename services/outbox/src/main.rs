@@ -48,6 +48,10 @@ struct Args {
     poll_ms: u64,
     #[arg(long, env = "HABITAT_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// How long the database may stay unreachable before the relay gives up and exits, in
+    /// seconds (meanwhile it waits, not ready).
+    #[arg(long, env = "HABITAT_GIVE_UP_SECONDS", default_value_t = habitat_runtime::retry::DEFAULT_GIVE_UP.as_secs())]
+    give_up_seconds: u64,
     /// Print the configuration and the `HABITAT_*` variables read or ignored (as JSON), then
     /// exit.
     #[arg(long)]
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         batch: args.batch.max(1),
         poll: Duration::from_millis(args.poll_ms.max(1)),
         metrics_listen: args.metrics_listen,
+        give_up: Duration::from_secs(args.give_up_seconds),
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     {

@@ -31,9 +31,11 @@ use habitat_runtime::{
     Codec, CodecError,
     avro::AvroCodec,
     config::{KafkaSettings, RegistryAuth},
+    health::dependency,
     metrics::Metrics,
     partition_for,
     payload::{Payload, trace_headers},
+    retry::has_transient_database_cause,
 };
 use rdkafka::{
     ClientConfig,
@@ -72,6 +74,8 @@ pub struct RelayConfig {
     /// How often the outbox is read when no notification comes.
     pub poll: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    /// How long the relay waits out an unreachable database before it gives up and exits.
+    pub give_up: Duration,
 }
 
 /// One pending row.
@@ -88,7 +92,10 @@ struct Pending {
 }
 
 /// Runs the relay until `shutdown` is set; an error is a reason to stop (the supervisor
-/// restarts the relay, which resumes from its committed position).
+/// restarts the relay, which resumes from its committed position). An unreachable
+/// database is waited out, not ready meanwhile: the relay connects again, takes the lock
+/// again (or waits behind a relay that took it) and resumes from its committed position,
+/// as after a restart; it gives up once the outage outlasts `give_up`.
 pub fn run(config: &RelayConfig, shutdown: &Arc<AtomicBool>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -100,6 +107,46 @@ pub fn run(config: &RelayConfig, shutdown: &Arc<AtomicBool>) -> anyhow::Result<(
         let addr = runtime.block_on(metrics.clone().serve(listen))?;
         info!(%addr, "Serving /metrics, /healthz and /readyz.");
     }
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let error = match relay_until_outage(config, shutdown, &runtime, &metrics, &relay_metrics) {
+            Ok(()) => return Ok(()),
+            Err(error) if has_transient_database_cause(&error) => error,
+            Err(error) => return Err(error),
+        };
+        metrics.set_ready(false);
+        if metrics.dependencies.longest().is_none() {
+            backoff = FIRST_BACKOFF;
+        }
+        metrics
+            .dependencies
+            .unreachable(dependency::DATABASE, &format!("{error:#}"));
+        if let Some(outage) = metrics.dependencies.given_up(config.give_up) {
+            return Err(error.context(format!(
+                "{outage}: gave up after {} s (give_up_seconds)",
+                config.give_up.as_secs()
+            )));
+        }
+        if shutdown.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(LAST_BACKOFF);
+    }
+}
+
+/// The waits between attempts to reach the database again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const LAST_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Installs the outbox, takes its lock and relays until `shutdown` (`Ok`) or an error.
+fn relay_until_outage(
+    config: &RelayConfig,
+    shutdown: &Arc<AtomicBool>,
+    runtime: &tokio::runtime::Runtime,
+    metrics: &Metrics,
+    relay_metrics: &RelayMetrics,
+) -> anyhow::Result<()> {
     // The outbox is installed (or upgraded to this release) before anything is read.
     runtime
         .block_on(crate::install::install(
@@ -117,6 +164,7 @@ pub fn run(config: &RelayConfig, shutdown: &Arc<AtomicBool>) -> anyhow::Result<(
     let mut lock = runtime.block_on(<sqlx::PgConnection as sqlx::Connection>::connect_with(
         &options,
     ))?;
+    metrics.dependencies.reachable(dependency::DATABASE);
     loop {
         let held: bool = runtime.block_on(
             sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
@@ -139,9 +187,9 @@ pub fn run(config: &RelayConfig, shutdown: &Arc<AtomicBool>) -> anyhow::Result<(
         config.schema_registry_auth.as_ref(),
         runtime.handle().clone(),
     )?;
-    let mut relay = Relay::start(config, pool, codec, relay_metrics, &runtime)?;
+    let mut relay = Relay::start(config, pool, codec, relay_metrics.clone(), runtime)?;
     metrics.set_ready(true);
-    let result = relay.run(shutdown, &runtime);
+    let result = relay.run(shutdown, runtime);
     metrics.set_ready(false);
     drop(lock);
     result
@@ -319,9 +367,9 @@ impl<'a> Relay<'a> {
         }
         if !dead.is_empty() {
             // Kept before the commit: a retry finds them recorded (once, by event id).
-            runtime
-                .block_on(self.bury(&dead))
-                .map_err(|e| Failure::Retry(format!("dead letters: {e}")))?;
+            if let Err(error) = runtime.block_on(self.bury(&dead)) {
+                return Err(self.abort(Failure::Retry(format!("dead letters: {error}"))));
+            }
         }
         let position = last.to_json();
         let record = BaseRecord::to(POSITION_TOPIC)

@@ -32,12 +32,16 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
+        Self::on(test_support::database())
+    }
+
+    /// The outbox in `database_url`'s database (the registry in the suite's own).
+    fn on(database_url: String) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let database_url = test_support::database();
         rt.block_on(outbox::install::install(
             &database_url,
             outbox::DEFAULT_SCHEMA,
@@ -59,8 +63,21 @@ impl Setup {
 
     /// A relay process; `tag` names its log.
     fn relay(&self, tag: &str) -> Relay {
-        let log = scratch_dir().join(format!("{}-{tag}.log", self.name));
-        let child = Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
+        self.relay_with(tag, &[])
+    }
+
+    fn log(&self, tag: &str) -> std::path::PathBuf {
+        scratch_dir().join(format!("{}-{tag}.log", self.name))
+    }
+
+    /// A relay process with more variables.
+    fn relay_with(&self, tag: &str, variables: &[(&str, String)]) -> Relay {
+        let log = self.log(tag);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_outbox-relay"));
+        for (name, value) in variables {
+            _ = command.env(name, value);
+        }
+        let child = command
             .env("HABITAT_DATABASE_URL", &self.database_url)
             .env("HABITAT_OUTBOX_NAME", &self.name)
             .env("HABITAT_BOOTSTRAP_SERVERS", &kafka().bootstrap)
@@ -125,6 +142,10 @@ impl Setup {
 struct Relay(Child);
 
 impl Relay {
+    fn is_running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
     fn kill(&mut self) {
         _ = self.0.kill();
         _ = self.0.wait();
@@ -424,4 +445,91 @@ fn two_relays_take_turns_and_a_refused_row_is_a_dead_letter() {
         reason["problems"],
         json!([{"path": "payload", "problem": "missing field `display_name`"}])
     );
+}
+
+fn readyz(port: u16) -> String {
+    devstack::process::http_get(port, "/readyz").unwrap_or_default()
+}
+
+#[test]
+fn the_relay_waits_out_a_postgres_crash_then_gives_up_on_a_long_one() {
+    use devstack::{postgres::throwaway_cluster, process::free_port};
+    let dir = scratch_dir().join(unique("outbox-pg-outage"));
+    let (cluster, _stop) = throwaway_cluster(&dir, "producer").expect("a Postgres of its own");
+    let setup = Setup::on(cluster.url("producer"));
+    let pool = setup
+        .rt
+        .block_on(
+            PgPoolOptions::new()
+                .max_connections(2)
+                .connect(&setup.database_url),
+        )
+        .expect("producer pool");
+    let prefix = unique("obo");
+    let metrics = free_port().expect("port");
+    let mut relay = setup.relay_with(
+        "outage",
+        &[("HABITAT_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))],
+    );
+    let mut expected: HashSet<String> = setup
+        .rt
+        .block_on(Setup::transaction(
+            pool.clone(),
+            format!("{prefix}-0"),
+            0,
+            100,
+            true,
+        ))
+        .into_iter()
+        .collect();
+    let mut reader = Reader::new(&prefix);
+    reader.await_count(
+        &setup.codec,
+        100,
+        "the relay to publish the first transaction",
+    );
+
+    // Postgres crashes: the relay stays up, not ready, and says why.
+    cluster.stop_immediately().expect("crash Postgres");
+    wait_for(LONG, "the relay to find the database unreachable", || {
+        readyz(metrics)
+            .starts_with("not ready: database unreachable")
+            .then_some(())
+    });
+    assert!(
+        relay.is_running(),
+        "the relay exited while Postgres was down"
+    );
+    cluster.start().expect("restart Postgres");
+    expected.extend(setup.rt.block_on(Setup::transaction(
+        pool.clone(),
+        format!("{prefix}-1"),
+        1,
+        100,
+        true,
+    )));
+    reader.await_count(&setup.codec, 200, "the relay to publish after the outage");
+    wait_for(LONG, "the relay ready again", || {
+        readyz(metrics).starts_with("ready").then_some(())
+    });
+    // Nothing more arrives: every committed event once, none twice.
+    assert_eq!(reader.poll(&setup.codec), 200);
+    assert_exactly_once(&reader.events, &expected);
+    relay.kill();
+
+    // An outage longer than the give-up time: the relay exits, failing, and says why.
+    let mut impatient = setup.relay_with("give-up", &[("HABITAT_GIVE_UP_SECONDS", "2".into())]);
+    wait_for(LONG, "the second relay to take the lock", || {
+        std::fs::read_to_string(setup.log("give-up"))
+            .ok()?
+            .contains("Outbox lock held")
+            .then_some(())
+    });
+    cluster.stop_immediately().expect("crash Postgres again");
+    let status = wait_for(LONG, "the relay to give up", || {
+        impatient.0.try_wait().expect("wait")
+    });
+    assert!(!status.success(), "gave up is a failure: {status}");
+    let log = std::fs::read_to_string(setup.log("give-up")).expect("log");
+    assert!(log.contains("gave up after 2 s"), "{log}");
 }
