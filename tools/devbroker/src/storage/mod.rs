@@ -12,7 +12,10 @@ mod coordinator;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod topics;
 mod txn;
+
+pub use topics::TopicInfo;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -51,14 +54,6 @@ use coordinator::Coordinator;
 use settings::with_log_defaults;
 use tracing::warn;
 
-/// A topic as a fetch needs it.
-#[derive(Clone, Debug)]
-pub struct TopicInfo {
-    pub name: String,
-    pub partitions: i32,
-    pub id: Option<[u8; 16]>,
-}
-
 /// Tansu's engine with devbroker's log and transaction coordinator in front of it.
 #[derive(Clone, Debug)]
 pub struct DevStorage {
@@ -96,45 +91,6 @@ impl DevStorage {
         }
     }
 
-    /// A topic's name, partition count and id; `None` when it does not exist.
-    pub async fn topic_info(&self, topic: &TopicId) -> Result<Option<TopicInfo>> {
-        if let Some(info) = self.topics.lock().expect("topics lock").get(topic) {
-            return Ok(Some(info.clone()));
-        }
-        let metadata = self
-            .inner
-            .metadata(Some(std::slice::from_ref(topic)))
-            .await?;
-        let info = metadata
-            .topics()
-            .first()
-            .filter(|t| t.error_code == i16::from(ErrorCode::None))
-            .and_then(|t| {
-                Some(TopicInfo {
-                    name: t.name.clone()?,
-                    partitions: t.partitions.as_ref().map_or(0, |p| p.len() as i32),
-                    id: t.topic_id,
-                })
-            });
-        if let Some(info) = &info {
-            _ = self
-                .topics
-                .lock()
-                .expect("topics lock")
-                .insert(topic.clone(), info.clone());
-        }
-        Ok(info)
-    }
-
-    fn forget_topics(&self, name: &str) {
-        _ = self
-            .partition_counts
-            .lock()
-            .expect("partition count lock")
-            .remove(name);
-        self.topics.lock().expect("topics lock").clear();
-    }
-
     pub fn log(&self) -> &Log {
         &self.log
     }
@@ -142,41 +98,6 @@ impl DevStorage {
     /// The log, for the cleaner's own thread.
     pub fn shared_log(&self) -> Arc<Log> {
         self.log.clone()
-    }
-
-    /// The partition count of a topic, or `None` when the topic does not exist.
-    pub async fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
-        if let Some(count) = self
-            .partition_counts
-            .lock()
-            .expect("partition count lock")
-            .get(topic)
-        {
-            return Ok(Some(*count));
-        }
-        let metadata = self
-            .inner
-            .metadata(Some(&[TopicId::Name(topic.to_owned())]))
-            .await?;
-        let count = metadata.topics().iter().find_map(|t| {
-            (t.name.as_deref() == Some(topic) && t.error_code == i16::from(ErrorCode::None))
-                .then(|| t.partitions.as_ref().map_or(0, |p| p.len() as i32))
-        });
-        if let Some(count) = count {
-            _ = self
-                .partition_counts
-                .lock()
-                .expect("partition count lock")
-                .insert(topic.to_owned(), count);
-        }
-        Ok(count)
-    }
-
-    async fn check_partition(&self, topition: &Topition) -> Result<()> {
-        match self.partition_count(topition.topic()).await? {
-            Some(count) if (0..count).contains(&topition.partition()) => Ok(()),
-            _ => Err(Error::Api(ErrorCode::UnknownTopicOrPartition)),
-        }
     }
 
     fn offset_stage_of(&self, topition: &Topition) -> Result<OffsetStage> {
