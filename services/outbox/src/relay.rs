@@ -35,7 +35,7 @@ use habitat_runtime::{
     metrics::Metrics,
     partition_for,
     payload::{Payload, trace_headers},
-    retry::has_transient_database_cause,
+    retry::{RetryPolicy, has_transient_database_cause},
 };
 use rdkafka::{
     ClientConfig,
@@ -107,7 +107,8 @@ pub fn run(config: &RelayConfig, shutdown: &Arc<AtomicBool>) -> anyhow::Result<(
         let addr = runtime.block_on(metrics.clone().serve(listen))?;
         info!(%addr, "Serving /metrics, /healthz and /readyz.");
     }
-    let mut backoff = FIRST_BACKOFF;
+    let policy = RetryPolicy::giving_up_after(config.give_up);
+    let mut delays = policy.delays();
     loop {
         let error = match relay_until_outage(config, shutdown, &runtime, &metrics, &relay_metrics) {
             Ok(()) => return Ok(()),
@@ -116,7 +117,7 @@ pub fn run(config: &RelayConfig, shutdown: &Arc<AtomicBool>) -> anyhow::Result<(
         };
         metrics.set_ready(false);
         if metrics.dependencies.longest().is_none() {
-            backoff = FIRST_BACKOFF;
+            delays = policy.delays();
         }
         metrics
             .dependencies
@@ -130,14 +131,9 @@ pub fn run(config: &RelayConfig, shutdown: &Arc<AtomicBool>) -> anyhow::Result<(
         if shutdown.load(Ordering::SeqCst) {
             return Ok(());
         }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(LAST_BACKOFF);
+        std::thread::sleep(delays.next().unwrap_or(policy.max));
     }
 }
-
-/// The waits between attempts to reach the database again.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const LAST_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Installs the outbox, takes its lock and relays until `shutdown` (`Ok`) or an error.
 fn relay_until_outage(
