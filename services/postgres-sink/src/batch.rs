@@ -247,18 +247,37 @@ impl Batch {
 
     /// Splits the batch into `n` batches by partition, each to be written in a transaction
     /// of its own (a key always lives in one partition, so they never touch the same row).
+    /// The partitions are dealt out by size, the largest first to the lightest part, so
+    /// that the parts (written at once) take about as long as each other.
     pub fn split(self, n: usize) -> Vec<Batch> {
         let n = n.max(1);
         if n == 1 {
             return vec![self];
         }
+        let mut sizes: HashMap<(&str, i32), usize> = HashMap::new();
+        for row in &self.log {
+            *sizes
+                .entry((row.topic.as_str(), row.partition))
+                .or_default() += 1;
+        }
+        for (topic, partition) in self.offsets.keys() {
+            _ = sizes.entry((topic.as_str(), *partition)).or_default();
+        }
+        let mut by_size: Vec<((&str, i32), usize)> = sizes.into_iter().collect();
+        by_size.sort_by(|(a, x), (b, y)| y.cmp(x).then(a.cmp(b)));
+        let mut load = vec![0_usize; n];
+        let mut dealt: HashMap<(String, i32), usize> = HashMap::new();
+        for ((topic, partition), size) in by_size {
+            let lightest = (0..n).min_by_key(|i| (load[*i], *i)).unwrap_or(0);
+            load[lightest] += size;
+            _ = dealt.insert((topic.to_owned(), partition), lightest);
+        }
+        // Every partition of the batch has a log row or an offset.
         let part = |topic: &str, partition: i32| {
-            let hash = topic
-                .bytes()
-                .fold(u64::from(partition.unsigned_abs()), |h, b| {
-                    h.wrapping_mul(31).wrapping_add(u64::from(b))
-                });
-            usize::try_from(hash % n as u64).unwrap_or(0)
+            dealt
+                .get(&(topic.to_owned(), partition))
+                .copied()
+                .unwrap_or(0)
         };
         let mut parts: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
         // Where each log row went: (part, its index there).
@@ -381,6 +400,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_split_deals_partitions_out_by_size() {
+        // Six records of partition 0 and three of each of 1 and 2: 6 + 6 (a split by
+        // partition number alone would give 9 + 3).
+        let mut batch = Batch::default();
+        for (partition, count) in [(0, 6), (1, 3), (2, 3)] {
+            for offset in 0..count {
+                let at = Coordinates {
+                    topic: "habitat.people",
+                    partition,
+                    offset,
+                };
+                batch.tombstone(at, &format!("coop-{partition}/member/m-{offset}"));
+            }
+        }
+        let parts = batch.split(2);
+        let mut sizes: Vec<usize> = parts.iter().map(|p| p.log.len()).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, [6, 6]);
+        let alone = parts
+            .iter()
+            .find(|p| p.offsets.len() == 1)
+            .expect("the large partition has a part of its own");
+        assert!(alone.log.iter().all(|row| row.partition == 0));
     }
 
     #[test]

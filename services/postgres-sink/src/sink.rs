@@ -42,7 +42,7 @@ use crate::{
     assign::{Rebalanced, SinkContext},
     batch::{Batch, Coordinates},
     config::SinkConfig,
-    store::{Partition, Store, WriteError},
+    store::{Partition, Prepared, Store, WriteError},
 };
 
 /// The sink stopped.
@@ -321,7 +321,7 @@ struct Loop<'a> {
 
 struct Writing {
     started: Instant,
-    task: tokio::task::JoinHandle<(Batch, Result<(), WriteError>)>,
+    task: tokio::task::JoinHandle<(Prepared, Result<(), WriteError>)>,
 }
 
 impl Loop<'_> {
@@ -338,7 +338,7 @@ impl Loop<'_> {
             if self.sink.shutdown.load(Ordering::SeqCst) {
                 info!("Stopping: writing the open batch.");
                 self.flush()?;
-                return self.settle(false);
+                return self.settle(false).map(drop);
             }
             let wait = match self.opened {
                 Some(opened) if !idle.is_zero() => {
@@ -440,22 +440,28 @@ impl Loop<'_> {
     /// Hands the open batch to writer tasks (after the batch before it is written): the
     /// next batch is read and decoded while Postgres writes this one. The batch is split
     /// by partition into `writers` transactions written at once, each on its own
-    /// connection, each with its partitions' rows and offsets.
+    /// connection, each with its partitions' rows and offsets. The parts are encoded for
+    /// Postgres before waiting for the batch before, while it is still being written.
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.settle(true)?;
         self.opened = None;
         let writers = self.sink.config.writers();
+        let mut parts = Vec::with_capacity(writers);
         for batch in std::mem::take(&mut self.batch).split(writers) {
-            if batch.is_empty() {
-                continue;
+            if !batch.is_empty() {
+                parts.push(self.sink.store.prepare(batch)?);
             }
+        }
+        if !self.settle(true)? {
+            return Ok(()); // read again from the offsets Postgres holds
+        }
+        for prepared in parts {
             let store = self.sink.store.clone();
             let expected = self.committed.clone();
             self.writing.push(Writing {
                 started: Instant::now(),
                 task: self.sink.handle.spawn(async move {
-                    let outcome = store.write(&batch, &expected).await;
-                    (batch, outcome)
+                    let outcome = store.write(&prepared, &expected).await;
+                    (prepared, outcome)
                 }),
             });
         }
@@ -465,26 +471,26 @@ impl Loop<'_> {
     /// Waits for every part of the batch being written. A failed part is retried; a
     /// conflict (another instance moved the offsets) drops the open batch and — when
     /// `reposition` — moves every assigned partition back to the offsets Postgres holds
-    /// (the parts that were written are among them).
-    fn settle(&mut self, reposition: bool) -> Result<(), SinkError> {
+    /// (the parts that were written are among them). True when every part was written.
+    fn settle(&mut self, reposition: bool) -> Result<bool, SinkError> {
         let mut conflict = false;
         for writing in std::mem::take(&mut self.writing) {
             conflict |= !self.settle_part(writing)?;
         }
         if !conflict {
-            return Ok(());
+            return Ok(true);
         }
         self.drop_open();
         if reposition {
-            self.reposition()
-        } else {
-            Ok(())
+            self.reposition()?;
         }
+        Ok(false)
     }
 
     /// Waits for one part; false when its offsets had moved and it was dropped.
     fn settle_part(&mut self, writing: Writing) -> Result<bool, SinkError> {
-        let (batch, mut outcome) = self.sink.handle.block_on(writing.task)?;
+        let (prepared, mut outcome) = self.sink.handle.block_on(writing.task)?;
+        let batch = prepared.batch();
         let metrics = &self.sink.metrics;
         let mut delays = None;
         loop {
@@ -511,10 +517,9 @@ impl Loop<'_> {
                     outcome = self
                         .sink
                         .handle
-                        .block_on(self.sink.store.write(&batch, &self.committed));
+                        .block_on(self.sink.store.write(&prepared, &self.committed));
                 }
                 Err(WriteError::Database(error)) => return Err(error.into()),
-                Err(WriteError::Payload(error)) => return Err(error.into()),
             }
         }
         metrics.dependencies.reachable(dependency::DATABASE);

@@ -27,9 +27,6 @@ pub enum WriteError {
     Conflict(Vec<(String, i32)>),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// A log row's payload the sink could not take apart (never one the sink made).
-    #[error(transparent)]
-    Payload(#[from] BadPayload),
 }
 
 pub use habitat_runtime::retry::is_transient_database as is_transient;
@@ -211,14 +208,26 @@ impl Store {
         .collect())
     }
 
-    /// Writes `batch` in one transaction, moving each of its partitions from the offset in
-    /// `expected` to the batch's.
+    /// `batch` in the form its transaction sends: the log's `COPY` stream and every
+    /// table's staged rows. Made before the batch's turn comes (while the batch before it
+    /// is written), so that Postgres does not wait for the sink to encode.
+    /// Fails on a log row's payload the sink could not take apart (never one it made).
+    pub fn prepare(&self, batch: Batch) -> Result<Prepared, BadPayload> {
+        Ok(Prepared {
+            log: (!batch.log.is_empty()).then(|| copy_log(&batch.log)),
+            staged: self.stage(&batch)?,
+            batch,
+        })
+    }
+
+    /// Writes a prepared batch in one transaction, moving each of its partitions from the
+    /// offset in `expected` to the batch's.
     pub async fn write(
         &self,
-        batch: &Batch,
+        prepared: &Prepared,
         expected: &BTreeMap<Partition, i64>,
     ) -> Result<(), WriteError> {
-        let staged = self.stage(batch)?;
+        let Prepared { batch, log, staged } = prepared;
         let mut tx = self.pool.begin().await?;
         let mut topics = Vec::with_capacity(batch.offsets.len());
         let mut numbers = Vec::with_capacity(batch.offsets.len());
@@ -260,16 +269,16 @@ impl Store {
             tx.rollback().await?;
             return Err(WriteError::Conflict(lost));
         }
-        if !batch.log.is_empty() {
+        if let Some(log) = log {
             let mut copy = tx
                 .copy_in_raw(&format!(
                     "COPY event_log ({LOG_COLUMNS}) FROM STDIN (FORMAT BINARY)"
                 ))
                 .await?;
-            _ = copy.send(copy_log(&batch.log)).await?;
+            _ = copy.send(log.as_slice()).await?;
             _ = copy.finish().await?;
         }
-        for (table, staged) in &staged {
+        for (table, staged) in staged {
             if !staged.deleted.is_empty() {
                 _ = sqlx::query(&format!(
                     "DELETE FROM {} WHERE record_key = ANY($1)",
@@ -327,6 +336,22 @@ impl Store {
     }
 }
 
+/// A batch with its rows encoded for Postgres ([`Store::prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    batch: Batch,
+    /// The log's rows, a binary `COPY` stream of [`LOG_COLUMNS`].
+    log: Option<Vec<u8>>,
+    staged: BTreeMap<&'static str, Staged>,
+}
+
+impl Prepared {
+    /// The batch it was made from.
+    pub fn batch(&self) -> &Batch {
+        &self.batch
+    }
+}
+
 /// What a batch writes to one entity table, in the form the statements take.
 #[derive(Debug, Default)]
 struct Staged {
@@ -342,7 +367,7 @@ struct Staged {
 
 impl Store {
     /// The batch's entity rows, built before its transaction starts.
-    fn stage(&self, batch: &Batch) -> Result<BTreeMap<&'static str, Staged>, WriteError> {
+    fn stage(&self, batch: &Batch) -> Result<BTreeMap<&'static str, Staged>, BadPayload> {
         let mut out = BTreeMap::new();
         for (table, ops) in &batch.entities {
             let columns = &self.statements.columns[table];

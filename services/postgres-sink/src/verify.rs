@@ -102,7 +102,9 @@ pub fn rebuild_reporting(
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "20")
         .set("queued.max.messages.kbytes", "262144")
-        .set("fetch.message.max.bytes", "4194304")
+        // A fetch takes 256 KiB of each partition rather than 4 MiB: a batch then holds
+        // records of every partition, to be dealt out evenly among the writers.
+        .set("fetch.message.max.bytes", "262144")
         // The end of a partition closes it when compaction removed its target's record
         // and every record after it.
         .set("enable.partition.eof", "true");
@@ -128,27 +130,27 @@ pub fn rebuild_reporting(
     let mut writing: Vec<tokio::task::JoinHandle<Result<(), crate::store::WriteError>>> =
         Vec::new();
     let mut flush = |batch: &mut Batch, committed: &mut BTreeMap<Partition, i64>| {
+        // Encoded for Postgres while the batch before is still being written.
+        let mut parts = Vec::with_capacity(WRITERS);
+        for part in std::mem::take(batch).split(WRITERS) {
+            if !part.is_empty() {
+                parts.push(store.prepare(part)?);
+            }
+        }
         let before = Instant::now();
         for write in writing.drain(..) {
             handle.block_on(write)??;
             transactions += 1;
         }
         waiting += before.elapsed();
-        if batch.is_empty() {
-            return Ok::<_, anyhow::Error>(());
-        }
-        let taken = std::mem::take(batch);
-        total += taken.len();
-        for part in taken.split(WRITERS) {
-            if part.is_empty() {
-                continue;
-            }
+        for part in parts {
+            total += part.batch().len();
             let expected = committed.clone();
-            committed.extend(part.offsets.clone());
+            committed.extend(part.batch().offsets.clone());
             let store = store.clone();
             writing.push(handle.spawn(async move { store.write(&part, &expected).await }));
         }
-        Ok(())
+        Ok::<_, anyhow::Error>(())
     };
     // The sink's next offset is one past a record it was given, and the same records are
     // given again here: each partition ends at its target's previous record, at the first
