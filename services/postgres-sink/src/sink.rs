@@ -321,8 +321,12 @@ struct Loop<'a> {
 
 struct Writing {
     started: Instant,
-    task: tokio::task::JoinHandle<(Prepared, Result<(), WriteError>)>,
+    /// The part written (encoded in the task) and how its write ended.
+    task: tokio::task::JoinHandle<Result<Written, crate::stage::BadPayload>>,
 }
+
+/// A part and how its write ended.
+type Written = (Prepared, Result<(), WriteError>);
 
 impl Loop<'_> {
     fn run(&mut self) -> Result<(), SinkError> {
@@ -338,7 +342,7 @@ impl Loop<'_> {
             if self.sink.shutdown.load(Ordering::SeqCst) {
                 info!("Stopping: writing the open batch.");
                 self.flush()?;
-                return self.settle(false).map(drop);
+                return self.settle(false);
             }
             let wait = match self.opened {
                 Some(opened) if !idle.is_zero() => {
@@ -440,28 +444,25 @@ impl Loop<'_> {
     /// Hands the open batch to writer tasks (after the batch before it is written): the
     /// next batch is read and decoded while Postgres writes this one. The batch is split
     /// by partition into `writers` transactions written at once, each on its own
-    /// connection, each with its partitions' rows and offsets. The parts are encoded for
-    /// Postgres before waiting for the batch before, while it is still being written.
+    /// connection, each with its partitions' rows and offsets. Each task encodes its part
+    /// itself, so that the parts are encoded at once (the rebuild, which waits for Postgres
+    /// anyway, encodes ahead instead; docs/benchmarks.md measures both).
     fn flush(&mut self) -> Result<(), SinkError> {
+        self.settle(true)?;
         self.opened = None;
         let writers = self.sink.config.writers();
-        let mut parts = Vec::with_capacity(writers);
         for batch in std::mem::take(&mut self.batch).split(writers) {
-            if !batch.is_empty() {
-                parts.push(self.sink.store.prepare(batch)?);
+            if batch.is_empty() {
+                continue;
             }
-        }
-        if !self.settle(true)? {
-            return Ok(()); // read again from the offsets Postgres holds
-        }
-        for prepared in parts {
             let store = self.sink.store.clone();
             let expected = self.committed.clone();
             self.writing.push(Writing {
                 started: Instant::now(),
                 task: self.sink.handle.spawn(async move {
+                    let prepared = store.prepare(batch)?;
                     let outcome = store.write(&prepared, &expected).await;
-                    (prepared, outcome)
+                    Ok((prepared, outcome))
                 }),
             });
         }
@@ -471,25 +472,26 @@ impl Loop<'_> {
     /// Waits for every part of the batch being written. A failed part is retried; a
     /// conflict (another instance moved the offsets) drops the open batch and — when
     /// `reposition` — moves every assigned partition back to the offsets Postgres holds
-    /// (the parts that were written are among them). True when every part was written.
-    fn settle(&mut self, reposition: bool) -> Result<bool, SinkError> {
+    /// (the parts that were written are among them).
+    fn settle(&mut self, reposition: bool) -> Result<(), SinkError> {
         let mut conflict = false;
         for writing in std::mem::take(&mut self.writing) {
             conflict |= !self.settle_part(writing)?;
         }
         if !conflict {
-            return Ok(true);
+            return Ok(());
         }
         self.drop_open();
         if reposition {
-            self.reposition()?;
+            self.reposition()
+        } else {
+            Ok(())
         }
-        Ok(false)
     }
 
     /// Waits for one part; false when its offsets had moved and it was dropped.
     fn settle_part(&mut self, writing: Writing) -> Result<bool, SinkError> {
-        let (prepared, mut outcome) = self.sink.handle.block_on(writing.task)?;
+        let (prepared, mut outcome) = self.sink.handle.block_on(writing.task)??;
         let batch = prepared.batch();
         let metrics = &self.sink.metrics;
         let mut delays = None;
