@@ -371,10 +371,10 @@ mod tests {
         assert_eq!(batch.log[0].payload, None);
     }
 
-    #[test]
-    fn a_split_keeps_each_partition_whole() {
+    /// A batch of members' tombstones read at these (partition, offset)s of one topic.
+    fn tombstones(read: impl IntoIterator<Item = (i32, i64)>) -> Batch {
         let mut batch = Batch::default();
-        for (partition, offset) in [(0, 1), (1, 5), (2, 9), (1, 6), (0, 2)] {
+        for (partition, offset) in read {
             let at = Coordinates {
                 topic: "habitat.people",
                 partition,
@@ -382,6 +382,12 @@ mod tests {
             };
             batch.tombstone(at, &format!("coop-{partition}/member/m-{offset}"));
         }
+        batch
+    }
+
+    #[test]
+    fn a_split_keeps_each_partition_whole() {
+        let batch = tombstones([(0, 1), (1, 5), (2, 9), (1, 6), (0, 2)]);
         let parts = batch.split(2);
         assert_eq!(parts.len(), 2);
         assert_eq!(parts.iter().map(|p| p.log.len()).sum::<usize>(), 5);
@@ -406,17 +412,11 @@ mod tests {
     fn a_split_deals_partitions_out_by_size() {
         // Six records of partition 0 and three of each of 1 and 2: 6 + 6 (a split by
         // partition number alone would give 9 + 3).
-        let mut batch = Batch::default();
-        for (partition, count) in [(0, 6), (1, 3), (2, 3)] {
-            for offset in 0..count {
-                let at = Coordinates {
-                    topic: "habitat.people",
-                    partition,
-                    offset,
-                };
-                batch.tombstone(at, &format!("coop-{partition}/member/m-{offset}"));
-            }
-        }
+        let batch = tombstones(
+            [(0, 6), (1, 3), (2, 3)]
+                .into_iter()
+                .flat_map(|(partition, count)| (0..count).map(move |offset| (partition, offset))),
+        );
         let parts = batch.split(2);
         let mut sizes: Vec<usize> = parts.iter().map(|p| p.log.len()).collect();
         sizes.sort_unstable();
