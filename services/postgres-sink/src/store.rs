@@ -209,8 +209,9 @@ impl Store {
     }
 
     /// `batch` in the form its transaction sends: the log's `COPY` stream and every
-    /// table's staged rows. Made before the batch's turn comes (while the batch before it
-    /// is written), so that Postgres does not wait for the sink to encode.
+    /// table's staged rows, made before the transaction begins so that Postgres does not
+    /// wait for the sink to encode (a rebuild makes them while the batch before is
+    /// written), and kept for a retry.
     /// Fails on a log row's payload the sink could not take apart (never one it made).
     pub fn prepare(&self, batch: Batch) -> Result<Prepared, BadPayload> {
         Ok(Prepared {
