@@ -5,6 +5,10 @@
 //! Starts its own devbroker, Postgres cluster (durable: fsync on) and schema registry;
 //! produces the records first (not measured): a mix of members, contributions with
 //! corrections, ledger transactions of three lines and payments across many tenants.
+//!
+//! `--live` has the sink program itself (the `postgres-sink` binary) catch up with the
+//! records instead, as a sink does after an outage: from its start to its offsets in
+//! Postgres reaching the topics' ends.
 
 use std::{
     collections::BTreeMap,
@@ -32,7 +36,10 @@ use rust_decimal::Decimal;
 
 use habitat::kafka::{config, send};
 
-use crate::broker::{BenchStack, CONTEXT_TOPICS, cpu_time, machine, tree_cpu_time};
+use crate::{
+    broker::{BenchStack, CONTEXT_TOPICS, cpu_time, machine, tree_cpu_time},
+    topology::service::Service,
+};
 
 #[derive(Clone, Debug, Args)]
 pub struct SinkBench {
@@ -48,6 +55,14 @@ pub struct SinkBench {
     /// Partitions of each context topic.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
+    /// Catch up through the `postgres-sink` program (its own batches and writers) instead
+    /// of the in-process rebuild.
+    #[arg(long)]
+    pub live: bool,
+    /// The sink's YAML configuration for `--live` (`batch_max_records`, `writers`,
+    /// `kafka:` settings…).
+    #[arg(long)]
+    pub sink_config: Option<std::path::PathBuf>,
 }
 
 /// The i-th record of the workload.
@@ -179,6 +194,9 @@ pub fn run(args: &SinkBench) -> Result<()> {
         }
     }
     let url = cluster.url("sink");
+    if args.live {
+        return catch_up(&stack, args, &targets, &url);
+    }
     let store = runtime.block_on(Store::connect(&url, "bench", "bench"))?;
     let source = Source {
         bootstrap_servers: bootstrap.clone(),
@@ -245,6 +263,111 @@ pub fn run(args: &SinkBench) -> Result<()> {
     runtime.block_on(print_statements(store.pool()))?;
     Ok(())
 }
+
+/// `--live`: the sink program reads the records from the beginning into a fresh schema
+/// until its offsets in Postgres reach `targets`, the topics' ends. Its books' check is
+/// off, so that the figures are the catching up alone.
+fn catch_up(
+    stack: &BenchStack,
+    args: &SinkBench,
+    targets: &BTreeMap<(String, i32), i64>,
+    url: &str,
+) -> Result<()> {
+    let runtime = &stack.runtime;
+    let logs = std::env::temp_dir().join(format!(
+        "habitat-bench-logs-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&logs)?;
+    let env = [
+        ("HABITAT_BOOTSTRAP_SERVERS", stack.bootstrap.clone()),
+        ("HABITAT_SCHEMA_REGISTRY_URL", stack.registry.clone()),
+        ("HABITAT_DATABASE_URL", url.to_owned()),
+        ("HABITAT_SINK_SCHEMA", "bench".to_owned()),
+        ("HABITAT_INPUTS", CONTEXT_TOPICS.join(",")),
+        ("HABITAT_BOOKS_CHECK_SECONDS", "0".to_owned()),
+    ];
+    let config: Vec<String> = args
+        .sink_config
+        .iter()
+        .flat_map(|file| ["--config".to_owned(), file.display().to_string()])
+        .collect();
+    // One connection polls the offsets; its backend's CPU is in Postgres' figure.
+    let pool = runtime.block_on(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url),
+    )?;
+    let end: i64 = targets.values().sum();
+    eprintln!("Catching up through postgres-sink…");
+    let postmaster = stack.cluster.postmaster_pid()?;
+    let postgres_before = tree_cpu_time(postmaster);
+    let started = Instant::now();
+    let sink = Service::start("postgres-sink", 0, &env, &config, &logs)?;
+    let mut ready = None;
+    loop {
+        if ready.is_none() && sink.ready(runtime) {
+            ready = Some(started.elapsed());
+        }
+        // Nothing to read before the sink has made its tables; a partition without
+        // records keeps -1.
+        let reached: Option<i64> = runtime
+            .block_on(
+                sqlx::query_scalar(
+                    "SELECT sum(greatest(next_offset, 0))::bigint FROM bench.sink_offsets",
+                )
+                .fetch_one(&pool),
+            )
+            .ok()
+            .flatten();
+        if reached.is_some_and(|reached| reached >= end) {
+            break;
+        }
+        if started.elapsed() > STALL_LIMIT {
+            anyhow::bail!(
+                "the sink did not catch up within {STALL_LIMIT:?} (its log: {})",
+                logs.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let sink_cpu = cpu_time(sink.pid)?.as_secs_f64();
+    let postgres = tree_cpu_time(postmaster)
+        .saturating_sub(postgres_before)
+        .as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "Sink catch-up: {} records from devbroker into Postgres (durable) by the postgres-sink \
+         program, {} tenants, {}",
+        args.records,
+        args.tenants,
+        args.sink_config.as_ref().map_or_else(
+            || "default configuration".to_owned(),
+            |file| format!("configuration {}", file.display())
+        )
+    );
+    println!("{}", machine());
+    println!(
+        "| records | seconds (start → caught up) | records/s | ready after s | CPU s: sink / Postgres |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {seconds:.1} | {:.0} | {:.1} | {sink_cpu:.1} / {postgres:.1} |",
+        args.records,
+        args.records as f64 / seconds,
+        ready.unwrap_or_default().as_secs_f64(),
+    );
+    println!(
+        "{:.1} of {:.1} CPU-seconds available on {cores} cores.",
+        sink_cpu + postgres,
+        seconds * cores as f64
+    );
+    Ok(())
+}
+
+/// How long a catch-up may take before the bench gives up.
+const STALL_LIMIT: Duration = Duration::from_secs(600);
 
 /// Starts `pg_stat_statements`' counts over, when it is loaded.
 pub(crate) async fn reset_statements(pool: &sqlx::PgPool) -> Result<()> {

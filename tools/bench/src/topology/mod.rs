@@ -39,7 +39,7 @@ use crate::{
 mod costs;
 mod print;
 mod record;
-mod service;
+pub(crate) mod service;
 mod waits;
 
 use costs::{BooksCheck, Others, POSTGRES, Year, cpu_all};

@@ -3,16 +3,16 @@
 use super::*;
 
 /// A program of the topology running as a process.
-pub(super) struct Service {
-    pub(super) name: String,
-    pub(super) pid: i32,
+pub(crate) struct Service {
+    pub(crate) name: String,
+    pub(crate) pid: i32,
     _child: Child,
     _guardian: Guardian,
-    pub(super) metrics: u16,
+    pub(crate) metrics: u16,
 }
 
 impl Service {
-    pub(super) fn start(
+    pub(crate) fn start(
         name: &str,
         instance: usize,
         env: &[(&str, String)],
@@ -49,7 +49,7 @@ impl Service {
         })
     }
 
-    pub(super) fn ready(&self, runtime: &tokio::runtime::Runtime) -> bool {
+    pub(crate) fn ready(&self, runtime: &tokio::runtime::Runtime) -> bool {
         let url = format!("http://127.0.0.1:{}/readyz", self.metrics);
         runtime
             .block_on(async { reqwest::get(url).await.ok() })
