@@ -38,7 +38,7 @@ use habitat::kafka::{config, send};
 
 use crate::{
     broker::{BenchStack, CONTEXT_TOPICS, cpu_time, machine, tree_cpu_time},
-    topology::service::Service,
+    topology::service::{self, Service},
 };
 
 #[derive(Clone, Debug, Args)]
@@ -274,11 +274,7 @@ fn catch_up(
     url: &str,
 ) -> Result<()> {
     let runtime = &stack.runtime;
-    let logs = std::env::temp_dir().join(format!(
-        "habitat-bench-logs-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&logs)?;
+    let logs = service::logs_dir()?;
     let env = [
         ("HABITAT_BOOTSTRAP_SERVERS", stack.bootstrap.clone()),
         ("HABITAT_SCHEMA_REGISTRY_URL", stack.registry.clone()),
@@ -287,11 +283,7 @@ fn catch_up(
         ("HABITAT_INPUTS", CONTEXT_TOPICS.join(",")),
         ("HABITAT_BOOKS_CHECK_SECONDS", "0".to_owned()),
     ];
-    let config: Vec<String> = args
-        .sink_config
-        .iter()
-        .flat_map(|file| ["--config".to_owned(), file.display().to_string()])
-        .collect();
+    let config = service::config_args(args.sink_config.as_deref());
     // One connection polls the offsets; its backend's CPU is in Postgres' figure.
     let pool = runtime.block_on(
         sqlx::postgres::PgPoolOptions::new()

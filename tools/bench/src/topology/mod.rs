@@ -266,26 +266,17 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     _ = habitat::topics::apply(bootstrap, &Topology::embedded(), "dev", Mode::default())?;
     stack.cluster.create_database("sink")?;
     let database = stack.cluster.url("sink");
-    let logs: PathBuf = std::env::temp_dir().join(format!(
-        "habitat-bench-logs-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&logs)?;
+    let logs = service::logs_dir()?;
 
     let common = [
         ("HABITAT_BOOTSTRAP_SERVERS", bootstrap.clone()),
         ("HABITAT_SCHEMA_REGISTRY_URL", registry.clone()),
     ];
-    let with_config = |file: &Option<PathBuf>| -> Vec<String> {
-        file.iter()
-            .flat_map(|f| ["--config".to_owned(), f.display().to_string()])
-            .collect()
-    };
-    let mut processor_args = with_config(&args.processor_config);
+    let mut processor_args = service::config_args(args.processor_config.as_deref());
     if !scenario.exactly_once {
         processor_args.push("--at-least-once".to_owned());
     }
-    let sink_args = with_config(&args.sink_config);
+    let sink_args = service::config_args(args.sink_config.as_deref());
     let mut services = Vec::new();
     for instance in 0..scenario.instances {
         for name in PROCESSORS {

@@ -56,3 +56,20 @@ impl Service {
             .is_some_and(|r| r.status().is_success())
     }
 }
+
+/// A fresh directory for the programs' logs of a run.
+pub(crate) fn logs_dir() -> Result<std::path::PathBuf> {
+    let logs = std::env::temp_dir().join(format!(
+        "habitat-bench-logs-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&logs)?;
+    Ok(logs)
+}
+
+/// A program's arguments for its YAML configuration `file`, if any.
+pub(crate) fn config_args(file: Option<&std::path::Path>) -> Vec<String> {
+    file.iter()
+        .flat_map(|f| ["--config".to_owned(), f.display().to_string()])
+        .collect()
+}
