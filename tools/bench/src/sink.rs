@@ -260,7 +260,10 @@ pub fn run(args: &SinkBench) -> Result<()> {
         seconds * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    runtime.block_on(print_statements(store.pool()))?;
+    runtime.block_on(print_statements(
+        store.pool(),
+        "Postgres' statements during the rebuild:",
+    ))?;
     Ok(())
 }
 
@@ -386,10 +389,11 @@ async fn statements_loaded(pool: &sqlx::PgPool) -> Result<bool> {
 /// `pg_stat_statements` (`HABITAT_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements"`);
 /// nothing otherwise. Times are the server's execution time, which on a CPU-bound run is
 /// close to its CPU time.
-pub(crate) async fn print_statements(pool: &sqlx::PgPool) -> Result<()> {
+pub(crate) async fn print_statements(pool: &sqlx::PgPool, title: &str) -> Result<()> {
     if !statements_loaded(pool).await? {
         return Ok(());
     }
+    println!("\n{title}");
     _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .execute(pool)
         .await?;

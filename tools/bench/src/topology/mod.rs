@@ -364,16 +364,17 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     for y in 0..args.years {
         let year = 2025 + i32::try_from(y)?;
         let (posted, cpu, clock) = (poster.posted, cpu_all(&services, &others), Instant::now());
-        // With `pg_stat_statements` loaded and 20 years or more: Postgres' statements in the
-        // first ten years and in the last ten, one table each (what grows with the tables).
-        let compared = args.years >= 20;
-        if compared && (y == 0 || y == args.years - 10) {
+        // With `pg_stat_statements` loaded: Postgres' statements over the measured years, or
+        // with 20 years or more in the first ten years and in the last ten, one table each
+        // (what grows with the tables).
+        let compared = compared_years(args.years);
+        if y == 0 || (compared && y == args.years - 10) {
             runtime.block_on(crate::sink::reset_statements(&pool))?;
         }
         let first_phase = waits.year(&mut poster, shape, year)?;
         if compared && (y == 9 || y == args.years - 1) {
-            println!("\nPostgres' statements in the ten years to {year}:");
-            runtime.block_on(crate::sink::print_statements(&pool))?;
+            let title = format!("Postgres' statements in the ten years to {year}:");
+            runtime.block_on(crate::sink::print_statements(&pool, &title))?;
         }
         if y == 0 {
             year_seconds = first_phase;
@@ -399,6 +400,12 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     // The last rows of a transaction's other topics follow within a batch or two.
     let rows = quiet_count(runtime, &pool)?;
     let after: Vec<f64> = cpu_all(&services, &others);
+    if !compared_years(args.years) {
+        runtime.block_on(crate::sink::print_statements(
+            &pool,
+            "Postgres' statements over the measured years:",
+        ))?;
+    }
 
     let measured = format!("{}%", shape.prefix);
     let (seconds, latency_ms, latency_by_type) = runtime.block_on(async {
@@ -563,4 +570,9 @@ const WARM_UP: Shape = Shape {
 /// every commit), else warnings only.
 fn log_filter() -> String {
     std::env::var("HABITAT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned())
+}
+
+/// Runs long enough to compare Postgres' statements in their first ten years and last ten.
+fn compared_years(years: u32) -> bool {
+    years >= 20
 }
