@@ -9,12 +9,63 @@
 //! topology, page faults and heap growth were a fifth of the patronage aggregator's and the
 //! sink's CPU. Fixed thresholds keep up to [`TRIM_THRESHOLD`] free at the top of each heap,
 //! and serve only blocks from [`MMAP_THRESHOLD`] up with their own mappings.
+//!
+//! mimalloc asks the kernel for transparent huge pages on its arenas (`MADV_HUGEPAGE`), so
+//! the first touch of a fresh 4 KiB has the kernel zero a whole 2 MiB page, and every purge
+//! of freed memory (a second after it is freed) splits one; the next batch faults it in and
+//! zeroes it again. Zeroing huge pages was 10 % of the sink's CPU at half load and
+//! lengthened the approval's burst (docs/benchmarks.md), so [`configure`] turns transparent
+//! huge pages off for the process, as latency-bound servers (Redis, MongoDB) advise;
+//! `HABITAT_TRANSPARENT_HUGE_PAGES=on` leaves them to the kernel's and allocator's defaults.
 #![allow(unsafe_code)]
 
 /// Free bytes kept at the top of a heap before it is trimmed.
 pub const TRIM_THRESHOLD: usize = 256 << 20;
 /// Blocks at least this large get their own mapping (returned to the system when freed).
 pub const MMAP_THRESHOLD: usize = 32 << 20;
+
+/// The variable that keeps transparent huge pages (`on`); anything else, or unset, turns
+/// them off for the process.
+pub const HUGE_PAGES_VARIABLE: &str = "HABITAT_TRANSPARENT_HUGE_PAGES";
+
+/// How a program's memory is managed: [`retain_freed_memory`] and
+/// [`no_transparent_huge_pages`] (unless [`HUGE_PAGES_VARIABLE`] is `on`). Call once at
+/// the start of `main`, before other threads run.
+pub fn configure() {
+    retain_freed_memory();
+    if std::env::var(HUGE_PAGES_VARIABLE).as_deref() != Ok("on") {
+        no_transparent_huge_pages();
+    }
+}
+
+/// Turns transparent huge pages off for the whole process (its memory map, at every later
+/// page fault, whoever asked for them). Elsewhere than Linux this does nothing.
+pub fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_THP_DISABLE sets a flag of the calling process's memory map and
+        // reads no memory of ours; a refusal (old kernel) leaves the default in place.
+        if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "Transparent huge pages stay as the kernel set them."
+            );
+        }
+    }
+}
+
+/// Whether transparent huge pages are off for this process.
+pub fn transparent_huge_pages_disabled() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_GET_THP_DISABLE only returns the flag.
+        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
 
 /// Sets the allocator's thresholds; call once at start, before other threads run.
 /// Elsewhere than glibc this does nothing.
@@ -33,5 +84,26 @@ pub fn retain_freed_memory() {
                 tracing::debug!(parameter, value, "The allocator refused a setting.");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn configuring_turns_huge_pages_off_for_the_process() {
+        // The variable is not set in the test environment: the default applies.
+        assert_ne!(std::env::var(HUGE_PAGES_VARIABLE).as_deref(), Ok("on"));
+        configure();
+        assert!(transparent_huge_pages_disabled());
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])),
+            "the kernel still allows huge pages: {status}"
+        );
     }
 }

@@ -342,7 +342,7 @@ where
     C: Codec<In = P::In, Out = P::Out>,
     F: FnOnce(&RuntimeConfig, &Handle) -> Result<C, ConfigError>,
 {
-    crate::memory::retain_freed_memory();
+    crate::memory::configure();
     init_tracing();
     match load_config(&processor.variables()) {
         Ok(loaded) => match loaded.print_or_warn(processor.name()) {

@@ -59,6 +59,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    habitat_runtime::memory::configure();
     habitat_runtime::runner::init_tracing();
     habitat_runtime::crypto::install_crypto_provider();
     let (args, kafka) =

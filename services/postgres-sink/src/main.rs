@@ -77,7 +77,7 @@ fn load(args: &Args) -> Result<Loaded<SinkConfig>, ConfigError> {
 }
 
 fn main() -> ExitCode {
-    habitat_runtime::memory::retain_freed_memory();
+    habitat_runtime::memory::configure();
     habitat_runtime::crypto::install_crypto_provider();
     init_tracing();
     let args = Args::parse();

@@ -105,7 +105,7 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    habitat_runtime::memory::retain_freed_memory();
+    habitat_runtime::memory::configure();
     habitat_runtime::crypto::install_crypto_provider();
     init_tracing();
     let (args, kafka) =

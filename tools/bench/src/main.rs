@@ -47,6 +47,7 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
+    habitat_runtime::memory::configure();
     habitat_runtime::crypto::install_crypto_provider();
     let cli = Cli::parse();
     let outcome = match cli.part {

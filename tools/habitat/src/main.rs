@@ -183,6 +183,7 @@ enum Schemas {
 }
 
 fn main() -> ExitCode {
+    habitat_runtime::memory::configure();
     habitat_runtime::crypto::install_crypto_provider();
     let cli = Cli::parse();
     if let Command::Bench { args } = &cli.command {

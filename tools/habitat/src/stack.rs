@@ -446,10 +446,10 @@ pub fn up(args: &StackArgs) -> Result<Running> {
         );
         let mut command = Command::new(sibling_binary(service.name, &env_var)?);
         // The stack's own variables (ports, state directory…) are not the service's; the
-        // service gets its settings below, plus librdkafka and logging settings.
+        // service gets its settings below, plus librdkafka, logging and memory settings.
         clear_habitat_env(&mut command, |name| {
             name.starts_with("HABITAT_KAFKA_")
-                || habitat_runtime::config::LOG_VARIABLES.contains(&name)
+                || habitat_runtime::config::process_variables().any(|v| v == name)
         });
         _ = command
             .env("HABITAT_BOOTSTRAP_SERVERS", &bootstrap)

@@ -138,6 +138,14 @@ pub fn redacted(config: &impl Serialize) -> serde_json::Value {
 /// The variables the logging set-up of every program reads.
 pub const LOG_VARIABLES: [&str; 2] = ["HABITAT_LOG", "HABITAT_LOG_FORMAT"];
 
+/// The variables every program reads before its configuration: logging, and how its
+/// memory is managed ([`crate::memory::configure`]).
+pub fn process_variables() -> impl Iterator<Item = &'static str> {
+    LOG_VARIABLES
+        .into_iter()
+        .chain([crate::memory::HUGE_PAGES_VARIABLE])
+}
+
 /// What a program made of the `HABITAT_*` variables of its environment: those it read, and
 /// those it has no setting for (a typo, or a variable meant for another program).
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
@@ -147,15 +155,15 @@ pub struct EnvUse {
 }
 
 impl EnvUse {
-    /// Sorts the `HABITAT_*` names of `vars` into read (named in `read`, or a logging
-    /// variable) and ignored.
+    /// Sorts the `HABITAT_*` names of `vars` into read (named in `read`, or one of the
+    /// [`process_variables`]) and ignored.
     pub fn of(
         vars: impl IntoIterator<Item = (String, String)>,
         read: impl IntoIterator<Item = String>,
     ) -> Self {
         let known: BTreeSet<String> = read
             .into_iter()
-            .chain(LOG_VARIABLES.iter().map(|v| (*v).to_owned()))
+            .chain(process_variables().map(str::to_owned))
             .collect();
         let mut use_ = Self::default();
         for (name, _) in vars {
@@ -282,5 +290,30 @@ mod tests {
         for secret in ["hunter2", "s3cret", "pw1"] {
             assert!(!text.contains(secret), "{text}");
         }
+    }
+
+    #[test]
+    fn every_program_reads_the_logging_and_memory_variables() {
+        let vars = [
+            ("HABITAT_LOG", "info"),
+            ("HABITAT_TRANSPARENT_HUGE_PAGES", "on"),
+            ("HABITAT_COMMIT_INTERVAL_MS", "50"),
+            ("HABITAT_COMIT_INTERVAL_MS", "50"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let use_ = EnvUse::of(vars, ["HABITAT_COMMIT_INTERVAL_MS".to_owned()]);
+        assert_eq!(
+            use_.read.iter().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "HABITAT_COMMIT_INTERVAL_MS",
+                "HABITAT_LOG",
+                "HABITAT_TRANSPARENT_HUGE_PAGES"
+            ]
+        );
+        assert_eq!(
+            use_.ignored.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["HABITAT_COMIT_INTERVAL_MS"]
+        );
     }
 }

@@ -9,7 +9,7 @@ use crate::codec::CodecError;
 
 mod env;
 
-pub use env::{EnvUse, LOG_VARIABLES, apply_env_fields, redacted};
+pub use env::{EnvUse, LOG_VARIABLES, apply_env_fields, process_variables, redacted};
 
 /// Why a program cannot have its configuration.
 #[derive(Debug, thiserror::Error)]

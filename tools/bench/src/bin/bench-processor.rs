@@ -22,6 +22,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    habitat_runtime::memory::configure();
     let args = Args::parse();
     serve_processor(
         args.bootstrap,

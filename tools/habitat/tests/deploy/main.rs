@@ -141,9 +141,9 @@ fn reads_exactly(program: &str, env: &BTreeMap<String, String>, place: &str) -> 
 }
 
 /// The variables `habitat <command…>` reads, from its help (`[env: NAME=`), plus the
-/// logging ones and, for `topics apply`, the librdkafka settings.
+/// logging and memory ones and, for `topics apply`, the librdkafka settings.
 fn cli_reads(command: &[&str], name: &str) -> bool {
-    if habitat_runtime::config::LOG_VARIABLES.contains(&name) {
+    if habitat_runtime::config::process_variables().any(|v| v == name) {
         return true;
     }
     if command == ["topics", "apply"] && name.starts_with("HABITAT_KAFKA_") {
