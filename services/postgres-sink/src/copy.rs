@@ -28,9 +28,15 @@ impl Default for CopyWriter {
 
 impl CopyWriter {
     pub fn new() -> Self {
-        Self {
-            buf: HEADER.to_vec(),
-        }
+        Self::with_capacity(0)
+    }
+
+    /// A stream with room for `bytes` of rows after the header, so that a batch's stream
+    /// is not copied over as it grows.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(HEADER.len() + bytes + 2);
+        buf.extend_from_slice(HEADER);
+        Self { buf }
     }
 
     /// Starts a row of `fields` fields; each is then written in the table's column order.
