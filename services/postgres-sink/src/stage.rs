@@ -30,11 +30,22 @@ pub struct Column {
     pub ty: String,
 }
 
-/// The staging table of `table`: a temporary table of the session, emptied at every
-/// commit.
+/// The staging table of `table`, quoted: a temporary table of the session, emptied by the
+/// transaction that fills it ([`CLEAR_STAGING`]).
 pub fn staging(table: &str) -> String {
-    ident(&format!("stage_{table}"))
+    ident(&staging_name(table))
 }
+
+/// The staging table of `table`, as the catalog names it.
+pub fn staging_name(table: &str) -> String {
+    format!("stage_{table}")
+}
+
+/// Empties the staging tables named in `$1` (`text[]`): deletes their rows, or truncates
+/// a table grown past 1 MiB (the sink's migration 0009). Run before the commit of every
+/// transaction that staged rows, instead of `ON COMMIT DELETE ROWS`, which truncates all
+/// twenty tables at every commit (~3 ms of the server's CPU each time).
+pub const CLEAR_STAGING: &str = "SELECT clear_staging(VARIADIC $1::text[])";
 
 /// Creates the session's staging table of each of `tables` (columns as the table's, no
 /// constraints or indexes).
@@ -43,7 +54,7 @@ pub fn create_staging<'a>(tables: impl IntoIterator<Item = &'a str>) -> String {
         .into_iter()
         .map(|table| {
             format!(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS;",
+                "CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {});",
                 staging(table),
                 ident(table)
             )
@@ -362,7 +373,7 @@ mod tests {
     fn staging_tables_are_the_sessions_own() {
         assert_eq!(
             create_staging(["members"]),
-            "CREATE TEMPORARY TABLE IF NOT EXISTS \"stage_members\" (LIKE \"members\") ON COMMIT DELETE ROWS;"
+            "CREATE TEMPORARY TABLE IF NOT EXISTS \"stage_members\" (LIKE \"members\");"
         );
     }
 }

@@ -279,6 +279,7 @@ impl Store {
             _ = copy.send(log.as_slice()).await?;
             _ = copy.finish().await?;
         }
+        let mut filled = Vec::new();
         for (table, staged) in staged {
             if !staged.deleted.is_empty() {
                 _ = sqlx::query(&format!(
@@ -303,6 +304,7 @@ impl Store {
                 _ = sqlx::query(&self.statements.merges[table])
                     .execute(&mut *tx)
                     .await?;
+                filled.push(stage::staging_name(table));
             }
             if let Some(lines) = &staged.lines {
                 copy_text(
@@ -312,6 +314,12 @@ impl Store {
                 )
                 .await?;
             }
+        }
+        if !filled.is_empty() {
+            _ = sqlx::query(stage::CLEAR_STAGING)
+                .bind(&filled)
+                .execute(&mut *tx)
+                .await?;
         }
         if !batch.dead_letters.is_empty() {
             _ = sqlx::query!(
