@@ -399,7 +399,7 @@ pub(crate) async fn print_statements(pool: &sqlx::PgPool, title: &str) -> Result
         .await?;
     let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(
         "SELECT regexp_replace(left(query, 90), '\\s+', ' ', 'g'), calls, rows, total_exec_time
-           FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12",
+           FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25",
     )
     .fetch_all(pool)
     .await?;

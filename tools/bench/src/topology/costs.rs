@@ -66,8 +66,6 @@ impl Year {
                 .chain([("devbroker", others.broker)])
                 .map(|(name, pid)| (name, resident_memory_mib(pid))),
         );
-        let names = services.iter().map(|s| s.name.as_str());
-        let names = names.chain([POSTGRES, "devbroker", "load generator"]);
         let spent = cpu_all(services, others)
             .into_iter()
             .zip(cpu_before)
@@ -76,7 +74,7 @@ impl Year {
             year,
             events,
             seconds,
-            cpu_seconds: by_name(names.zip(spent)),
+            cpu_seconds: by_name(cpu_names(services).zip(spent)),
             resident_mib,
             books: None,
         }
@@ -104,6 +102,30 @@ pub(super) fn by_name<'a>(figures: impl Iterator<Item = (&'a str, f64)>) -> Vec<
         }
     }
     summed
+}
+
+/// Each program's CPU over `window` while the caller posts nothing, in % of one core
+/// (instances summed), in [`cpu_all`]'s order.
+pub(super) fn idle_cost(
+    services: &[Service],
+    others: &Others,
+    window: std::time::Duration,
+) -> Vec<(String, f64)> {
+    let before = cpu_all(services, others);
+    std::thread::sleep(window);
+    let percent = cpu_all(services, others)
+        .into_iter()
+        .zip(before)
+        .map(|(after, before)| (after - before) * 100.0 / window.as_secs_f64());
+    by_name(cpu_names(services).zip(percent))
+}
+
+/// The names of [`cpu_all`]'s figures, in its order.
+fn cpu_names(services: &[Service]) -> impl Iterator<Item = &str> {
+    services
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain([POSTGRES, "devbroker", "load generator"])
 }
 
 /// The processes a run counts besides its services.

@@ -42,7 +42,7 @@ mod record;
 pub(crate) mod service;
 mod waits;
 
-use costs::{BooksCheck, Others, POSTGRES, Year, cpu_all};
+use costs::{BooksCheck, Others, POSTGRES, Year, cpu_all, idle_cost};
 use print::{print_latency_by_type, print_table, print_years};
 use record::{command_line, commit, figures};
 use service::Service;
@@ -91,6 +91,10 @@ pub struct TopologyBench {
     /// default shape).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub years: u32,
+    /// After the warm-up, leave the stack alone this many seconds and print what each
+    /// process costs doing nothing (% of one core): what an idle deployment burns.
+    #[arg(long)]
+    pub idle: Option<u64>,
     /// Also write every figure of every run to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -356,6 +360,13 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     // connected, prepared its statements and filled its caches before the clock starts.
     waits.year(&mut poster, WARM_UP, 2025)?;
     let warm_up_events = poster.posted;
+    if let Some(seconds) = args.idle {
+        println!("\nIdle for {seconds} s after the warm-up, nothing posted: % of one core");
+        println!("\n| process | % of a core |\n|---|---:|");
+        for (name, percent) in idle_cost(&services, &others, Duration::from_secs(seconds)) {
+            println!("| {name} | {percent:.2} |");
+        }
+    }
 
     let before: Vec<f64> = cpu_all(&services, &others);
     let started_at = chrono::Utc::now();
