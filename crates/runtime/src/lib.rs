@@ -38,6 +38,7 @@ pub mod payload;
 pub mod processor;
 pub mod retry;
 pub mod runner;
+pub mod served;
 pub mod step;
 pub mod store;
 pub mod task;

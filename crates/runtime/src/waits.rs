@@ -26,7 +26,8 @@ where
     until_acknowledged(producer, timeout, || producer.poll(Duration::ZERO))
 }
 
-/// As [`settle`], for a producer whose own thread serves the reports (`ThreadedProducer`).
+/// As [`settle`], for a producer whose own thread serves the reports
+/// ([`ServedProducer`](crate::served::ServedProducer)).
 pub fn settled<C, Part>(producer: &impl Producer<C, Part>, timeout: Duration) -> Result<(), usize>
 where
     C: ProducerContext<Part>,

@@ -42,7 +42,7 @@ use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
-    producer::{BaseRecord, Producer, ThreadedProducer},
+    producer::{BaseRecord, Producer},
     types::RDKafkaErrorCode as ErrorCode,
 };
 use tracing::{debug, error, info, info_span, warn};
@@ -54,6 +54,7 @@ use crate::{
     kafka::{BrokerWatch, headers_of},
     merge::Merger,
     metrics::Metrics,
+    served::ServedProducer,
     step::{self, Outcome},
     task::{Env, Output, TIMERS_STORE, TaskState, partition_for},
     watermark,
@@ -207,12 +208,13 @@ where
             let transactional_id = format!("{name}-{}", self.config.instance_id);
             _ = producer_config.set("transactional.id", &transactional_id);
         }
-        let producer: ThreadedProducer<BrokerWatch> = self
-            .with_passthrough(producer_config)
-            .create_with_context(BrokerWatch {
+        let producer = ServedProducer::create(
+            &self.with_passthrough(producer_config),
+            BrokerWatch {
                 dependencies: self.metrics.dependencies.clone(),
-            })
-            .map_err(|e| EngineError::Setup(format!("producer: {e}")))?;
+            },
+        )
+        .map_err(|e| EngineError::Setup(format!("producer: {e}")))?;
         let timeout = Duration::from_millis(self.config.transaction_timeout_ms);
         if self.config.exactly_once {
             // The broker may not be up yet (or restarting): waited for, as any outage.
@@ -296,7 +298,7 @@ where
 struct Running<'e, P: Processor, C> {
     engine: &'e Engine<P, C>,
     consumer: BaseConsumer<EngineContext>,
-    producer: ThreadedProducer<BrokerWatch>,
+    producer: ServedProducer<BrokerWatch>,
     /// Restores stores from their changelogs; between restores, asks the broker where
     /// inputs end (its own connection: no wait behind the main consumer's fetch).
     restorer: BaseConsumer<RestoreContext>,

@@ -128,7 +128,7 @@ where
     /// polls in 100 ms steps and would put up to 100 ms into every batch; the producer's
     /// own thread serves the callbacks).
     pub(super) fn settle_in_flight(&self, timeout: Duration) -> Result<(), Failure> {
-        crate::waits::settled(&self.producer, timeout)
+        crate::waits::settled(&*self.producer, timeout)
             .map_err(|_| classify(&KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)))
     }
 
@@ -154,7 +154,8 @@ where
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     base = back;
-                    self.producer.poll(Duration::from_millis(5));
+                    // The producer's thread serves the reports that make room.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((error, _)) => return Err(error),
             }

@@ -4,6 +4,7 @@
 mod commits;
 mod crashes;
 mod merge;
+mod served;
 
 use std::{
     collections::BTreeMap,
