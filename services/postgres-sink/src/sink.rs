@@ -279,7 +279,11 @@ impl Sink {
                 self.config.session_timeout_ms.to_string(),
             )
             .set("statistics.interval.ms", "5000")
-            .set("fetch.wait.max.ms", "50")
+            // Records come as soon as they are committed; this bounds only idle polls.
+            .set(
+                "fetch.wait.max.ms",
+                habitat_runtime::kafka::IDLE_FETCH_WAIT_MS,
+            )
             .set("queued.max.messages.kbytes", "65536");
         self.config.kafka.apply(&mut client);
         let consumer: BaseConsumer<SinkContext> = client.create_with_context(context)?;
