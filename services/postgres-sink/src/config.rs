@@ -32,9 +32,13 @@ pub struct SinkConfig {
     /// …or when the oldest record in it has waited this long…
     pub batch_interval_ms: u64,
     /// …or when nothing new has come for this long and Postgres is not busy with the batch
-    /// before (the sink has caught up): a quiet stream is written at once, a busy one in
-    /// batches that grow while the last is written. 0 turns this off.
+    /// before (the sink has caught up): a quiet stream is written at once. 0 turns this off.
     pub batch_idle_ms: u64,
+    /// …or when the batch is this old and Postgres is not busy with the batch before, even
+    /// if records keep coming: under a steady stream batches are written as Postgres
+    /// frees, growing while the last is written (they size themselves to Postgres' pace).
+    /// 0 turns this off.
+    pub batch_linger_ms: u64,
     /// Postgres transactions a batch is written in at once, each on its own connection:
     /// the batch's partitions are split between them, and each transaction carries its
     /// partitions' rows and offsets (a key lives in one partition, so they never touch the
@@ -67,6 +71,7 @@ impl Default for SinkConfig {
             batch_max_records: 10_000,
             batch_interval_ms: 100,
             batch_idle_ms: 5,
+            batch_linger_ms: 20,
             writers: 2,
             session_timeout_ms: 10_000,
             give_up_seconds: habitat_runtime::retry::DEFAULT_GIVE_UP.as_secs(),
@@ -93,6 +98,7 @@ impl fmt::Debug for SinkConfig {
             .field("batch_max_records", &self.batch_max_records)
             .field("batch_interval_ms", &self.batch_interval_ms)
             .field("batch_idle_ms", &self.batch_idle_ms)
+            .field("batch_linger_ms", &self.batch_linger_ms)
             .field("writers", &self.writers)
             .field("give_up_seconds", &self.give_up_seconds)
             .field("books_check_seconds", &self.books_check_seconds)
@@ -113,6 +119,10 @@ impl SinkConfig {
 
     pub fn batch_idle(&self) -> Duration {
         Duration::from_millis(self.batch_idle_ms)
+    }
+
+    pub fn batch_linger(&self) -> Duration {
+        Duration::from_millis(self.batch_linger_ms)
     }
 
     /// `writers`, at least one.
@@ -145,7 +155,7 @@ impl SinkConfig {
     /// Applies `HABITAT_BOOTSTRAP_SERVERS`, `HABITAT_GROUP_ID`, `HABITAT_DATABASE_URL`,
     /// `HABITAT_SINK_SCHEMA`, `HABITAT_SCHEMA_REGISTRY_URL`, `HABITAT_METRICS_LISTEN`,
     /// `HABITAT_BATCH_MAX_RECORDS`, `HABITAT_BATCH_INTERVAL_MS`, `HABITAT_BATCH_IDLE_MS`,
-    /// `HABITAT_WRITERS`, `HABITAT_SESSION_TIMEOUT_MS`, `HABITAT_GIVE_UP_SECONDS`,
+    /// `HABITAT_BATCH_LINGER_MS`, `HABITAT_WRITERS`, `HABITAT_SESSION_TIMEOUT_MS`, `HABITAT_GIVE_UP_SECONDS`,
     /// `HABITAT_BOOKS_CHECK_SECONDS` and
     /// `HABITAT_KAFKA_<NAME>`. Returns the names it read.
     pub fn apply_env(

@@ -2,6 +2,7 @@
 //!
 //! - [`sink`]: reads the context topics (read_committed) and every dead-letter topic, and
 //!   writes rows and offsets in one Postgres transaction per batch — exactly once.
+//! - [`cadence`]: when a batch is written.
 //! - [`store`]: the schema (sqlx migrations in `migrations/`), offsets, and the batch write.
 //! - [`tables`]: which table each record type and key goes to; merges built from the
 //!   tables' columns.
@@ -16,6 +17,7 @@ pub mod access;
 mod assign;
 pub mod batch;
 pub mod books;
+pub mod cadence;
 pub mod config;
 pub mod copy;
 pub mod dlq;

@@ -41,6 +41,7 @@ use crate::{
     SINK,
     assign::{Rebalanced, SinkContext},
     batch::{Batch, Coordinates},
+    cadence::{Cadence, Open},
     config::SinkConfig,
     store::{Partition, Prepared, Store, WriteError},
 };
@@ -334,9 +335,7 @@ type Written = (Prepared, Result<(), WriteError>);
 
 impl Loop<'_> {
     fn run(&mut self) -> Result<(), SinkError> {
-        let max = self.sink.config.batch_max_records as u64;
-        let interval = self.sink.config.batch_interval();
-        let idle = self.sink.config.batch_idle();
+        let cadence = Cadence::of(&self.sink.config);
         let mut last_input = Instant::now();
         loop {
             if let Some(failure) = self.consumer.context().events.take_failure() {
@@ -348,13 +347,7 @@ impl Loop<'_> {
                 self.flush()?;
                 return self.settle(false);
             }
-            let wait = match self.opened {
-                Some(opened) if !idle.is_zero() => {
-                    interval.saturating_sub(opened.elapsed()).min(idle)
-                }
-                Some(opened) => interval.saturating_sub(opened.elapsed()),
-                None => Duration::from_millis(200),
-            };
+            let wait = cadence.wait(self.opened.map(|o| o.elapsed()));
             match self.consumer.poll(waits::whole_millis(wait)) {
                 // Read in place, in the client's buffer.
                 Some(Ok(message)) => {
@@ -380,11 +373,13 @@ impl Loop<'_> {
             if !self.writing.is_empty() && self.writing.iter().all(|w| w.task.is_finished()) {
                 self.settle(true)?;
             }
-            let due = self.opened.is_some_and(|o| o.elapsed() >= interval);
-            // Caught up, and Postgres is free: write now rather than wait out the interval.
-            let caught_up =
-                !idle.is_zero() && self.writing.is_empty() && last_input.elapsed() >= idle;
-            if self.batch.len() >= max || ((due || caught_up) && !self.batch.is_empty()) {
+            let open = self.opened.map(|opened| Open {
+                records: self.batch.len(),
+                age: opened.elapsed(),
+                quiet: last_input.elapsed(),
+                writing: !self.writing.is_empty(),
+            });
+            if cadence.write_now(open) {
                 self.flush()?;
             }
         }
