@@ -138,15 +138,17 @@ fn serve<C: ProducerContext>(
     let mut bytes = [0_u8; 64];
     loop {
         _ = shared.passes.fetch_add(1, Ordering::Relaxed);
-        for _ in 0..MAX_PER_PASS {
-            if queue.is_empty() {
-                break;
-            }
+        let mut served = 0;
+        while served < MAX_PER_PASS && !queue.is_empty() {
             // One event per call: its deadline has passed as soon as it starts.
             producer.poll(Duration::ZERO);
+            served += 1;
         }
         if shared.stop.load(Ordering::SeqCst) {
             break;
+        }
+        if served == MAX_PER_PASS {
+            continue; // more are queued: no byte comes for them, so serve on
         }
         match listen.read(&mut bytes) {
             Ok(0) => break, // every writing end is closed: the owner is gone
@@ -159,7 +161,6 @@ fn serve<C: ProducerContext>(
             }
         }
     }
-    queue.stop_waking();
 }
 
 /// A reference to a client's main event queue (where a producer's delivery reports and
@@ -182,7 +183,8 @@ impl MainQueue {
     fn wake_on(&self, socket: &UnixStream) {
         let byte = [1_u8];
         // SAFETY: librdkafka copies the one-byte payload; the descriptor stays open until
-        // `stop_waking` has run (the owner closes it only after joining the thread).
+        // the wake-up is turned off in `drop` (the owner closes it only after joining the
+        // thread, which owns this queue reference).
         unsafe {
             rdkafka::bindings::rd_kafka_queue_io_event_enable(
                 self.0,
@@ -193,13 +195,6 @@ impl MainQueue {
         }
     }
 
-    fn stop_waking(&self) {
-        // SAFETY: -1 turns the wake-up off; no payload is read.
-        unsafe {
-            rdkafka::bindings::rd_kafka_queue_io_event_enable(self.0, -1, std::ptr::null(), 0);
-        }
-    }
-
     fn is_empty(&self) -> bool {
         // SAFETY: the queue reference is valid until `drop`.
         unsafe { rdkafka::bindings::rd_kafka_queue_length(self.0) == 0 }
@@ -207,8 +202,14 @@ impl MainQueue {
 }
 
 impl Drop for MainQueue {
+    /// Turns the wake-up off before the socket can close (however the thread ends), then
+    /// releases the reference.
     fn drop(&mut self) {
-        // SAFETY: releases the reference taken in `of`, once.
-        unsafe { rdkafka::bindings::rd_kafka_queue_destroy(self.0) }
+        // SAFETY: -1 turns the wake-up off (no payload is read); the reference taken in
+        // `of` is released once.
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_io_event_enable(self.0, -1, std::ptr::null(), 0);
+            rdkafka::bindings::rd_kafka_queue_destroy(self.0);
+        }
     }
 }
