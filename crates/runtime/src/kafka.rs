@@ -21,7 +21,7 @@ pub use crate::waits::{settle, settled, whole_millis};
 /// How long a consumer's fetch waits at the broker for records (`fetch.wait.max.ms`,
 /// librdkafka's default): a long poll, answered as soon as committed records arrive, so it
 /// bounds only how often an idle consumer asks again. Measured (docs/benchmarks.md): no
-/// change under load; an idle stack's broker 1.4 → 0.4 % of a core against 100 ms (50 ms
+/// change under load; an idle stack's broker 1.3–1.7 → 0.3 % of a core against 100 ms (50 ms
 /// for the sink).
 pub const IDLE_FETCH_WAIT_MS: &str = "500";
 
