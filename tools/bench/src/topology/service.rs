@@ -49,6 +49,11 @@ impl Service {
         })
     }
 
+    /// Whether the process has ended.
+    pub(crate) fn exited(&self) -> bool {
+        ended(self.pid)
+    }
+
     pub(crate) fn ready(&self, runtime: &tokio::runtime::Runtime) -> bool {
         let url = format!("http://127.0.0.1:{}/readyz", self.metrics);
         runtime
@@ -72,4 +77,41 @@ pub(crate) fn config_args(file: Option<&std::path::Path>) -> Vec<String> {
     file.iter()
         .flat_map(|f| ["--config".to_owned(), f.display().to_string()])
         .collect()
+}
+
+/// Whether process `pid` has ended: gone, or a zombie (a child is not reaped before the run
+/// ends).
+fn ended(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        // The state follows the command's name, which is in parentheses.
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_that_ended_is_seen_before_it_is_reaped() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        assert!(!ended(pid), "a running child has not ended");
+        child.kill().expect("kill");
+        // Not reaped yet: a zombie, until `wait`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ended(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the killed child never ended"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        _ = child.wait().expect("reaped");
+        assert!(ended(pid), "a reaped child has ended");
+    }
 }

@@ -8,6 +8,8 @@ pub(super) struct Waits<'a> {
     pub(super) runtime: &'a tokio::runtime::Runtime,
     pub(super) pool: &'a PgPool,
     pub(super) logs: &'a std::path::Path,
+    /// The programs whose rows are awaited: one that ended ends the wait.
+    pub(super) services: &'a [Service],
 }
 
 impl Waits<'_> {
@@ -85,6 +87,13 @@ impl Waits<'_> {
             if rows.len() >= expected {
                 progress.finish("done");
                 return Ok(rows);
+            }
+            if let Some(gone) = self.services.iter().find(|s| s.exited()) {
+                bail!(
+                    "{} exited while waiting for {what} (its log is in {})",
+                    gone.name,
+                    self.logs.display()
+                );
             }
             if Instant::now() > deadline {
                 bail!(
