@@ -289,15 +289,16 @@ impl Store {
                 .bind(&staged.deleted)
                 .execute(&mut *tx)
                 .await?;
-            }
-            if *table == LEDGER {
-                // A transaction's lines go with it, and are replaced when it is.
-                _ = sqlx::query!(
-                    "DELETE FROM ledger_lines WHERE record_key = ANY($1)",
-                    &staged.keys
-                )
-                .execute(&mut *tx)
-                .await?;
+                if *table == LEDGER {
+                    // A transaction's lines go with it (the merge replaces those of a
+                    // transaction posted again).
+                    _ = sqlx::query!(
+                        "DELETE FROM ledger_lines WHERE record_key = ANY($1)",
+                        &staged.deleted
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
             if let Some(rows) = &staged.rows {
                 copy_text(&mut tx, &format!("{} FROM STDIN", staging(table)), rows).await?;
@@ -366,8 +367,6 @@ impl Prepared {
 struct Staged {
     /// Keys whose rows are deleted (tombstones).
     deleted: Vec<String>,
-    /// Every key the batch writes (the ledger's lines of these are replaced).
-    keys: Vec<String>,
     /// The upserted rows, a text `COPY` stream of the table's columns.
     rows: Option<Vec<u8>>,
     /// The ledger's lines of those rows, a text `COPY` stream of [`LINE_COLUMNS`].
@@ -386,7 +385,6 @@ impl Store {
             let mut lines =
                 TextCopy::with_capacity(if *table == LEDGER { ops.len() * 512 } else { 0 });
             for (key, op) in ops {
-                staged.keys.push(key.clone());
                 match op {
                     Op::Delete(..) => staged.deleted.push(key.clone()),
                     Op::Upsert(logged) => {

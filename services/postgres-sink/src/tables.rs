@@ -142,13 +142,25 @@ fn merge(table: &str, columns: &[Column]) -> String {
         .filter(|c| c.name != "record_key")
         .map(|c| format!("{0} = EXCLUDED.{0}", ident(&c.name)))
         .collect();
-    format!(
+    let merge = format!(
         "INSERT INTO {table} ({names}) SELECT {names} FROM {staging} \
          ON CONFLICT (record_key) DO UPDATE SET {updates}",
         table = ident(table),
         staging = staging(table),
         names = names.join(", "),
         updates = updates.join(", "),
+    );
+    if table != LEDGER {
+        return merge;
+    }
+    // A transaction posted again replaces its lines: the lines of the rows the merge
+    // updated (a row it inserted has a zero `xmax`; one it updated was locked first) are
+    // deleted in the same statement, before the batch's lines are copied in. A new
+    // transaction, the usual case, costs no lookup in the lines' index.
+    format!(
+        "WITH merged AS ({merge} RETURNING record_key, xmax::text <> '0' AS replaced) \
+         DELETE FROM ledger_lines l USING merged m \
+         WHERE m.replaced AND l.record_key = m.record_key"
     )
 }
 
@@ -202,6 +214,24 @@ mod tests {
              SELECT \"record_key\", \"tenant_id\", \"joined_on\" FROM \"stage_members\" \
              ON CONFLICT (record_key) DO UPDATE SET \"tenant_id\" = EXCLUDED.\"tenant_id\", \
              \"joined_on\" = EXCLUDED.\"joined_on\""
+        );
+    }
+
+    #[test]
+    fn the_ledgers_merge_deletes_the_lines_of_the_transactions_it_replaced() {
+        let column = |name: &str| Column {
+            name: name.to_owned(),
+            ty: "text".to_owned(),
+        };
+        let sql = merge(LEDGER, &[column("record_key"), column("tenant_id")]);
+        assert_eq!(
+            sql,
+            "WITH merged AS (INSERT INTO \"ledger_transactions\" (\"record_key\", \"tenant_id\") \
+             SELECT \"record_key\", \"tenant_id\" FROM \"stage_ledger_transactions\" \
+             ON CONFLICT (record_key) DO UPDATE SET \"tenant_id\" = EXCLUDED.\"tenant_id\" \
+             RETURNING record_key, xmax::text <> '0' AS replaced) \
+             DELETE FROM ledger_lines l USING merged m \
+             WHERE m.replaced AND l.record_key = m.record_key"
         );
     }
 }

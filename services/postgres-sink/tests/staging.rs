@@ -5,13 +5,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::Coop;
-use postgres_sink::{
-    batch::{Batch, Coordinates},
-    store::{Partition, Store},
-};
+use common::{Coop, Written, write_batch};
+use postgres_sink::store::Store;
 use test_support::unique;
 
 const TOPIC: &str = "habitat.people";
@@ -23,21 +18,8 @@ fn write(
     next: i64,
     events: &[contracts::records::Event],
 ) -> i64 {
-    let mut batch = Batch::default();
-    for (i, event) in events.iter().enumerate() {
-        let at = Coordinates {
-            topic: TOPIC,
-            partition: 0,
-            offset: next + i as i64,
-        };
-        batch.event(at, None, event);
-    }
-    let expected: BTreeMap<Partition, i64> =
-        BTreeMap::from([((TOPIC.to_owned(), 0), if next == 0 { -1 } else { next })]);
-    let prepared = store.prepare(batch).expect("rows the sink made");
-    rt.block_on(store.write(&prepared, &expected))
-        .expect("the batch is written");
-    next + events.len() as i64
+    let records: Vec<Written<'_>> = events.iter().map(Written::Event).collect();
+    write_batch(rt, store, TOPIC, next, &records)
 }
 
 #[test]

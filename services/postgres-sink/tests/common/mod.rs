@@ -320,3 +320,42 @@ pub fn verify(stack: &Stack) -> postgres_sink::verify::Verification {
     .expect("verify thread")
     .expect("verify")
 }
+
+/// A record of a batch written straight through a [`postgres_sink::store::Store`]: an
+/// event, or the tombstone of a key.
+pub enum Written<'a> {
+    Event(&'a Event),
+    Tombstone(String),
+}
+
+/// Writes `records` as one batch read from partition 0 of `topic` at `next` (the first
+/// batch at 0), the way the sink writes a batch; returns the new next offset.
+pub fn write_batch(
+    rt: &tokio::runtime::Runtime,
+    store: &postgres_sink::store::Store,
+    topic: &'static str,
+    next: i64,
+    records: &[Written<'_>],
+) -> i64 {
+    use postgres_sink::batch::{Batch, Coordinates};
+    let mut batch = Batch::default();
+    for (i, record) in records.iter().enumerate() {
+        let at = Coordinates {
+            topic,
+            partition: 0,
+            offset: next + i as i64,
+        };
+        match record {
+            Written::Event(event) => batch.event(at, None, event),
+            Written::Tombstone(key) => batch.tombstone(at, key),
+        }
+    }
+    let expected = std::collections::BTreeMap::from([(
+        (topic.to_owned(), 0),
+        if next == 0 { -1 } else { next },
+    )]);
+    let prepared = store.prepare(batch).expect("rows the sink made");
+    rt.block_on(store.write(&prepared, &expected))
+        .expect("the batch is written");
+    next + records.len() as i64
+}
