@@ -338,13 +338,21 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     }
     // One connection, whose backend's CPU is the bench's own (polling for rows) and is
     // left out of Postgres' figure: the tables it scans grow over a run of many years.
-    // Without parallel workers: a worker is a process of its own, whose CPU would count as
-    // Postgres' (counting the log's rows at the end of a run was ~8 % of the figure).
-    let options: sqlx::postgres::PgConnectOptions = database.parse()?;
+    // Without parallel workers while the figures are measured: a worker is a process of
+    // its own, whose CPU would count as Postgres' (counting the log's rows at the end of a
+    // run was ~6 % of the figure). The queries after the measurement may use them again.
     let pool = runtime.block_on(
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(options.options([("max_parallel_workers_per_gather", "0")])),
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET max_parallel_workers_per_gather = 0")
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect(&database),
     )?;
     let others = Others {
         postmaster: stack.cluster.postmaster_pid()?,
@@ -424,6 +432,7 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     // The last rows of a transaction's other topics follow within a batch or two.
     let rows = quiet_count(runtime, &pool)?;
     let after: Vec<f64> = cpu_all(&services, &others);
+    runtime.block_on(sqlx::query("RESET max_parallel_workers_per_gather").execute(&pool))?;
     if !compared_years(args.years) {
         runtime.block_on(crate::sink::print_statements(
             &pool,
