@@ -64,17 +64,19 @@ impl Cadence {
         !open.writing && (caught_up || lingered)
     }
 
-    /// How long the loop may wait for the next record before it decides again: until the
-    /// batch falls due or lingers its time, and at least every `batch_idle_ms` (5 ms when
-    /// 0) while a batch is open, so that a write finishing is noticed.
-    pub fn wait(&self, age: Option<Duration>) -> Duration {
-        let Some(age) = age else {
-            return NOTHING_OPEN;
-        };
+    /// How long the loop may wait for the next record before it decides again (`age`: of
+    /// the open batch): until the batch falls due or lingers its time, and at least every
+    /// `batch_idle_ms` (5 ms when 0) while a batch is open or a write is in flight, so that
+    /// a write finishing is noticed — and its rows counted in the metrics — when it ends,
+    /// not when the next record comes.
+    pub fn wait(&self, age: Option<Duration>, writing: bool) -> Duration {
         let step = if self.idle.is_zero() {
             IDLE_STEP
         } else {
             self.idle
+        };
+        let Some(age) = age else {
+            return if writing { step } else { NOTHING_OPEN };
         };
         let wait = self.interval.saturating_sub(age).min(step);
         match self.linger.checked_sub(age) {
@@ -156,17 +158,27 @@ mod tests {
     #[test]
     fn the_loop_waits_for_the_next_decision_and_never_spins() {
         let c = cadence();
-        assert_eq!(c.wait(None), ms(200));
-        assert_eq!(c.wait(Some(ms(0))), ms(5));
-        assert_eq!(c.wait(Some(ms(17))), ms(3), "until the linger");
-        assert_eq!(c.wait(Some(ms(30))), ms(5), "lingered: every idle step");
-        assert_eq!(c.wait(Some(ms(98))), ms(2), "until due");
-        assert_eq!(c.wait(Some(ms(150))), Duration::ZERO, "due: decide now");
+        assert_eq!(c.wait(None, false), ms(200), "nothing to do");
+        assert_eq!(c.wait(None, true), ms(5), "a write's end is noticed");
+        assert_eq!(c.wait(Some(ms(0)), false), ms(5));
+        assert_eq!(c.wait(Some(ms(17)), true), ms(3), "until the linger");
+        assert_eq!(
+            c.wait(Some(ms(30)), false),
+            ms(5),
+            "lingered: every idle step"
+        );
+        assert_eq!(c.wait(Some(ms(98)), true), ms(2), "until due");
+        assert_eq!(
+            c.wait(Some(ms(150)), false),
+            Duration::ZERO,
+            "due: decide now"
+        );
         let off = Cadence {
             idle: Duration::ZERO,
             linger: Duration::ZERO,
             ..c
         };
-        assert_eq!(off.wait(Some(ms(0))), ms(5));
+        assert_eq!(off.wait(Some(ms(0)), false), ms(5));
+        assert_eq!(off.wait(None, true), ms(5));
     }
 }

@@ -330,8 +330,24 @@ struct Writing {
     task: tokio::task::JoinHandle<Result<Written, crate::stage::BadPayload>>,
 }
 
-/// A part and how its write ended.
-type Written = (Prepared, Result<(), WriteError>);
+/// A part, how its write ended, and when.
+type Written = (Prepared, Result<(), WriteError>, Ended);
+
+/// When a write ended, taken in its task: the loop may notice it a little later.
+#[derive(Clone, Copy)]
+struct Ended {
+    at: Instant,
+    wall: chrono::DateTime<Utc>,
+}
+
+impl Ended {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            wall: Utc::now(),
+        }
+    }
+}
 
 impl Loop<'_> {
     fn run(&mut self) -> Result<(), SinkError> {
@@ -347,7 +363,7 @@ impl Loop<'_> {
                 self.flush()?;
                 return self.settle(false);
             }
-            let wait = cadence.wait(self.opened.map(|o| o.elapsed()));
+            let wait = cadence.wait(self.opened.map(|o| o.elapsed()), !self.writing.is_empty());
             match self.consumer.poll(waits::whole_millis(wait)) {
                 // Read in place, in the client's buffer.
                 Some(Ok(message)) => {
@@ -461,7 +477,7 @@ impl Loop<'_> {
                 task: self.sink.handle.spawn(async move {
                     let prepared = store.prepare(batch)?;
                     let outcome = store.write(&prepared, &expected).await;
-                    Ok((prepared, outcome))
+                    Ok((prepared, outcome, Ended::now()))
                 }),
             });
         }
@@ -490,7 +506,7 @@ impl Loop<'_> {
 
     /// Waits for one part; false when its offsets had moved and it was dropped.
     fn settle_part(&mut self, writing: Writing) -> Result<bool, SinkError> {
-        let (prepared, mut outcome) = self.sink.handle.block_on(writing.task)??;
+        let (prepared, mut outcome, mut ended) = self.sink.handle.block_on(writing.task)??;
         let batch = prepared.batch();
         let metrics = &self.sink.metrics;
         let mut delays = None;
@@ -519,20 +535,21 @@ impl Loop<'_> {
                         .sink
                         .handle
                         .block_on(self.sink.store.write(&prepared, &self.committed));
+                    ended = Ended::now();
                 }
                 Err(WriteError::Database(error)) => return Err(error.into()),
             }
         }
         metrics.dependencies.reachable(dependency::DATABASE);
-        let now = Utc::now();
         metrics.transactions.with_label_values(&["committed"]).inc();
         metrics
             .commit_latency
-            .observe(writing.started.elapsed().as_secs_f64());
+            .observe((ended.at - writing.started).as_secs_f64());
         for occurred in &batch.occurred {
+            let latency = (ended.wall - *occurred).num_microseconds().unwrap_or(0);
             metrics
                 .end_to_end_latency
-                .observe((now - *occurred).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+                .observe(latency.max(0) as f64 / 1e6);
         }
         for (topic, count) in &batch.records {
             metrics
@@ -551,7 +568,11 @@ impl Loop<'_> {
             _ = self.committed.insert((topic.clone(), *partition), *next);
             _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*next));
         }
-        debug!(rows = batch.log.len(), "Batch written.");
+        debug!(
+            rows = batch.log.len(),
+            write_ms = (ended.at - writing.started).as_millis() as u64,
+            "Batch written."
+        );
         // For lag tools only; Postgres holds the truth.
         if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
             debug!(%error, "Offsets not committed to Kafka.");
