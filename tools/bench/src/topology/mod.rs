@@ -37,6 +37,7 @@ use crate::{
 };
 
 mod costs;
+mod latency;
 mod print;
 mod record;
 pub(crate) mod service;
@@ -441,42 +442,8 @@ fn measure(args: &TopologyBench, base: Shape, scenario: Scenario) -> Result<Outc
     }
 
     let measured = format!("{}%", shape.prefix);
-    let (seconds, latency_ms, latency_by_type) = runtime.block_on(async {
-        let last: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-            "SELECT max(pg_xact_commit_timestamp(xmin)) FROM habitat.event_log
-              WHERE tenant_id LIKE $1",
-        )
-        .bind(&measured)
-        .fetch_one(&pool)
-        .await?;
-        // Each row's latency, per record type and over all of them, in one pass.
-        let rows: Vec<(bool, Option<String>, i64, Vec<f64>)> = sqlx::query_as(
-            "SELECT GROUPING(l.event_type) = 1, l.event_type, count(*),
-                    percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY l.ms)
-               FROM (SELECT d.event_type,
-                            extract(epoch FROM pg_xact_commit_timestamp(d.xmin) - o.occurred_at)
-                              * 1000 AS ms
-                       FROM habitat.event_log d
-                       JOIN habitat.event_log o ON o.event_id = d.correlation_id
-                      WHERE d.tenant_id LIKE $1) l
-              GROUP BY GROUPING SETS ((l.event_type), ())",
-        )
-        .bind(&measured)
-        .fetch_all(&pool)
-        .await?;
-        let mut latency = [0.0; 3];
-        let mut by_type = Vec::new();
-        for (total, event_type, count, p) in rows {
-            if total {
-                latency = [p[0], p[1], p[2]];
-            } else {
-                by_type.push((event_type.unwrap_or_default(), count, p[0], p[2]));
-            }
-        }
-        by_type.sort_by(|a, b| b.3.total_cmp(&a.3));
-        let seconds = (last - started_at).as_seconds_f64();
-        Ok::<_, anyhow::Error>((seconds, latency, by_type))
-    })?;
+    let (seconds, latency_ms, latency_by_type) =
+        runtime.block_on(latency::measured(&pool, &measured, started_at))?;
     let tables = if args.years > 1 {
         runtime.block_on(
             sqlx::query_as(
