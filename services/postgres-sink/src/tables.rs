@@ -168,6 +168,13 @@ fn merge(table: &str, columns: &[Column]) -> String {
 mod tests {
     use super::*;
 
+    fn column(name: &str) -> Column {
+        Column {
+            name: name.to_owned(),
+            ty: "text".to_owned(),
+        }
+    }
+
     #[test]
     fn every_event_record_has_a_table() {
         let tables = record_tables();
@@ -196,10 +203,6 @@ mod tests {
 
     #[test]
     fn a_merge_moves_the_staged_rows_and_replaces_by_key() {
-        let column = |name: &str| Column {
-            name: name.to_owned(),
-            ty: "text".to_owned(),
-        };
         let sql = merge(
             "members",
             &[
@@ -219,10 +222,6 @@ mod tests {
 
     #[test]
     fn the_ledgers_merge_deletes_the_lines_of_the_transactions_it_replaced() {
-        let column = |name: &str| Column {
-            name: name.to_owned(),
-            ty: "text".to_owned(),
-        };
         let sql = merge(LEDGER, &[column("record_key"), column("tenant_id")]);
         assert_eq!(
             sql,
