@@ -1,7 +1,8 @@
 //! A batch: the records of one Postgres transaction, already in the form the SQL takes.
 //!
 //! Every record becomes one `event_log` row, appended with binary `COPY` (the payload: the
-//! record's JSON without `meta`, which Postgres parses once into JSONB). An entity row is
+//! record's JSON without `meta`, kept as `json` text, which Postgres checks but does not
+//! decompose). An entity row is
 //! built from its log row's payload and staged with one `COPY` per table ([`crate::stage`]).
 //! Within a batch only the last operation on a key reaches its table (the same key twice
 //! in one merge would be refused, and the earlier state is overwritten anyway); the log
@@ -85,7 +86,7 @@ pub fn copy_log(rows: &[LogRow]) -> Vec<u8> {
             .text(row.actor.as_deref())
             .text(row.correlation.as_deref())
             .text(row.causation.as_deref())
-            .jsonb(row.payload.as_deref());
+            .json(row.payload.as_deref());
     }
     copy.finish()
 }

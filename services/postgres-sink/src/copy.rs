@@ -89,15 +89,10 @@ impl CopyWriter {
         self
     }
 
-    /// A `jsonb` field from JSON text: version 1, then the text (parsed by the server).
-    pub fn jsonb(&mut self, json: Option<&str>) -> &mut Self {
+    /// A `json` field: the text itself (the server checks that it is JSON).
+    pub fn json(&mut self, json: Option<&str>) -> &mut Self {
         match json {
-            Some(text) => {
-                let len = i32::try_from(text.len() + 1).expect("a field under 2 GiB");
-                self.buf.extend_from_slice(&len.to_be_bytes());
-                self.buf.push(1);
-                self.buf.extend_from_slice(text.as_bytes());
-            }
+            Some(text) => self.field(text.as_bytes()),
             None => self.null(),
         }
         self
@@ -130,17 +125,17 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_count_from_2000_and_jsonb_carries_its_version() {
+    fn timestamps_count_from_2000_and_json_is_its_text() {
         let mut copy = CopyWriter::new();
         let at = DateTime::parse_from_rfc3339("2000-01-01T00:00:01.5Z")
             .expect("a time")
             .with_timezone(&Utc);
-        _ = copy.row(2).timestamptz(Some(at)).jsonb(Some("{}"));
+        _ = copy.row(2).timestamptz(Some(at)).json(Some("{}"));
         let bytes = copy.finish();
         let fields = &bytes[HEADER.len() + 2..bytes.len() - 2];
         let mut expected = vec![0, 0, 0, 8];
         expected.extend_from_slice(&1_500_000i64.to_be_bytes());
-        expected.extend_from_slice(&[0, 0, 0, 3, 1, b'{', b'}']);
+        expected.extend_from_slice(&[0, 0, 0, 2, b'{', b'}']);
         assert_eq!(fields, expected.as_slice());
     }
 }

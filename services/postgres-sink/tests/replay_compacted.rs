@@ -78,7 +78,7 @@ fn replay_on_cleaned_topics_is_clean_and_still_finds_an_altered_row() {
     );
     _ = stack.query(
         sqlx::query(
-            "UPDATE event_log SET payload = jsonb_set(payload, '{display_name}', '\"Mallory\"')
+            "UPDATE event_log SET payload = jsonb_set(payload::jsonb, '{display_name}', '\"Mallory\"')::json
               WHERE record_key = $1 AND payload->>'display_name' = 'Ana Maria'",
         )
         .bind(renamed.key())

@@ -2,7 +2,7 @@
 //!
 //! A durable Postgres with the sink's schema; one million log rows at a time are appended
 //! by one connection — rows shaped as the bench's approved contributions, their payload
-//! parsed into JSONB from text per row, as the sink's `COPY` has Postgres do — and each
+//! checked as JSON from text per row, as the sink's `COPY` has Postgres do — and each
 //! million's wall time and backend CPU are printed with the log's size. Nothing else runs
 //! against the database, so what changes from one million to the next is the log's size.
 
@@ -33,7 +33,7 @@ SELECT 'habitat.people', i % 6, $1 + i, 'bench-coop-' || (i % 50) || '/contribut
         || '","period_id":"2025","kind":"LABOR","quantity":"4.0000","unit":"HOURS",'
         || '"value":"' || (i % 5000) || '.25","description":"hours of work",'
         || '"status":"APPROVED","submitted_by":"member:m-1",'
-        || '"submitted_at":"2026-12-06T20:00:00Z","reviewed_by":"steward:bench"}')::jsonb
+        || '"submitted_at":"2026-12-06T20:00:00Z","reviewed_by":"steward:bench"}')::json
   FROM generate_series(0, 999999) i"#;
 
 pub fn run(args: &LogBench) -> Result<()> {

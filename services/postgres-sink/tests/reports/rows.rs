@@ -47,7 +47,7 @@ pub fn rows_are_their_records(stack: &Stack, tenant: &str) -> Vec<(&'static str,
             "WITH latest AS ({latest}),
                   live AS (SELECT {names} FROM {t} WHERE tenant_id = $1),
                   built AS (SELECT {built} FROM latest e
-                            CROSS JOIN LATERAL jsonb_to_record(e.payload) AS p({record})
+                            CROSS JOIN LATERAL jsonb_to_record(e.payload::jsonb) AS p({record})
                             WHERE e.payload IS NOT NULL)
              SELECT (SELECT count(*) FROM live),
                     (SELECT string_agg(row_to_json(d)::text, E'\\n') FROM
@@ -78,7 +78,7 @@ pub fn rows_are_their_records(stack: &Stack, tenant: &str) -> Vec<(&'static str,
                                t.posted_on, t.currency, l.account, l.member_id, l.debit,
                                l.credit, l.memo
                           FROM latest e
-                         CROSS JOIN LATERAL jsonb_to_record(e.payload)
+                         CROSS JOIN LATERAL jsonb_to_record(e.payload::jsonb)
                                AS t(transaction_id text, posted_on date, currency text, lines jsonb)
                          CROSS JOIN LATERAL ROWS FROM (jsonb_to_recordset(t.lines)
                                AS (account text, member_id text, debit numeric, credit numeric,
