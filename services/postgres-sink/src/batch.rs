@@ -253,8 +253,8 @@ impl Batch {
 
     /// Splits the batch into `n` batches by partition, each to be written in a transaction
     /// of its own (a key always lives in one partition, so they never touch the same row).
-    /// The partitions are dealt out by size, the largest first to the lightest part, so
-    /// that the parts (written at once) take about as long as each other.
+    /// The partitions are dealt out by size (see [`deal`]), so that the parts (written at
+    /// once) take about as long as each other.
     pub fn split(self, n: usize) -> Vec<Batch> {
         let n = n.max(1);
         if n == 1 {
@@ -269,22 +269,23 @@ impl Batch {
         for (topic, partition) in self.offsets.keys() {
             _ = sizes.entry((topic.as_str(), *partition)).or_default();
         }
-        let mut by_size: Vec<((&str, i32), usize)> = sizes.into_iter().collect();
-        by_size.sort_by(|(a, x), (b, y)| y.cmp(x).then(a.cmp(b)));
-        let mut load = vec![0_usize; n];
-        let mut dealt: HashMap<(String, i32), usize> = HashMap::new();
-        for ((topic, partition), size) in by_size {
-            let lightest = (0..n).min_by_key(|i| (load[*i], *i)).unwrap_or(0);
-            load[lightest] += size;
-            _ = dealt.insert((topic.to_owned(), partition), lightest);
-        }
-        // Every partition of the batch has a log row or an offset.
-        let part = |topic: &str, partition: i32| {
+        let dealt: HashMap<(String, i32), usize> = deal(sizes, n)
+            .into_iter()
+            .map(|((topic, partition), part)| ((topic.to_owned(), partition), part))
+            .collect();
+        self.split_by(n, |topic, partition| {
             dealt
                 .get(&(topic.to_owned(), partition))
                 .copied()
                 .unwrap_or(0)
-        };
+        })
+    }
+
+    /// Splits the batch into `n` batches, partition `(topic, p)` going to part
+    /// `part(topic, p)` (below `n`).
+    pub fn split_by(self, n: usize, part: impl Fn(&str, i32) -> usize) -> Vec<Batch> {
+        let n = n.max(1);
+        let part = |topic: &str, partition: i32| part(topic, partition).min(n - 1);
         let mut parts: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
         // Where each log row went: (part, its index there).
         let mut moved = Vec::with_capacity(self.log.len());
@@ -329,6 +330,24 @@ impl Batch {
     pub fn skip(&mut self, at: Coordinates<'_>) {
         self.read(at);
     }
+}
+
+/// Deals items of the given sizes out to `n` parts, the largest first to the lightest
+/// part (ties to the lower part, then the lower item), and says which part each went to.
+pub fn deal<K: Ord + Eq + std::hash::Hash>(
+    sizes: impl IntoIterator<Item = (K, usize)>,
+    n: usize,
+) -> HashMap<K, usize> {
+    let mut by_size: Vec<(K, usize)> = sizes.into_iter().collect();
+    by_size.sort_by(|(a, x), (b, y)| y.cmp(x).then(a.cmp(b)));
+    let mut load = vec![0_usize; n.max(1)];
+    let mut dealt = HashMap::with_capacity(by_size.len());
+    for (item, size) in by_size {
+        let lightest = (0..load.len()).min_by_key(|i| (load[*i], *i)).unwrap_or(0);
+        load[lightest] += size;
+        _ = dealt.insert(item, lightest);
+    }
+    dealt
 }
 
 /// `[row, row, …]` from JSON object texts.

@@ -16,7 +16,7 @@
 //! identical, once — and the rows no longer on the topics are counted, not compared.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
@@ -123,33 +123,27 @@ pub fn rebuild_reporting(
     let mut committed: BTreeMap<Partition, i64> = store_offsets(store, handle, targets)?;
     let mut batch = Batch::default();
     let mut total = 0;
-    let mut transactions = 0;
     let mut waiting = Duration::ZERO;
-    // One batch is written while the next one is read and decoded, in `WRITERS`
-    // transactions on disjoint partitions so that Postgres may use more than one core.
-    let mut writing: Vec<tokio::task::JoinHandle<Result<(), crate::store::WriteError>>> =
-        Vec::new();
+    let mut lanes = Lanes::start(store, targets, handle);
     let mut flush = |batch: &mut Batch, committed: &mut BTreeMap<Partition, i64>| {
-        // Encoded for Postgres while the batch before is still being written.
+        // Encoded for Postgres while the writers still write the batches before.
         let mut parts = Vec::with_capacity(WRITERS);
-        for part in std::mem::take(batch).split(WRITERS) {
+        let split = std::mem::take(batch).split_by(WRITERS, |topic, partition| {
+            lanes.of(&(topic.to_owned(), partition))
+        });
+        for (lane, part) in split.into_iter().enumerate() {
             if !part.is_empty() {
-                parts.push(store.prepare(part)?);
+                total += part.len();
+                let expected = committed.clone();
+                committed.extend(part.offsets.clone());
+                parts.push((lane, store.prepare(part)?, expected));
             }
         }
         let before = Instant::now();
-        for write in writing.drain(..) {
-            handle.block_on(write)??;
-            transactions += 1;
+        for (lane, part, expected) in parts {
+            lanes.send(lane, part, expected, handle)?;
         }
         waiting += before.elapsed();
-        for part in parts {
-            total += part.batch().len();
-            let expected = committed.clone();
-            committed.extend(part.batch().offsets.clone());
-            let store = store.clone();
-            writing.push(handle.spawn(async move { store.write(&part, &expected).await }));
-        }
         Ok::<_, anyhow::Error>(())
     };
     // The sink's next offset is one past a record it was given, and the same records are
@@ -203,7 +197,9 @@ pub fn rebuild_reporting(
         }
     }
     flush(&mut batch, &mut committed)?;
-    flush(&mut batch, &mut committed)?;
+    let before = Instant::now();
+    let transactions = lanes.finish(handle)?;
+    waiting += before.elapsed();
     Ok(Rebuilt {
         records: total,
         seconds: started.elapsed().as_secs_f64(),
@@ -215,8 +211,104 @@ pub fn rebuild_reporting(
 /// Transactions a rebuild writes at once (on disjoint partitions).
 const WRITERS: usize = 2;
 
+/// Parts a writer holds besides the one it writes.
+const QUEUED: usize = 2;
+
+/// A prepared part and the offsets its partitions move from.
+type Part = (crate::store::Prepared, BTreeMap<Partition, i64>);
+
+/// The rebuild's writers. Each owns some partitions for the whole rebuild and writes their
+/// parts in order, one transaction per part, as they come: a writer never waits for the
+/// other's part of the same batch, as it would if each batch were written at once (whole
+/// partitions seldom split a batch evenly, and the lighter part's backend would then
+/// idle). The partitions are dealt out by their records, per topic (a rebuild reads one
+/// topic at a time).
+struct Lanes {
+    of: HashMap<Partition, usize>,
+    senders: Vec<tokio::sync::mpsc::Sender<Part>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<u64, crate::store::WriteError>>>,
+}
+
+impl Lanes {
+    fn start(store: &Store, targets: &BTreeMap<Partition, i64>, handle: &Handle) -> Self {
+        let (senders, tasks) = (0..WRITERS)
+            .map(|_| {
+                let (sender, mut parts) = tokio::sync::mpsc::channel::<Part>(QUEUED);
+                let store = store.clone();
+                let task = handle.spawn(async move {
+                    let mut written = 0;
+                    while let Some((part, expected)) = parts.recv().await {
+                        store.write(&part, &expected).await?;
+                        written += 1;
+                    }
+                    Ok(written)
+                });
+                (sender, task)
+            })
+            .unzip();
+        Self {
+            of: lanes_of(targets, WRITERS),
+            senders,
+            tasks,
+        }
+    }
+
+    /// The writer of a partition.
+    fn of(&self, partition: &Partition) -> usize {
+        self.of.get(partition).copied().unwrap_or(0)
+    }
+
+    /// Queues a part for its writer, waiting while the writer's queue is full; a writer
+    /// that stopped on an error gives its error.
+    fn send(
+        &mut self,
+        lane: usize,
+        part: crate::store::Prepared,
+        expected: BTreeMap<Partition, i64>,
+        handle: &Handle,
+    ) -> anyhow::Result<()> {
+        if handle
+            .block_on(self.senders[lane].send((part, expected)))
+            .is_err()
+        {
+            handle.block_on(&mut self.tasks[lane])??;
+            anyhow::bail!("a rebuild's writer stopped");
+        }
+        Ok(())
+    }
+
+    /// Waits for every queued part to be written; the transactions written.
+    fn finish(self, handle: &Handle) -> anyhow::Result<u64> {
+        drop(self.senders);
+        let mut transactions = 0;
+        for task in self.tasks {
+            transactions += handle.block_on(task)??;
+        }
+        Ok(transactions)
+    }
+}
+
 /// How long a rebuild waits for the next record before it gives up.
 const STALL: Duration = Duration::from_secs(60);
+
+/// The writer of each partition: per topic, its partitions dealt out to `n` writers by
+/// their records (the targets' offsets).
+fn lanes_of(targets: &BTreeMap<Partition, i64>, n: usize) -> HashMap<Partition, usize> {
+    let mut topics: BTreeMap<&str, Vec<(i32, usize)>> = BTreeMap::new();
+    for ((topic, partition), target) in targets {
+        topics
+            .entry(topic.as_str())
+            .or_default()
+            .push((*partition, usize::try_from(*target).unwrap_or(0)));
+    }
+    let mut of = HashMap::new();
+    for (topic, partitions) in topics {
+        for (partition, lane) in crate::batch::deal(partitions, n) {
+            _ = of.insert((topic.to_owned(), partition), lane);
+        }
+    }
+    of
+}
 
 fn store_offsets(
     store: &Store,
@@ -501,6 +593,26 @@ fn changed(live: &Value, replay: &Value) -> BTreeMap<String, (Value, Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_topic_is_dealt_out_to_the_writers_by_its_records() {
+        let targets: BTreeMap<Partition, i64> = [
+            (("a", 0), 100),
+            (("a", 1), 60),
+            (("a", 2), 50),
+            (("b", 0), 5),
+            (("b", 1), 7),
+            (("b", 2), 0),
+        ]
+        .into_iter()
+        .map(|((t, p), n)| ((t.to_owned(), p), n))
+        .collect();
+        let of = lanes_of(&targets, 2);
+        let lane = |t: &str, p: i32| of[&(t.to_owned(), p)];
+        // a: 100 | 60 + 50; b: 7 | 5 + 0 (the empty partition to the lighter writer).
+        assert_eq!((lane("a", 0), lane("a", 1), lane("a", 2)), (0, 1, 1));
+        assert_eq!((lane("b", 1), lane("b", 0), lane("b", 2)), (0, 1, 1));
+    }
 
     #[test]
     fn changed_columns_only() {

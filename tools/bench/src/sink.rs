@@ -397,21 +397,25 @@ pub(crate) async fn print_statements(pool: &sqlx::PgPool, title: &str) -> Result
     _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .execute(pool)
         .await?;
-    let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(
-        "SELECT regexp_replace(left(query, 90), '\\s+', ' ', 'g'), calls, rows, total_exec_time
+    let rows: Vec<(String, i64, i64, f64, f64, i64)> = sqlx::query_as(
+        "SELECT regexp_replace(left(query, 90), '\\s+', ' ', 'g'), calls, rows, total_exec_time,
+                wal_bytes::float8, wal_fpi
            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25",
     )
     .fetch_all(pool)
     .await?;
-    println!("\n| statement | calls | rows | ms | µs per row |");
-    println!("|---|---:|---:|---:|---:|");
-    for (query, calls, rows, ms) in rows {
-        let per_row = if rows > 0 {
-            ms * 1000.0 / rows as f64
-        } else {
-            0.0
-        };
-        println!("| `{query}` | {calls} | {rows} | {ms:.0} | {per_row:.1} |");
+    println!(
+        "\n| statement | calls | rows | ms | µs per row | WAL MB | WAL bytes per row | full-page images |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (query, calls, rows, ms, wal, images) in rows {
+        let per_row = |total: f64| if rows > 0 { total / rows as f64 } else { 0.0 };
+        println!(
+            "| `{query}` | {calls} | {rows} | {ms:.0} | {:.1} | {:.0} | {:.0} | {images} |",
+            per_row(ms * 1000.0),
+            wal / 1_048_576.0,
+            per_row(wal)
+        );
     }
     Ok(())
 }
