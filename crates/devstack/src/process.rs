@@ -62,9 +62,49 @@ pub fn sibling_binary(name: &str, env_var: &str) -> Result<std::path::PathBuf> {
     )
 }
 
-/// A free TCP port on loopback (free when asked; bind promptly).
+/// A TCP port nothing listens on at loopback, for a program started next to bind (see
+/// [`free_ports`]).
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    free_ports(1)
+}
+
+/// The first of `n` consecutive TCP ports nothing listens on at loopback, for programs
+/// started next to bind. They are picked at random below Linux's ephemeral range (32768
+/// and up), where the kernel takes ports for outgoing connections and for binds to port 0:
+/// a port from that range, free when asked, can be taken by a client's connection before
+/// the program binds it. Ports this process handed out already are not handed out again.
+pub fn free_ports(n: u16) -> Result<u16> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let free = |p: u16| {
+        !given.contains(&p) && TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, p)).is_ok()
+    };
+    let span = PORTS_END - PORTS_START - n;
+    for attempt in 0..1_000_u64 {
+        let first = PORTS_START + u16::try_from(random(attempt) % u64::from(span)).unwrap_or(0);
+        if (0..n).all(|i| free(first + i)) {
+            given.extend(first..first + n);
+            return Ok(first);
+        }
+    }
+    bail!("no {n} consecutive free ports between {PORTS_START} and {PORTS_END} on 127.0.0.1")
+}
+
+/// Where [`free_ports`] picks: below the ephemeral range, above the project's fixed
+/// defaults (`habitat up`'s lie between 15432 and 19110).
+const PORTS_START: u16 = 20_000;
+const PORTS_END: u16 = 32_000;
+
+/// A number different per process and per `salt`.
+fn random(salt: u64) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one((
+        salt,
+        std::process::id(),
+        Instant::now(),
+    ))
 }
 
 /// Waits until `addr` accepts TCP connections.
@@ -219,4 +259,25 @@ pub fn metric_value(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Op
         .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_lie_below_the_ephemeral_range_and_are_given_once() {
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            let first = free_ports(3).expect("ports");
+            assert!((PORTS_START..PORTS_END - 2).contains(&first), "{first}");
+            for port in first..first + 3 {
+                assert!(!seen.contains(&port), "{port} given twice");
+                seen.push(port);
+            }
+        }
+        let port = free_port().expect("a port");
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).expect("free");
+        drop(listener);
+    }
 }

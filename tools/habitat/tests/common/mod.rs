@@ -21,38 +21,15 @@ pub struct Stack {
     pub metrics_port: u16,
 }
 
-/// The first of `n` consecutive ports nothing listens on, below Linux's ephemeral range
-/// (32768 and up): a port of a stack is chosen before the stack starts, and the client
-/// connections of a stack already running take ephemeral ports, so a port from that range
-/// can be taken by the time `up` binds it.
-/// Ports already handed out by this process (not yet bound by their stack) are not handed
-/// out again.
+/// The first of `n` consecutive free ports, below the ephemeral range: a port of a stack
+/// is chosen before the stack starts (see [`devstack::process::free_ports`]).
 pub fn free_ports(n: u16) -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().expect("ports lock");
-    let free =
-        |p: u16| !given.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-    loop {
-        let first = 20_000 + u16::try_from(rand_below(12_000)).expect("small");
-        if (0..n).all(|i| free(first + i)) {
-            given.extend(first..first + n);
-            return first;
-        }
-    }
+    devstack::process::free_ports(n).expect("free ports")
 }
 
-/// A free port below the ephemeral range (see [`free_ports`]).
+/// A free port below the ephemeral range.
 pub fn free_port() -> u16 {
     free_ports(1)
-}
-
-/// A number below `n`, different per call.
-fn rand_below(n: u32) -> u32 {
-    u32::from_le_bytes(
-        uuid::Uuid::new_v4().as_bytes()[..4]
-            .try_into()
-            .expect("four bytes"),
-    ) % n
 }
 
 /// Whether a line of `status` names `part` and says `state`.
