@@ -34,7 +34,8 @@ fn instances_starting_at_once_all_migrate() {
 }
 
 /// A schema written before migration 0010 keeps its log: the payloads become `json` with
-/// the same content, and `exceptions` still lists a refusal read from the log's payload.
+/// the same content, the key compares the partition and offset first, and `exceptions`
+/// still lists a refusal read from the log's payload.
 #[tokio::test]
 async fn the_log_payload_becomes_json_with_its_rows() {
     let url = test_support::database();
@@ -105,6 +106,16 @@ async fn the_log_payload_becomes_json_with_its_rows() {
     .await
     .expect("the column");
     assert_eq!(ty, "json");
+    let key: String = sqlx::query_scalar(&format!(
+        "SELECT pg_get_indexdef('{schema}.event_log_pkey'::regclass)"
+    ))
+    .fetch_one(&mut conn)
+    .await
+    .expect("the log's key");
+    assert!(
+        key.ends_with("(source_partition, source_offset, source_topic)"),
+        "{key}"
+    );
     let now: Vec<Option<String>> = sqlx::query_scalar(&format!(
         "SELECT payload::text FROM {schema}.event_log ORDER BY source_offset"
     ))
