@@ -269,7 +269,12 @@ fn cluster(paths: &Paths, args: &StackArgs) -> Result<Cluster> {
         PgBin::ensure()?,
         &paths.postgres(),
         args.postgres_port,
-        ClusterOptions::default(),
+        ClusterOptions {
+            // The sink writes WAL in bulk (docs/operations.md); the default 1GB of
+            // `max_wal_size` is kept, for a machine's disk.
+            settings: vec!["wal_buffers=16MB".to_owned()],
+            ..ClusterOptions::default()
+        },
     ))
 }
 

@@ -101,6 +101,8 @@ fn two_stacks_run_side_by_side_and_down_stops_only_its_own() {
         assert!(output.status.success(), "{output:?}");
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     };
+    // The stack's Postgres has the WAL buffers docs/operations.md recommends for the sink.
+    assert_eq!(psql("SHOW wal_buffers"), "16MB");
     _ = psql(
         "BEGIN; SELECT habitat_outbox.enqueue('people.MemberRegistered', 'coop-outbox', \
          '{\"member_id\": \"m-1\", \"display_name\": \"Ana\", \"joined_on\": \"2026-01-02\", \

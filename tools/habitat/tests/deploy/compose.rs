@@ -54,6 +54,15 @@ fn docker_compose_runs_every_program_with_settings_it_has() {
         .iter()
         .find_map(|a| a.strip_prefix("--advertise-kafka-addr="))
         .expect("advertised address");
+    // Postgres with the WAL settings docs/operations.md recommends for the sink.
+    let postgres = string_list(&service("postgres")["command"]);
+    for setting in ["wal_buffers=16MB", "max_wal_size=4GB"] {
+        let at = postgres.iter().position(|a| a == setting);
+        assert!(
+            at.is_some_and(|i| i > 0 && postgres[i - 1] == "-c"),
+            "{setting} in {postgres:?}"
+        );
+    }
     for part in ["redpanda", "postgres"] {
         assert!(
             !service(part)["healthcheck"]["test"].is_null(),
