@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Coop, Written, write_batch};
+use common::{Coop, Written, claimed_store, write_batch};
 use postgres_sink::store::Store;
 use test_support::unique;
 
@@ -17,13 +17,7 @@ fn write(rt: &tokio::runtime::Runtime, store: &Store, next: i64, records: &[Writ
 #[test]
 fn a_transactions_lines_are_replaced_with_it_and_deleted_with_it() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let url = test_support::database();
-    let schema = unique("lines").replace('-', "_");
-    let store = rt
-        .block_on(Store::connect_for(&url, &schema, "lines-test", 1))
-        .expect("store");
-    rt.block_on(store.claim(&[(TOPIC.to_owned(), 0)]))
-        .expect("claim");
+    let (store, schema) = claimed_store(&rt, "lines", TOPIC);
     let tenant = unique("coop");
     let mut coop = Coop::new(&tenant);
     let lines = |store: &Store| -> Vec<(String, i32, String, String, String)> {

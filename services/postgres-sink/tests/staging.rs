@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Coop, Written, write_batch};
+use common::{Coop, Written, claimed_store, write_batch};
 use postgres_sink::store::Store;
 use test_support::unique;
 
@@ -25,14 +25,8 @@ fn write(
 #[test]
 fn each_batch_merges_only_its_own_staged_rows_and_a_grown_staging_table_is_truncated() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let url = test_support::database();
-    let schema = unique("staging").replace('-', "_");
     // One writer: every batch goes through the same few sessions, one after the other.
-    let store = rt
-        .block_on(Store::connect_for(&url, &schema, "staging-test", 1))
-        .expect("store");
-    rt.block_on(store.claim(&[(TOPIC.to_owned(), 0)]))
-        .expect("claim");
+    let (store, schema) = claimed_store(&rt, "staging", TOPIC);
     let tenant = unique("coop");
     let mut coop = Coop::new(&tenant);
 

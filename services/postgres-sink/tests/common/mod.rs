@@ -330,6 +330,28 @@ pub enum Written<'a> {
 
 /// Writes `records` as one batch read from partition 0 of `topic` at `next` (the first
 /// batch at 0), the way the sink writes a batch; returns the new next offset.
+/// A store on a fresh schema of a fresh database (one writer: its batches go through the
+/// same few sessions, one after the other), owning partition 0 of `topic`; and the schema.
+pub fn claimed_store(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    topic: &str,
+) -> (postgres_sink::store::Store, String) {
+    let url = test_support::database();
+    let schema = test_support::unique(name).replace('-', "_");
+    let store = rt
+        .block_on(postgres_sink::store::Store::connect_for(
+            &url,
+            &schema,
+            &format!("{name}-test"),
+            1,
+        ))
+        .expect("store");
+    rt.block_on(store.claim(&[(topic.to_owned(), 0)]))
+        .expect("claim");
+    (store, schema)
+}
+
 pub fn write_batch(
     rt: &tokio::runtime::Runtime,
     store: &postgres_sink::store::Store,
