@@ -266,6 +266,10 @@ impl<'a> Relay<'a> {
         shutdown: &Arc<AtomicBool>,
         runtime: &tokio::runtime::Runtime,
     ) -> anyhow::Result<()> {
+        // Inside the runtime until the listener is dropped (declared first, dropped last):
+        // dropping a listener spawns its connection's return to the pool, which panics on a
+        // thread outside a runtime — as when a query fails during a database outage.
+        let _runtime = runtime.enter();
         let mut listener = runtime.block_on(async {
             let mut listener = PgListener::connect_with(&self.pool).await?;
             listener.listen(&self.config.schema).await?;
