@@ -2,8 +2,8 @@
 //!
 //! Every record becomes one `event_log` row, appended with binary `COPY` (the payload: the
 //! record's JSON without `meta`, kept as `json` text, which Postgres checks but does not
-//! decompose). An entity row is
-//! built from its log row's payload and staged with one `COPY` per table ([`crate::stage`]).
+//! decompose). An entity row is built from its log row's payload and staged with one
+//! `COPY` per table ([`crate::stage`]).
 //! Within a batch only the last operation on a key reaches its table (the same key twice
 //! in one merge would be refused, and the earlier state is overwritten anyway); the log
 //! keeps every record.
