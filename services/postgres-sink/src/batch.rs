@@ -96,8 +96,11 @@ pub fn copy_log(rows: &[LogRow]) -> Vec<u8> {
 pub struct Batch {
     /// `event_log` rows.
     pub log: Vec<LogRow>,
-    /// Table → record key → last operation.
-    pub entities: BTreeMap<&'static str, HashMap<String, Op>>,
+    /// Table → record key → last operation, in key order: a table's rows are then
+    /// staged and merged in the order of its primary key, so that the merge walks the
+    /// key's pages in order rather than at random (and a ledger transaction's lines
+    /// follow each other).
+    pub entities: BTreeMap<&'static str, BTreeMap<String, Op>>,
     /// `dead_letters` rows (JSON objects), with the partition they were read from.
     pub dead_letters: Vec<((String, i32), String)>,
     /// Dead letters by error class, for the metrics.

@@ -216,7 +216,7 @@ impl Store {
     pub fn prepare(&self, batch: Batch) -> Result<Prepared, BadPayload> {
         Ok(Prepared {
             log: (!batch.log.is_empty()).then(|| copy_log(&batch.log)),
-            staged: self.stage(&batch)?,
+            staged: stage(&self.statements, &batch)?,
             batch,
         })
     }
@@ -373,33 +373,34 @@ struct Staged {
     lines: Option<Vec<u8>>,
 }
 
-impl Store {
-    /// The batch's entity rows, built before its transaction starts.
-    fn stage(&self, batch: &Batch) -> Result<BTreeMap<&'static str, Staged>, BadPayload> {
-        let mut out = BTreeMap::new();
-        for (table, ops) in &batch.entities {
-            let columns = &self.statements.columns[table];
-            let mut staged = Staged::default();
-            // A row's text is about as long as its payload.
-            let mut rows = TextCopy::with_capacity(ops.len() * 512);
-            let mut lines =
-                TextCopy::with_capacity(if *table == LEDGER { ops.len() * 512 } else { 0 });
-            for (key, op) in ops {
-                match op {
-                    Op::Delete(..) => staged.deleted.push(key.clone()),
-                    Op::Upsert(logged) => {
-                        let row = &batch.log[*logged];
-                        let lines = (*table == LEDGER).then_some(&mut lines);
-                        stage::entity_row(&mut rows, lines, columns, row)?;
-                    }
+/// The batch's entity rows, built before its transaction starts: each table's in the
+/// order of their keys.
+fn stage(
+    statements: &Statements,
+    batch: &Batch,
+) -> Result<BTreeMap<&'static str, Staged>, BadPayload> {
+    let mut out = BTreeMap::new();
+    for (table, ops) in &batch.entities {
+        let columns = &statements.columns[table];
+        let mut staged = Staged::default();
+        // A row's text is about as long as its payload.
+        let mut rows = TextCopy::with_capacity(ops.len() * 512);
+        let mut lines = TextCopy::with_capacity(if *table == LEDGER { ops.len() * 512 } else { 0 });
+        for (key, op) in ops {
+            match op {
+                Op::Delete(..) => staged.deleted.push(key.clone()),
+                Op::Upsert(logged) => {
+                    let row = &batch.log[*logged];
+                    let lines = (*table == LEDGER).then_some(&mut lines);
+                    stage::entity_row(&mut rows, lines, columns, row)?;
                 }
             }
-            staged.rows = (!rows.is_empty()).then(|| rows.into_bytes());
-            staged.lines = (!lines.is_empty()).then(|| lines.into_bytes());
-            _ = out.insert(*table, staged);
         }
-        Ok(out)
+        staged.rows = (!rows.is_empty()).then(|| rows.into_bytes());
+        staged.lines = (!lines.is_empty()).then(|| lines.into_bytes());
+        _ = out.insert(*table, staged);
     }
+    Ok(out)
 }
 
 /// `COPY <target> …` (text format) of `rows`.
@@ -413,6 +414,48 @@ async fn copy_text(tx: &mut PgConnection, target: &str, rows: &[u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tables_rows_are_staged_in_the_order_of_their_keys() {
+        let column = |name: &str| stage::Column {
+            name: name.to_owned(),
+            ty: "text".to_owned(),
+        };
+        let statements = Statements {
+            columns: [(
+                "members",
+                vec![column("record_key"), column("display_name")],
+            )]
+            .into(),
+            merges: BTreeMap::new(),
+        };
+        let mut batch = Batch::default();
+        // Read in an order that is not the keys'.
+        for (offset, member) in ["m-3", "m-10", "m-1", "m-2"].into_iter().enumerate() {
+            let key = format!("coop-a/member/{member}");
+            batch.log.push(crate::batch::LogRow {
+                topic: "habitat.people".to_owned(),
+                offset: i64::try_from(offset).expect("an offset"),
+                key: key.clone(),
+                payload: Some(format!(r#"{{"display_name":"{member}"}}"#)),
+                ..crate::batch::LogRow::default()
+            });
+            _ = batch
+                .entities
+                .entry("members")
+                .or_default()
+                .insert(key, Op::Upsert(offset));
+        }
+        let staged = stage(&statements, &batch).expect("staged");
+        let rows = staged["members"].rows.as_deref().expect("rows");
+        assert_eq!(
+            std::str::from_utf8(rows).expect("text"),
+            "coop-a/member/m-1\tm-1\n\
+             coop-a/member/m-10\tm-10\n\
+             coop-a/member/m-2\tm-2\n\
+             coop-a/member/m-3\tm-3\n"
+        );
+    }
 
     #[test]
     fn schema_names() {
