@@ -272,16 +272,8 @@ impl Batch {
         for (topic, partition) in self.offsets.keys() {
             _ = sizes.entry((topic.as_str(), *partition)).or_default();
         }
-        let dealt: HashMap<(String, i32), usize> = deal(sizes, n)
-            .into_iter()
-            .map(|((topic, partition), part)| ((topic.to_owned(), partition), part))
-            .collect();
-        self.split_by(n, |topic, partition| {
-            dealt
-                .get(&(topic.to_owned(), partition))
-                .copied()
-                .unwrap_or(0)
-        })
+        let dealt = by_topic(deal(sizes, n));
+        self.split_by(n, |topic, partition| part_of(&dealt, topic, partition))
     }
 
     /// Splits the batch into `n` batches, partition `(topic, p)` going to part
@@ -351,6 +343,31 @@ pub fn deal<K: Ord + Eq + std::hash::Hash>(
         _ = dealt.insert(item, lightest);
     }
     dealt
+}
+
+/// Parts keyed by topic, then partition: looked up by a borrowed topic, without making a
+/// key per row.
+pub type PartsByTopic = HashMap<String, HashMap<i32, usize>>;
+
+/// `dealt` ([`deal`] of partitions) keyed by topic, then partition.
+pub fn by_topic<T: AsRef<str>>(dealt: impl IntoIterator<Item = ((T, i32), usize)>) -> PartsByTopic {
+    let mut parts = PartsByTopic::new();
+    for ((topic, partition), part) in dealt {
+        _ = parts
+            .entry(topic.as_ref().to_owned())
+            .or_default()
+            .insert(partition, part);
+    }
+    parts
+}
+
+/// The part of a partition in `parts` (0 for one not dealt out).
+pub fn part_of(parts: &PartsByTopic, topic: &str, partition: i32) -> usize {
+    parts
+        .get(topic)
+        .and_then(|partitions| partitions.get(&partition))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// `[row, row, …]` from JSON object texts.

@@ -3,7 +3,7 @@
 //! the sink's own code, and written by writers that each own some of the partitions.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
@@ -112,9 +112,8 @@ pub fn rebuild_reporting(
     let mut flush = |batch: &mut Batch, committed: &mut BTreeMap<Partition, i64>| {
         // Encoded for Postgres while the writers still write the batches before.
         let mut parts = Vec::with_capacity(WRITERS);
-        let split = std::mem::take(batch).split_by(WRITERS, |topic, partition| {
-            lanes.of(&(topic.to_owned(), partition))
-        });
+        let split =
+            std::mem::take(batch).split_by(WRITERS, |topic, partition| lanes.of(topic, partition));
         for (lane, part) in split.into_iter().enumerate() {
             if !part.is_empty() {
                 total += part.len();
@@ -208,7 +207,7 @@ type Part = (crate::store::Prepared, BTreeMap<Partition, i64>);
 /// idle). The partitions are dealt out by their records, per topic (a rebuild reads one
 /// topic at a time).
 struct Lanes {
-    of: HashMap<Partition, usize>,
+    of: crate::batch::PartsByTopic,
     senders: Vec<tokio::sync::mpsc::Sender<Part>>,
     tasks: Vec<tokio::task::JoinHandle<Result<u64, crate::store::WriteError>>>,
 }
@@ -238,8 +237,8 @@ impl Lanes {
     }
 
     /// The writer of a partition.
-    fn of(&self, partition: &Partition) -> usize {
-        self.of.get(partition).copied().unwrap_or(0)
+    fn of(&self, topic: &str, partition: i32) -> usize {
+        crate::batch::part_of(&self.of, topic, partition)
     }
 
     /// Queues a part for its writer, waiting while the writer's queue is full; a writer
@@ -277,7 +276,7 @@ const STALL: Duration = Duration::from_secs(60);
 
 /// The writer of each partition: per topic, its partitions dealt out to `n` writers by
 /// their records (the targets' offsets).
-fn lanes_of(targets: &BTreeMap<Partition, i64>, n: usize) -> HashMap<Partition, usize> {
+fn lanes_of(targets: &BTreeMap<Partition, i64>, n: usize) -> crate::batch::PartsByTopic {
     let mut topics: BTreeMap<&str, Vec<(i32, usize)>> = BTreeMap::new();
     for ((topic, partition), target) in targets {
         topics
@@ -285,13 +284,11 @@ fn lanes_of(targets: &BTreeMap<Partition, i64>, n: usize) -> HashMap<Partition, 
             .or_default()
             .push((*partition, usize::try_from(*target).unwrap_or(0)));
     }
-    let mut of = HashMap::new();
-    for (topic, partitions) in topics {
-        for (partition, lane) in crate::batch::deal(partitions, n) {
-            _ = of.insert((topic.to_owned(), partition), lane);
-        }
-    }
-    of
+    crate::batch::by_topic(topics.into_iter().flat_map(|(topic, partitions)| {
+        crate::batch::deal(partitions, n)
+            .into_iter()
+            .map(move |(partition, lane)| ((topic, partition), lane))
+    }))
 }
 
 fn store_offsets(
@@ -321,7 +318,7 @@ mod tests {
         .map(|((t, p), n)| ((t.to_owned(), p), n))
         .collect();
         let of = lanes_of(&targets, 2);
-        let lane = |t: &str, p: i32| of[&(t.to_owned(), p)];
+        let lane = |t: &str, p: i32| of[t][&p];
         // a: 100 | 60 + 50; b: 7 | 5 + 0 (the empty partition to the lighter writer).
         assert_eq!((lane("a", 0), lane("a", 1), lane("a", 2)), (0, 1, 1));
         assert_eq!((lane("b", 1), lane("b", 0), lane("b", 2)), (0, 1, 1));
