@@ -102,6 +102,9 @@ fn records_read_with(
         list.add_partition_offset(topic, partition, Offset::Beginning)
             .expect("partition");
     }
+    // The topic's leaders known first: the client would otherwise find them on its next
+    // scan of unknown topics, up to a second later.
+    _ = reader.fetch_metadata(Some(topic), Duration::from_secs(10));
     reader.assign(&list).expect("assign");
     let mut left = Vec::new();
     let mut ended = 0;

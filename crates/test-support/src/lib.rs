@@ -250,6 +250,9 @@ pub fn committed_reader(topic: &str, partitions: i32) -> rdkafka::consumer::Base
         list.add_partition_offset(topic, p, Offset::Beginning)
             .expect("partition");
     }
+    // The topic's leaders known first: the client would otherwise find them on its next
+    // scan of unknown topics, up to a second later.
+    _ = consumer.fetch_metadata(Some(topic), Duration::from_secs(10));
     consumer.assign(&list).expect("assign");
     consumer
 }

@@ -28,7 +28,7 @@ where
                     })
                 })?;
         }
-        self.restorer.assign(&list).map_err(|source| {
+        crate::kafka::assign_known(&self.restorer, &list).map_err(|source| {
             Failure::Stop(EngineError::Kafka {
                 during: format!("assigning {topic} to the restore consumer"),
                 source,

@@ -12,10 +12,7 @@ use habitat_runtime::{
     avro::AvroCodec,
     config::{KafkaSettings, RegistryAuth},
 };
-use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
-};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList, consumer::BaseConsumer};
 use serde::Serialize;
 use tokio::runtime::Handle;
 
@@ -138,7 +135,9 @@ pub fn rebuild_reporting(
         for partition in partitions.keys() {
             list.add_partition_offset(topic, *partition, Offset::Beginning)?;
         }
-        consumer.assign(&list)?;
+        // With the topic's leaders known: otherwise nothing is read for up to a second at
+        // every topic.
+        habitat_runtime::kafka::assign_known(&consumer, &list)?;
         let mut open = partitions;
         let mut progress = Instant::now();
         while !open.is_empty() {
