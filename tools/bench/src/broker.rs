@@ -17,7 +17,7 @@ use devstack::{
 use habitat::kafka::{config, ensure_topic, ensure_topic_with, send};
 use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
+    consumer::BaseConsumer,
     producer::{BaseProducer, BaseRecord, Producer},
 };
 
@@ -148,7 +148,7 @@ pub fn consume(bootstrap: &str, topic: &str, args: &BrokerBench) -> Result<Rate>
     for partition in 0..args.partitions {
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
     }
-    consumer.assign(&assignment)?;
+    habitat_runtime::kafka::assign_known(&consumer, &assignment)?;
     let started = Instant::now();
     let mut count = 0;
     let mut bytes = 0;

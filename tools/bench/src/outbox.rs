@@ -15,10 +15,7 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use clap::Args;
 use devstack::process::{Guardian, sibling_binary};
-use rdkafka::{
-    Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
-};
+use rdkafka::{Message, Offset, TopicPartitionList, consumer::BaseConsumer};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 
@@ -181,7 +178,7 @@ pub fn run(args: &OutboxBench) -> Result<()> {
     for p in 0..6 {
         list.add_partition_offset(PEOPLE, p, Offset::End)?;
     }
-    consumer.assign(&list)?;
+    habitat_runtime::kafka::assign_known(&consumer, &list)?;
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {

@@ -20,7 +20,7 @@ use rdkafka::{
     Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier},
     client::DefaultClientContext,
-    consumer::{BaseConsumer, Consumer},
+    consumer::BaseConsumer,
     error::KafkaError,
     producer::{BaseProducer, BaseRecord, Producer},
 };
@@ -220,7 +220,7 @@ impl Changelog {
         for partition in 0..self.partitions {
             list.add_partition_offset(&self.topic, partition, Offset::Beginning)?;
         }
-        reader.assign(&list)?;
+        habitat_runtime::kafka::assign_known(&reader, &list)?;
         let (mut records, mut ended) = (0, 0);
         let deadline = Instant::now() + Duration::from_secs(300);
         while ended < self.partitions {

@@ -22,7 +22,7 @@ use clap::{Args, ValueEnum};
 use habitat_runtime::{Context, ProcessError, Processor, Record, RuntimeConfig, Utf8};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
+    consumer::BaseConsumer,
     producer::{BaseProducer, BaseRecord, Producer},
 };
 
@@ -356,7 +356,7 @@ impl Reader {
         for p in 0..partitions {
             list.add_partition_offset(topic, p, Offset::Beginning)?;
         }
-        consumer.assign(&list)?;
+        habitat_runtime::kafka::assign_known(&consumer, &list)?;
         Ok(Self {
             consumer,
             count: 0,
